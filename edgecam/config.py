@@ -1,0 +1,316 @@
+"""Settings: one TOML file plus ``EDGECAM_<SECTION>__<KEY>`` environment overrides, validated at start."""
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from edgecam.errors import ConfigError
+
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+def _check_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    if len(points) < 3:
+        raise ValueError("a polygon needs at least 3 [x, y] points")
+    for x, y in points:
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"point [{x}, {y}] is outside the frame: x and y are fractions from 0 to 1")
+    return points
+
+
+Polygon = Annotated[list[tuple[float, float]], AfterValidator(_check_polygon)]
+WHOLE_FRAME: list[tuple[float, float]] = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
+
+
+class Section(BaseModel):
+    """A settings section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class SimulatedSettings(Section):
+    """The synthetic door scene used by the demo, the tests and the benchmarks."""
+
+    seed: int = Field(1, ge=0, le=2**31 - 1, description="Random seed: the same seed renders the same scene.")
+    width: int = Field(640, ge=64, le=4096, description="Width in pixels of the rendered scene (stills).")
+    height: int = Field(480, ge=48, le=3072, description="Height in pixels of the rendered scene (stills).")
+    fps: float = Field(10.0, gt=0, le=120, description="Frames per second of the rendered scene.")
+    door_period: float = Field(
+        12.0, ge=2.0, le=3600.0, description="Seconds from one door opening to the next."
+    )
+    first_opening: float = Field(
+        4.0, ge=0.0, le=3600.0, description="Seconds after start of the first door opening."
+    )
+    noise: float = Field(3.0, ge=0.0, le=50.0, description="Standard deviation of sensor noise, grey levels.")
+    light_switching: bool = Field(False, description="Switch the hall light on and off between openings.")
+    passer_by: bool = Field(False, description="A person walks past outside the door zone between openings.")
+
+
+class CameraSettings(Section):
+    """Where frames come from and at which sizes."""
+
+    source: str = Field(
+        "simulated",
+        min_length=1,
+        description="'simulated', 'picamera2', or anything OpenCV opens: /dev/videoN, rtsp://..., a file path.",
+    )
+    realtime: bool = Field(True, description="Pace a recorded file at its frame rate in 'edgecam run'.")
+    detect_width: int = Field(320, ge=64, le=1920, description="Width of the detection (lores) image.")
+    detect_height: int = Field(240, ge=48, le=1080, description="Height of the detection (lores) image.")
+    still_width: int = Field(2028, ge=64, le=9152, description="Width of a still from the Pi's main stream.")
+    still_height: int = Field(1520, ge=48, le=6944, description="Height of a still from the Pi's main stream.")
+    fps: float = Field(10.0, gt=0, le=120, description="Frame rate asked of a live camera.")
+    simulated: SimulatedSettings = Field(
+        default_factory=SimulatedSettings, description="The scene when source = 'simulated'."
+    )
+
+
+class MotionSettings(Section):
+    """The door-zone motion detector and when an event starts and ends."""
+
+    zone: Polygon = Field(
+        default_factory=lambda: list(WHOLE_FRAME),
+        description="Door zone polygon: [x, y] fractions of width and height; default the whole frame.",
+    )
+    masks: list[Polygon] = Field(
+        default_factory=list,
+        description="Privacy mask polygons: ignored by the detector and filled black in every still.",
+    )
+    threshold: int = Field(
+        25, ge=1, le=255, description="Grey-level difference from the background that counts as changed."
+    )
+    min_area: float = Field(
+        0.02, gt=0.0, le=1.0, description="Changed fraction of the door zone that makes a frame 'moving'."
+    )
+    min_frames: int = Field(3, ge=1, le=100, description="Consecutive moving frames that start an event.")
+    event_gap: float = Field(2.0, ge=0.1, le=600.0, description="Seconds of quiet that end an event.")
+    learning_rate: float = Field(
+        0.05, gt=0.0, le=1.0, description="Weight of a new frame in the running-average background."
+    )
+    calibration: float = Field(
+        2.0, ge=0.0, le=60.0, description="Seconds the background learns after start before events can fire."
+    )
+    global_change: float = Field(
+        0.6,
+        gt=0.0,
+        le=1.0,
+        description="Changed fraction of the whole frame treated as a light or exposure change, not motion.",
+    )
+
+
+class CaptureSettings(Section):
+    """Stills taken while the door moves."""
+
+    stills_per_event: int = Field(3, ge=0, le=50, description="Most stills taken during one event.")
+    interval: float = Field(0.5, ge=0.0, le=60.0, description="Least seconds between two stills of an event.")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the stills.")
+
+
+def _default_state_dir() -> Path:
+    if state := os.environ.get("STATE_DIRECTORY"):  # set by systemd's StateDirectory=
+        return Path(state.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "edgecam"
+
+
+class StorageSettings(Section):
+    """The state directory: the outbox database and the stills."""
+
+    dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="State directory; default $STATE_DIRECTORY (systemd) or ~/.local/state/edgecam.",
+    )
+
+
+def _check_topic_segment(value: str) -> str:
+    if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/") or "//" in value:
+        raise ValueError("must not contain '+', '#' or NUL, nor start, end or repeat '/'")
+    return value
+
+
+class MqttSettings(Section):
+    """The broker connection and topics."""
+
+    host: str = Field("localhost", min_length=1, max_length=253, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version: '5' or '3.1.1'.")
+    topic_prefix: Annotated[str, AfterValidator(_check_topic_segment)] = Field(
+        "edgecam", min_length=1, max_length=128, description="First part of every topic: <prefix>/<device_id>."
+    )
+    client_id: str | None = Field(
+        None, max_length=128, description="MQTT client id; default 'edgecam-<device_id>'."
+    )
+    keepalive: int = Field(30, ge=5, le=3600, description="Seconds between keepalive pings.")
+    username: str | None = Field(None, max_length=256, description="Broker user name.")
+    password_file: Path | None = Field(
+        None, description="File holding the broker password (never put the password itself in settings)."
+    )
+    reconnect_min: float = Field(1.0, ge=0.1, le=60.0, description="First delay before reconnecting, seconds.")
+    reconnect_max: float = Field(60.0, ge=1.0, le=3600.0, description="Longest delay between reconnects, seconds.")
+    max_inflight: int = Field(10, ge=1, le=100, description="Most unacknowledged QoS 1 messages at once.")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> "MqttSettings":
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must be >= reconnect_min")
+        return self
+
+
+def _default_device_id() -> str:
+    return socket.gethostname().split(".")[0] or "edgecam"
+
+
+class Settings(BaseSettings):
+    """All of edgecam's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGECAM_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    device_id: str = Field(
+        default_factory=_default_device_id,
+        pattern=DEVICE_ID_PATTERN,
+        description="This camera's id in topics and events; default the host name.",
+    )
+    camera: CameraSettings = Field(default_factory=CameraSettings, description="Frame source.")
+    motion: MotionSettings = Field(default_factory=MotionSettings, description="Motion detection.")
+    capture: CaptureSettings = Field(default_factory=CaptureSettings, description="Stills.")
+    storage: StorageSettings = Field(default_factory=StorageSettings, description="State directory.")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read, highest priority first: arguments, environment, the TOML file."""
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    @property
+    def topic_base(self) -> str:
+        """``<mqtt.topic_prefix>/<device_id>``: the root of every topic this device uses."""
+        return f"{self.mqtt.topic_prefix}/{self.device_id}"
+
+
+def config_path(cli_path: Path | None) -> Path | None:
+    """The TOML file to read: ``--config`` first, then ``$EDGECAM_CONFIG``, else none."""
+    if cli_path is not None:
+        return cli_path
+    env = os.environ.get("EDGECAM_CONFIG")
+    return Path(env) if env else None
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate the settings; raise ConfigError with one line per problem."""
+    if path is not None:
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"config: cannot read {path}: {err.strerror or err}") from err
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"config: {path} is not valid TOML: {err}") from err
+
+    class FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    # EDGECAM_CONFIG names the file; it is not a setting, so hide it from the environment source.
+    saved = os.environ.pop("EDGECAM_CONFIG", None)
+    try:
+        return FromFile(**overrides)
+    except ValidationError as err:
+        raise ConfigError("\n".join(describe_errors(err))) from err
+    finally:
+        if saved is not None:
+            os.environ["EDGECAM_CONFIG"] = saved
+
+
+def _key(loc: Sequence[int | str]) -> str:
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        elif re.fullmatch(r"function-after\[.*\]|list\[.*\]|tuple\[.*\]", part):
+            continue
+        else:
+            parts.append(("." if parts else "") + part)
+    return "".join(parts)
+
+
+def _allowed_keys(loc: Sequence[int | str]) -> str:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    return ", ".join(model.model_fields)
+
+
+def describe_errors(err: ValidationError) -> list[str]:
+    """One line per problem: the key, the bad value and what is allowed."""
+    lines = []
+    for e in err.errors(include_url=False):
+        key = _key(e["loc"]) or "config"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key (allowed here: {_allowed_keys(e['loc'])})")
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{key}: {e['input']!r} is not allowed: {msg}")
+    return lines
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+SECRET_KEYS = frozenset({"password", "key"})
+
+
+def render_toml(settings: Settings) -> str:
+    """The effective settings as TOML, secrets redacted, unset optional keys commented out."""
+    out: list[str] = []
+
+    def emit(prefix: str, data: dict[str, Any]) -> None:
+        tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+        for k, v in data.items():
+            if k in tables:
+                continue
+            if v is None:
+                out.append(f"# {k} = (not set)")
+            elif k in SECRET_KEYS:
+                out.append(f'{k} = "***"')
+            else:
+                out.append(f"{k} = {_toml_value(v)}")
+        for k, v in tables.items():
+            name = f"{prefix}.{k}" if prefix else k
+            out.extend(["", f"[{name}]"])
+            emit(name, v)
+
+    emit("", settings.model_dump(mode="json"))
+    return "\n".join(out) + "\n"

@@ -1,0 +1,34 @@
+"""Door zone and privacy mask polygons: from normalised ``[x, y]`` fractions to pixel masks."""
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+Point = tuple[float, float]
+Polygon = Sequence[Point]
+
+
+def to_pixels(polygon: Polygon, width: int, height: int) -> NDArray[np.int32]:
+    """Scale a polygon of ``[x, y]`` fractions to integer pixel vertices for a ``width`` x ``height`` image."""
+    pts = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    pts = np.rint(pts * (width - 1, height - 1))
+    return pts.astype(np.int32)
+
+
+def polygon_mask(polygons: Sequence[Polygon], width: int, height: int) -> NDArray[np.bool_]:
+    """Return a ``height`` x ``width`` boolean mask that is true inside any of ``polygons``."""
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    if polygons:
+        cv2.fillPoly(canvas, [to_pixels(p, width, height) for p in polygons], 255)
+    return canvas.astype(bool)
+
+
+def burn_masks(image: NDArray[np.uint8], masks: Sequence[Polygon]) -> NDArray[np.uint8]:
+    """Return a copy of ``image`` (grey or colour) with every privacy mask filled black."""
+    out = image.copy()
+    if masks:
+        height, width = image.shape[:2]
+        cv2.fillPoly(out, [to_pixels(p, width, height) for p in masks], 0)
+    return out
