@@ -47,15 +47,28 @@ class SimulatedSettings(Section):
     width: int = Field(640, ge=64, le=4096, description="Width in pixels of the rendered scene (stills).")
     height: int = Field(480, ge=48, le=3072, description="Height in pixels of the rendered scene (stills).")
     fps: float = Field(10.0, gt=0, le=120, description="Frames per second of the rendered scene.")
-    door_period: float = Field(
-        12.0, ge=2.0, le=3600.0, description="Seconds from one door opening to the next."
-    )
-    first_opening: float = Field(
-        4.0, ge=0.0, le=3600.0, description="Seconds after start of the first door opening."
-    )
+    door_period: float = Field(12.0, ge=2.0, le=3600.0, description="Seconds from one door opening to the next.")
+    first_opening: float = Field(4.0, ge=0.0, le=3600.0, description="Seconds after start of the first door opening.")
+    door_opening: float = Field(1.0, ge=0.1, le=60.0, description="Seconds the door takes to swing open.")
+    door_open: float = Field(2.0, ge=0.0, le=600.0, description="Seconds the door stays fully open.")
+    door_closing: float = Field(1.0, ge=0.1, le=60.0, description="Seconds the door takes to swing shut.")
+    door_angle: float = Field(75.0, ge=1.0, le=110.0, description="Degrees the door swings open.")
     noise: float = Field(3.0, ge=0.0, le=50.0, description="Standard deviation of sensor noise, grey levels.")
     light_switching: bool = Field(False, description="Switch the hall light on and off between openings.")
+    light_ramp: float = Field(
+        0.5, ge=0.0, le=5.0, description="Seconds the exposure takes to adapt after the light switches."
+    )
     passer_by: bool = Field(False, description="A person walks past outside the door zone between openings.")
+
+    @model_validator(mode="after")
+    def _door_fits_period(self) -> "SimulatedSettings":
+        swing = self.door_opening + self.door_open + self.door_closing
+        if self.door_period <= swing:
+            raise ValueError(
+                f"door_period ({self.door_period} s) must be longer than one opening "
+                f"(door_opening + door_open + door_closing = {swing} s)"
+            )
+        return self
 
 
 class CameraSettings(Section):
@@ -72,6 +85,9 @@ class CameraSettings(Section):
     still_width: int = Field(2028, ge=64, le=9152, description="Width of a still from the Pi's main stream.")
     still_height: int = Field(1520, ge=48, le=6944, description="Height of a still from the Pi's main stream.")
     fps: float = Field(10.0, gt=0, le=120, description="Frame rate asked of a live camera.")
+    frame_timeout: float = Field(
+        5.0, ge=0.5, le=300.0, description="Seconds a live camera may go without a frame before it has failed."
+    )
     simulated: SimulatedSettings = Field(
         default_factory=SimulatedSettings, description="The scene when source = 'simulated'."
     )
@@ -97,7 +113,13 @@ class MotionSettings(Section):
     min_frames: int = Field(3, ge=1, le=100, description="Consecutive moving frames that start an event.")
     event_gap: float = Field(2.0, ge=0.1, le=600.0, description="Seconds of quiet that end an event.")
     learning_rate: float = Field(
-        0.05, gt=0.0, le=1.0, description="Weight of a new frame in the running-average background."
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description="Weight of each new frame in the running-average background; 0.1 forgets in ~1 s at 10 fps.",
+    )
+    blur: int = Field(
+        1, ge=0, le=5, description="Radius in pixels of the box blur against sensor noise before comparing; 0 = off."
     )
     calibration: float = Field(
         2.0, ge=0.0, le=60.0, description="Seconds the background learns after start before events can fire."
@@ -107,6 +129,12 @@ class MotionSettings(Section):
         gt=0.0,
         le=1.0,
         description="Changed fraction of the whole frame treated as a light or exposure change, not motion.",
+    )
+    settle: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description="Seconds after a global change during which the background adapts fast while exposure settles.",
     )
 
 
@@ -133,6 +161,11 @@ class StorageSettings(Section):
         description="State directory; default $STATE_DIRECTORY (systemd) or ~/.local/state/edgecam.",
     )
 
+    @property
+    def outbox_path(self) -> Path:
+        """The outbox database: events and stills waiting for the broker."""
+        return self.dir / "outbox.sqlite3"
+
 
 def _check_topic_segment(value: str) -> str:
     if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/") or "//" in value:
@@ -147,11 +180,12 @@ class MqttSettings(Section):
     port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version: '5' or '3.1.1'.")
     topic_prefix: Annotated[str, AfterValidator(_check_topic_segment)] = Field(
-        "edgecam", min_length=1, max_length=128, description="First part of every topic: <prefix>/<device_id>."
+        "edgecam",
+        min_length=1,
+        max_length=128,
+        description="First part of every topic: <prefix>/<device_id>.",
     )
-    client_id: str | None = Field(
-        None, max_length=128, description="MQTT client id; default 'edgecam-<device_id>'."
-    )
+    client_id: str | None = Field(None, max_length=128, description="MQTT client id; default 'edgecam-<device_id>'.")
     keepalive: int = Field(30, ge=5, le=3600, description="Seconds between keepalive pings.")
     username: str | None = Field(None, max_length=256, description="Broker user name.")
     password_file: Path | None = Field(
@@ -160,6 +194,10 @@ class MqttSettings(Section):
     reconnect_min: float = Field(1.0, ge=0.1, le=60.0, description="First delay before reconnecting, seconds.")
     reconnect_max: float = Field(60.0, ge=1.0, le=3600.0, description="Longest delay between reconnects, seconds.")
     max_inflight: int = Field(10, ge=1, le=100, description="Most unacknowledged QoS 1 messages at once.")
+    tls: bool = Field(False, description="Connect with TLS (usually port 8883) and verify the broker's certificate.")
+    ca_file: Path | None = Field(
+        None, description="CA certificates (PEM) that sign the broker's certificate; default the system's."
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> "MqttSettings":

@@ -1,0 +1,116 @@
+"""The one place that knows the order of the stages: source -> motion -> capture -> outbox -> publisher."""
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecam.capture import Capture, Emitted
+from edgecam.config import Settings
+from edgecam.models import Frame, MotionResult, Topics
+from edgecam.motion import MotionDetector
+from edgecam.outbox import Outbox
+from edgecam.publisher import Publisher
+from edgecam.sources import FrameSource, open_source
+from edgecam.systemd import Notifier
+
+logger = logging.getLogger(__name__)
+
+DRAIN_ON_EXIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one frame produced."""
+
+    frame: Frame
+    result: MotionResult
+    emitted: list[Emitted]
+
+
+class Pipeline:
+    """Detector and capture policy over a source's frames: the part shared by ``run`` and ``replay``."""
+
+    def __init__(self, settings: Settings, source: FrameSource, stills_dir: Path | None) -> None:
+        cam = settings.camera
+        self.source = source
+        self.detector = MotionDetector(settings.motion, cam.detect_width, cam.detect_height)
+        self.capture = Capture(
+            settings.capture, settings.motion.masks, settings.device_id, Topics(settings.topic_base), stills_dir
+        )
+
+    def steps(self, stop: threading.Event | None = None) -> Iterator[Step]:
+        """Process frames until the source ends or ``stop`` is set; the last step closes an open event."""
+        frame: Frame | None = None
+        for frame in self.source.frames():
+            result = self.detector.process(frame)
+            yield Step(frame, result, self.capture.on_frame(frame, result, self.source.still))
+            if stop is not None and stop.is_set():
+                break
+        if frame is not None and self.capture.in_event:
+            end = MotionResult(score=0.0, moving=False, event="end")
+            yield Step(frame, end, self.capture.finish(frame.t))
+
+
+class Agent:
+    """The running agent: frames in, events and stills durably queued and published."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        open_camera: Callable[[], FrameSource] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self._open_camera = open_camera or (lambda: open_source(settings.camera, realtime=settings.camera.realtime))
+        self._notifier = notifier or Notifier()
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until the source ends or ``stop`` is set; raises CameraError, StorageError on fatal failures."""
+        s = self.settings
+        db = s.storage.dir / "outbox.sqlite3"
+        events = 0
+        with ExitStack() as cleanup:  # runs in reverse: stop the camera, drain, disconnect, close the outbox
+            outbox = Outbox(db)
+            cleanup.callback(outbox.close)
+            publisher = Publisher(s.mqtt, Topics(s.topic_base), db, s.device_id)
+            publisher.start()
+            cleanup.callback(publisher.stop)
+            cleanup.callback(self._drain, publisher, stop)
+            source = self._open_camera()
+            cleanup.callback(source.close)
+            cleanup.callback(self._notifier.stopping)
+            logger.info(
+                "agent: %s watching %s, publishing to %s:%d under %s/",
+                s.device_id,
+                s.camera.source,
+                s.mqtt.host,
+                s.mqtt.port,
+                s.topic_base,
+            )
+            self._notifier.ready(f"watching {s.camera.source}")
+            for step in Pipeline(s, source, s.storage.dir / "stills").steps(stop):
+                if step.result.event == "start":
+                    publisher.set_motion(True)
+                for event, still in step.emitted:
+                    seq = outbox.append(event, still)
+                    logger.info("agent: %s %s seq=%d score=%.3f", event.type, event.event_id, seq, event.score)
+                    events += event.type == "start"
+                if step.emitted:
+                    publisher.wake()
+                if step.result.event == "end":
+                    publisher.set_motion(False)
+                    self._notifier.status(f"{events} door events; {outbox.depth()} messages queued")
+                self._notifier.watchdog()
+        logger.info("agent: stopped after %d door events", events)
+
+    @staticmethod
+    def _drain(publisher: Publisher, stop: threading.Event) -> None:
+        """When the source ended by itself, give the broker a moment to take what the last frames queued."""
+        if not stop.is_set() and not publisher.wait_idle(DRAIN_ON_EXIT_S):
+            logger.warning(
+                "agent: the broker did not take every queued message within %.0f s; they stay in the outbox",
+                DRAIN_ON_EXIT_S,
+            )

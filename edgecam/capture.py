@@ -1,0 +1,153 @@
+"""When to take stills and how: masks burned in, JPEG encoded, written atomically, events assembled."""
+
+import hashlib
+import logging
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgecam.config import CaptureSettings
+from edgecam.errors import StorageError
+from edgecam.models import Event, EventType, Frame, MotionResult, Still, Topics, utc_now
+from edgecam.zones import Polygon, burn_masks
+
+logger = logging.getLogger(__name__)
+
+TakeStill = Callable[[], NDArray[np.uint8]]
+Emitted = tuple[Event, Still | None]
+
+
+def encode_still(
+    image: NDArray[np.uint8], masks: Sequence[Polygon], quality: int, event_id: str, index: int
+) -> Still:
+    """Burn the privacy masks into ``image``, encode it as JPEG and hash it."""
+    masked = burn_masks(image, masks)
+    ok, buf = cv2.imencode(".jpg", masked, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise StorageError(f"capture: OpenCV could not encode a {image.shape} still as JPEG")
+    jpeg = buf.tobytes()
+    height, width = masked.shape[:2]
+    return Still(event_id, index, jpeg, hashlib.sha256(jpeg).hexdigest(), width, height)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the whole file or none (temp, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass
+class _Open:
+    """The event under way."""
+
+    event_id: str
+    started: datetime
+    start_t: float
+    peak: float
+    stills: int = 0
+    last_still_t: float = float("-inf")
+
+
+class Capture:
+    """Turns the detector's results into start, still and end events, taking stills only while the door moves."""
+
+    def __init__(
+        self,
+        settings: CaptureSettings,
+        masks: Sequence[Polygon],
+        device_id: str,
+        topics: Topics,
+        stills_dir: Path | None,
+        clock: Callable[[], datetime] = utc_now,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._settings = settings
+        self._masks = masks
+        self._device_id = device_id
+        self._topics = topics
+        self._stills_dir = stills_dir
+        self._clock = clock
+        self._new_id = new_id
+        self._open: _Open | None = None
+
+    @property
+    def in_event(self) -> bool:
+        """An event has started and not yet ended."""
+        return self._open is not None
+
+    def on_frame(self, frame: Frame, result: MotionResult, take_still: TakeStill) -> list[Emitted]:
+        """Return the events (with their stills) this frame produces, in publishing order."""
+        out: list[Emitted] = []
+        if result.event == "start" and self._open is None:
+            self._open = _Open(self._new_id(), self._clock(), frame.t, result.score)
+            out.append((self._event(self._open, "start", result.score), None))
+        ev = self._open
+        if ev is None:
+            return out
+        ev.peak = max(ev.peak, result.score)
+        if (
+            result.moving
+            and ev.stills < self._settings.stills_per_event
+            and frame.t - ev.last_still_t >= self._settings.interval
+        ):
+            emitted = self._still(ev, take_still, result.score, frame.t)
+            if emitted is not None:
+                out.append(emitted)
+        if result.event == "end":
+            out.append(self.finish(frame.t)[0])
+        return out
+
+    def finish(self, t: float) -> list[Emitted]:
+        """End the event under way, if any (the source ended or the agent is stopping)."""
+        ev = self._open
+        if ev is None:
+            return []
+        self._open = None
+        duration = round(max(0.0, t - ev.start_t), 3)
+        return [(self._event(ev, "end", ev.peak, duration_s=duration, stills=ev.stills), None)]
+
+    def _still(self, ev: _Open, take_still: TakeStill, score: float, t: float) -> Emitted | None:
+        index = ev.stills + 1
+        try:
+            still = encode_still(take_still(), self._masks, self._settings.jpeg_quality, ev.event_id, index)
+            if self._stills_dir is not None:
+                path = self._stills_dir / ev.event_id / f"{index}.jpg"
+                write_atomically(path, still.jpeg)
+                still = replace(still, path=path)
+        except (OSError, StorageError) as err:
+            logger.error("capture: still %d of event %s not saved: %s", index, ev.event_id, err)
+            return None
+        ev.stills = index
+        ev.last_still_t = t
+        event = self._event(
+            ev,
+            "still",
+            score,
+            index=index,
+            sha256=still.sha256,
+            bytes=len(still.jpeg),
+            width=still.width,
+            height=still.height,
+            topic=self._topics.still(ev.event_id, index),
+        )
+        return event, still
+
+    def _event(self, ev: _Open, kind: EventType, score: float, **extra: object) -> Event:
+        return Event(kind, ev.event_id, self._device_id, self._clock(), score, extra)

@@ -1,0 +1,116 @@
+"""The ``edgecam`` commands: run, check-config, replay, listen and simulate."""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from edgecam import __version__
+from edgecam.config import Settings, config_path, load_settings, render_toml
+from edgecam.errors import ConfigError, EdgecamError
+
+logger = logging.getLogger("edgecam")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help="TOML settings file (default: $EDGECAM_CONFIG)"
+    )
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging")
+
+    parser = argparse.ArgumentParser(
+        prog="edgecam", parents=[common], description="A private-by-design door camera agent."
+    )
+    parser.add_argument("--version", action="version", version=f"edgecam {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("run", parents=[common], help="run the agent: watch the door, publish events and stills")
+    sub.add_parser("check-config", parents=[common], help="print the effective settings, or what is wrong")
+    replay = sub.add_parser("replay", parents=[common], help="run the detector over a recorded clip, no broker")
+    replay.add_argument("clip", help="a video file OpenCV reads (raw .h264, .mp4, .mkv, ...)")
+    replay.add_argument("--out", type=Path, help="also save the stills and a PNG sheet of the run here")
+    listen = sub.add_parser("listen", parents=[common], help="subscribe, print events, save and verify stills")
+    listen.add_argument("--out", type=Path, default=Path("edgecam-stills"), help="folder for stills")
+    listen.add_argument("--device", default="+", help="device id to follow (default: every device)")
+    listen.add_argument("--count", type=int, help="exit after this many event messages")
+    simulate = sub.add_parser("simulate", parents=[common], help="render the simulated door scene to a video file")
+    simulate.add_argument("out", type=Path, help="video file to write (.mkv or .avi)")
+    simulate.add_argument("--seconds", type=float, default=60.0, help="length of the clip (default 60)")
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    under_systemd = "JOURNAL_STREAM" in os.environ  # journald adds its own timestamps
+    fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt, stream=sys.stderr)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from edgecam.agent import Agent
+
+    Agent(settings).run(_stop_on_signals())
+    return 0
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from edgecam.replay import replay
+
+    count = replay(settings, args.clip, args.out, progress=sys.stderr.isatty())
+    logger.info("replay: %d messages", count)
+    return 0
+
+
+def _listen(settings: Settings, args: argparse.Namespace) -> int:
+    from edgecam.listen import run_listen
+
+    return run_listen(settings, args.out, stop=_stop_on_signals(), count=args.count, device=args.device)
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from edgecam.sources.simulated import render_clip
+
+    openings = render_clip(args.out, settings.camera.simulated, args.seconds)
+    print(json.dumps({"clip": str(args.out), "seconds": args.seconds, "door_moves": openings}))
+    return 0
+
+
+COMMANDS = {"run": _run, "replay": _replay, "listen": _listen, "simulate": _simulate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edgecam`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    _setup_logging(getattr(args, "verbose", False))
+    try:
+        settings = load_settings(config_path(getattr(args, "config", None)))
+    except ConfigError as err:
+        for line in str(err).splitlines():
+            print(f"edgecam: {line}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(render_toml(settings), end="")
+        return 0
+    try:
+        return COMMANDS[args.command](settings, args)
+    except EdgecamError as err:
+        print(f"edgecam: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,237 @@
+"""The door-zone motion detector: a running-average background over the grey detection frame, no I/O.
+
+Each frame is compared with a float32 running average of the frames before it, after scaling the background by
+the frame's overall brightness gain, so exposure drift is not motion. The changed fraction of the door zone is the
+score. Two coarse checks over the whole unmasked frame, on a grid of ``CELL`` x ``CELL`` block means, tell a light
+or exposure change from a moving door: if most cells moved by more than ``threshold``, or most cells still differ
+by a third of it once the gain is compensated, the frame is a *global change*. It is not motion; the background
+restarts from it and then adapts fast for ``settle`` seconds while the camera's exposure settles.
+
+Changed pixels learn at half the rate, so a moving door is seen before it is absorbed; during an event, pixels
+that are back to how they were before it take that background again, so a door that shut leaves no ghost.
+"""
+
+import logging
+from typing import Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgecam.config import MotionSettings
+from edgecam.errors import ConfigError
+from edgecam.models import Frame, MotionResult
+from edgecam.zones import polygon_mask
+
+logger = logging.getLogger(__name__)
+
+CELL = 8
+"""Side in pixels of a cell of the coarse grid behind the gain estimate and the global-change check."""
+FAST_RATE = 0.5
+"""Background weight of a new frame while calibrating and while settling after a global change; also how fast a
+pixel that is back to its look from before an event takes that look again."""
+CHANGED_RATE_FACTOR = 0.5
+"""Pixels that differ from the background learn at this fraction of ``learning_rate``: a door in motion is not
+absorbed before it is seen, and a door left open is still absorbed after a while."""
+SHAPE_LEVEL = 1.0 / 3.0
+"""Fraction of ``threshold`` by which a gain-compensated cell must differ to count towards a global change. Cells
+average 64 pixels, so sensor noise stays far below it."""
+DARK = 16.0
+"""Background cells darker than this say little about the exposure gain and are left out of its estimate."""
+BRIGHT = 250.0
+"""Background cells brighter than this hold clipped pixels: also left out of the gain estimate."""
+MIN_GAIN_CELLS = 0.1
+"""Fraction of the unmasked cells that must be brighter than ``DARK`` to estimate the gain; else it is 1."""
+MAX_GAIN = 4.0
+"""The gain estimate is clamped to [1 / MAX_GAIN, MAX_GAIN]."""
+
+
+class MotionDetector:
+    """Score each frame's door zone against a running-average background and turn the scores into events."""
+
+    def __init__(self, settings: MotionSettings, width: int, height: int) -> None:
+        self._settings = settings
+        self._width = width
+        self._height = height
+        self._kernel = 2 * settings.blur + 1
+
+        masked = polygon_mask(settings.masks, width, height)
+        near_mask = masked
+        if settings.masks and self._kernel > 1:
+            # A blurred pixel carries its neighbours' values: pixels next to a mask must not count either.
+            near_mask = cv2.dilate(masked.astype(np.uint8), np.ones((self._kernel, self._kernel), np.uint8)) > 0
+        counted = polygon_mask([settings.zone], width, height) & ~near_mask
+        self._zone_pixels = int(np.count_nonzero(counted))
+        if self._zone_pixels == 0:
+            raise ConfigError("motion.zone: no pixel of the door zone is left outside motion.masks")
+
+        # Per-pixel work happens only inside the bounding box of the counted zone pixels.
+        rows = np.flatnonzero(counted.any(axis=1))
+        cols = np.flatnonzero(counted.any(axis=0))
+        self._box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+        zone = counted[self._box]
+        self._zone = np.where(zone, np.uint8(255), np.uint8(0))
+        box_shape = zone.shape
+        self._background = np.zeros(box_shape, np.float32)
+        self._blurred = np.zeros(box_shape, np.uint8)
+        self._reference = np.zeros(box_shape, np.uint8)
+        self._changed = np.zeros(box_shape, np.uint8)
+        self._scratch = np.zeros(box_shape, np.uint8)
+        self._back = np.zeros(box_shape, np.uint8)
+        self._clipped = np.zeros(box_shape, np.bool_)
+        self._before = np.zeros(box_shape, np.float32)
+
+        self._grid = (max(1, width // CELL), max(1, height // CELL))
+        unmasked = cv2.resize((~masked).astype(np.float32), self._grid, interpolation=cv2.INTER_AREA)
+        self._cells = np.flatnonzero(unmasked.ravel() > 0.999)  # grid cells with no masked pixel at all
+        self._small = np.zeros((self._grid[1], self._grid[0]), np.uint8)
+        self._small_background = np.zeros(self._small.shape, np.float32)
+        logger.debug(
+            "motion: door zone %d pixels in box %s, %d of %d grid cells unmasked",
+            self._zone_pixels,
+            self._box,
+            self._cells.size,
+            self._small.size,
+        )
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the background and any event: the next frame starts a new calibration."""
+        self._start: float | None = None
+        self._settle_until = float("-inf")
+        self._streak = 0
+        self._last_moving = float("-inf")
+        self._in_event = False
+        self._have_before = False
+
+    def process(self, frame: Frame) -> MotionResult:
+        """Compare ``frame`` with the background, learn from it, and say whether an event starts or ends."""
+        gray = frame.gray
+        if gray.shape != (self._height, self._width):
+            raise ValueError(
+                f"frame {frame.index} is {gray.shape[1::-1]} pixels; the detector expects {self._width}x{self._height}"
+            )
+        s = self._settings
+        t = frame.t
+        cv2.resize(gray, self._grid, dst=self._small, interpolation=cv2.INTER_AREA)
+        box = gray[self._box]
+        current = box
+        if self._kernel > 1:
+            cv2.blur(box, (self._kernel, self._kernel), dst=self._blurred)
+            current = self._blurred
+
+        if self._start is None:
+            self._start = t
+            np.copyto(self._background, current)
+            np.copyto(self._small_background, self._small)
+            return MotionResult(score=0.0, moving=False, calibrating=s.calibration > 0)
+        calibrating = t - self._start < s.calibration
+
+        small = self._small.ravel()[self._cells].astype(np.float32)
+        small_background = self._small_background.ravel()[self._cells]
+        gain = self._gain(small, small_background)
+        global_change = self._global_fraction(small, small_background, gain) >= s.global_change
+
+        # Saturating uint8 arithmetic throughout: |frame - gain * background| never wraps around.
+        cv2.convertScaleAbs(self._background, dst=self._reference, alpha=gain)
+        if gain * 255.0 < 255.0 - s.threshold:
+            self._allow_unclipping(current)
+        cv2.absdiff(current, self._reference, dst=self._scratch)
+        cv2.threshold(self._scratch, s.threshold, 255, cv2.THRESH_BINARY, dst=self._changed)
+        if self._in_event and self._have_before:
+            self._forget_ghosts(current, gain)
+        cv2.bitwise_and(self._changed, self._zone, dst=self._scratch)
+        score = int(cv2.countNonZero(self._scratch)) / self._zone_pixels
+
+        moving = not calibrating and not global_change and score >= s.min_area
+        if moving and self._streak == 0 and not self._in_event:
+            np.copyto(self._before, self._background)  # the scene before this (possible) event began
+            self._have_before = True
+        if global_change:
+            np.copyto(self._background, current)
+            np.copyto(self._small_background, self._small)
+            self._settle_until = t + s.settle
+            self._have_before = False
+        else:
+            self._learn(current, fast=calibrating or t < self._settle_until)
+
+        return MotionResult(
+            score=score,
+            moving=moving,
+            calibrating=calibrating,
+            global_change=global_change,
+            event=self._track(t, moving),
+            in_event=self._in_event,
+        )
+
+    def _allow_unclipping(self, current: NDArray[np.uint8]) -> None:
+        """Let pixels clipped at 255 in the background be as bright as they like in the frame.
+
+        Their true brightness is unknown, so when the exposure drops, a frame value at least as bright as the gain
+        predicts from 255 is consistent with them, not a change.
+        """
+        np.greater_equal(self._background, 254.5, out=self._clipped)
+        cv2.max(self._reference, current, dst=self._scratch)
+        cv2.copyTo(self._scratch, self._clipped.view(np.uint8), self._reference)
+
+    def _gain(self, small: NDArray[np.float32], background: NDArray[np.float32]) -> float:
+        """The frame's brightness relative to the background: the median ratio of cells neither dark nor clipped."""
+        usable = (background > DARK) & (background < BRIGHT)
+        count = int(np.count_nonzero(usable))
+        if count == 0 or count < MIN_GAIN_CELLS * small.size:
+            return 1.0
+        ratios = small[usable] / background[usable]
+        median = float(np.partition(ratios, count // 2)[count // 2])
+        return min(max(median, 1.0 / MAX_GAIN), MAX_GAIN)
+
+    def _global_fraction(self, small: NDArray[np.float32], background: NDArray[np.float32], gain: float) -> float:
+        """Fraction of unmasked cells that moved (raw) or changed shape (gain-compensated): the larger."""
+        if small.size == 0:
+            return 0.0
+        level = self._settings.threshold
+        moved = int(np.count_nonzero(np.abs(small - background) > level))
+        predicted = gain * background
+        residual = np.abs(small - predicted)
+        residual[(background >= BRIGHT) & (small > predicted)] = 0.0  # clipped: brighter than predicted is fine
+        reshaped = int(np.count_nonzero(residual > level * SHAPE_LEVEL))
+        return max(moved, reshaped) / int(small.size)
+
+    def _forget_ghosts(self, current: NDArray[np.uint8], gain: float) -> None:
+        """Give pixels that are back to how they were before the event (a door shut again) that background.
+
+        They still count in this frame, since getting back is motion, but leave no fading ghost of the open door
+        behind that would keep the event going for seconds after the door closed.
+        """
+        cv2.convertScaleAbs(self._before, dst=self._reference, alpha=gain)
+        cv2.absdiff(current, self._reference, dst=self._scratch)
+        cv2.threshold(self._scratch, self._settings.threshold, 255, cv2.THRESH_BINARY_INV, dst=self._back)
+        cv2.accumulateWeighted(current, self._background, FAST_RATE, mask=self._back)
+
+    def _learn(self, current: NDArray[np.uint8], *, fast: bool) -> None:
+        """Blend the frame into the backgrounds; changed pixels learn slower unless settling."""
+        rate = FAST_RATE if fast else self._settings.learning_rate
+        cv2.accumulateWeighted(self._small, self._small_background, rate)
+        if fast:
+            cv2.accumulateWeighted(current, self._background, rate)
+            return
+        slow = rate * CHANGED_RATE_FACTOR
+        # Everything at the slow rate, then the unchanged pixels again so that in all they learn at ``rate``.
+        cv2.accumulateWeighted(current, self._background, slow)
+        cv2.bitwise_not(self._changed, dst=self._scratch)
+        cv2.accumulateWeighted(current, self._background, 1.0 - (1.0 - rate) / (1.0 - slow), mask=self._scratch)
+
+    def _track(self, t: float, moving: bool) -> Literal["start", "end"] | None:
+        """Event state: start after ``min_frames`` moving frames in a row, end after ``event_gap`` s of quiet."""
+        s = self._settings
+        if moving:
+            self._streak += 1
+            self._last_moving = t
+            if not self._in_event and self._streak >= s.min_frames:
+                self._in_event = True
+                return "start"
+            return None
+        self._streak = 0
+        if self._in_event and t - self._last_moving >= s.event_gap:
+            self._in_event = False
+            return "end"
+        return None

@@ -1,0 +1,594 @@
+"""The MQTT client (the only paho import): drains the outbox, keeps availability and motion, reconnects.
+
+Delivery: every outbox row is published with QoS 1 and removed from the outbox only when the broker has
+acknowledged all of its messages (PUBACK). Each connection gets a fresh paho client, so nothing paho kept
+from a lost connection is re-sent by paho itself (paho would re-send its unacknowledged QoS 1 messages on
+reconnect); after every (re)connect the worker re-sends all rows still in the outbox, oldest first. Within
+one connection paho sends messages in the order they were published, so a subscriber sees each event's
+first copy in seq order. A message may arrive twice (at least once); ``event_id`` + ``seq`` identify it.
+"""
+
+import logging
+import queue
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edgecam.config import MqttSettings
+from edgecam.errors import BrokerError, ConfigError, StorageError
+from edgecam.models import Topics
+from edgecam.outbox import Outbox, Pending
+
+logger = logging.getLogger(__name__)
+
+CONNACK_TIMEOUT = 10.0
+"""Seconds to wait for the broker's answer to CONNECT before trying again."""
+_POLL = 1.0
+"""Seconds between two looks at the outbox when nothing wakes the worker."""
+_OK = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+
+
+def read_password(settings: MqttSettings) -> str | None:
+    """The broker password from ``mqtt.password_file`` (trailing newline stripped), or None."""
+    if settings.password_file is None:
+        return None
+    try:
+        return settings.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise ConfigError(f"mqtt.password_file: cannot read {settings.password_file}: {reason}") from err
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    """The TLS context that verifies the broker, or None without ``mqtt.tls``."""
+    if not settings.tls:
+        return None
+    try:
+        return ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"mqtt.ca_file: cannot load {settings.ca_file}: {err}") from err
+
+
+def new_client(
+    settings: MqttSettings, client_id: str, password: str | None, tls: ssl.SSLContext | None, reconnect: bool
+) -> paho.Client:
+    """A paho client for ``settings``: protocol, credentials and TLS set, not connected.
+
+    With ``reconnect`` false, paho's network thread ends when the connection does.
+    """
+    if settings.protocol == "5":
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+            reconnect_on_failure=reconnect,
+        )
+    else:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id,
+            clean_session=True,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            reconnect_on_failure=reconnect,
+        )
+    if settings.username is not None:
+        client.username_pw_set(settings.username, password)
+    if tls is not None:
+        client.tls_set_context(tls)
+    return client
+
+
+def connect(client: paho.Client, settings: MqttSettings) -> None:
+    """Open the TCP (and TLS) connection and send CONNECT with a clean session; raises OSError."""
+    if settings.protocol == "5":
+        client.connect(settings.host, settings.port, settings.keepalive, clean_start=True)
+    else:
+        client.connect(settings.host, settings.port, settings.keepalive)
+
+
+def describe_connect_error(settings: MqttSettings, err: Exception) -> str:
+    """One line saying why a connection attempt failed, without a traceback."""
+    where = f"{settings.host}:{settings.port}"
+    if isinstance(err, socket.gaierror):
+        return f"mqtt: cannot resolve broker host {settings.host}: {err.strerror or err}"
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return f"mqtt: TLS: the certificate of broker {where} is not trusted: {err.verify_message or err}"
+    if isinstance(err, ssl.SSLError):
+        return f"mqtt: TLS handshake with broker {where} failed: {err.reason or err}"
+    if settings.tls and isinstance(err, ConnectionResetError):
+        # The TCP connection was up, so the handshake failed: most likely a listener without TLS.
+        return f"mqtt: TLS handshake with broker {where} failed: {err.strerror} (is it a TLS port?)"
+    if isinstance(err, TimeoutError):
+        return f"mqtt: cannot reach broker {where}: timed out"
+    if isinstance(err, OSError):
+        return f"mqtt: cannot reach broker {where}: {err.strerror or err}"
+    return f"mqtt: cannot connect to broker {where}: {err}"
+
+
+class _NetEvent(NamedTuple):
+    """What paho's network thread tells the worker."""
+
+    gen: int
+    """Which connection (client) it came from."""
+    kind: Literal["connected", "refused", "lost", "ack"]
+    mid: int = 0
+    reason: str = ""
+
+
+@dataclass
+class _Connection:
+    """One paho client and what is in flight on it; replaced on every reconnect."""
+
+    client: paho.Client
+    gen: int
+    started: float
+    online: bool = False
+    ended: str | None = None
+    """Why this connection is over (lost, refused, no answer), or None while it lasts."""
+    mids: dict[int, int] = field(default_factory=dict)
+    """Unacknowledged message id -> outbox seq (0 for availability and motion)."""
+    rows: dict[int, set[int]] = field(default_factory=dict)
+    """Outbox seq -> its unacknowledged message ids."""
+    last_sent: int = 0
+    motion_sent: bool | None = None
+    motion_mid: int | None = None
+
+
+class Publisher:
+    """Publishes the outbox, availability and motion to the broker from one worker thread."""
+
+    def __init__(self, mqtt: MqttSettings, topics: Topics, outbox_path: Path, device_id: str) -> None:
+        """Prepare the publisher; raise ConfigError for an unreadable password or CA file."""
+        self._mqtt = mqtt
+        self._topics = topics
+        self._outbox_path = outbox_path
+        self._client_id = mqtt.client_id or f"edgecam-{device_id}"
+        self._password = read_password(mqtt)
+        self._tls = tls_context(mqtt)
+        self._net: queue.SimpleQueue[_NetEvent] = queue.SimpleQueue()
+        self._wake_event = threading.Event()
+        self._stopping = threading.Event()
+        self._idle_cond = threading.Condition()
+        self._idle = False
+        self._wakes = 0
+        self._motion = False
+        self._connected = False
+        self._gen = 0
+        self._failures = 0
+        self._stop_timeout = 5.0
+        self._worker: threading.Thread | None = None
+
+    @property
+    def connected(self) -> bool:
+        """The broker has accepted the current connection."""
+        return self._connected
+
+    def start(self) -> None:
+        """Connect in the background; never blocks on, nor raises for, an unreachable broker.
+
+        Raises StorageError when the outbox cannot be opened.
+        """
+        if self._worker is not None:
+            return
+        Outbox(self._outbox_path).close()  # fail here, in the caller's thread, if the outbox is unusable
+        self._worker = threading.Thread(target=self._run, name="edgecam-publisher", daemon=True)
+        self._worker.start()
+
+    def wake(self) -> None:
+        """New rows are in the outbox: publish them soon."""
+        with self._idle_cond:
+            self._idle = False
+            self._wakes += 1
+        self._wake_event.set()
+
+    def set_motion(self, on: bool) -> None:
+        """Set the retained motion state (``ON``/``OFF``), published now or on the next connect."""
+        self._motion = on
+        self._wake_event.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the outbox is empty and nothing is in flight; False on timeout."""
+        with self._idle_cond:
+            return self._idle_cond.wait_for(lambda: self._idle, timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let in-flight messages finish, publish ``offline``, disconnect and join the threads; idempotent."""
+        worker = self._worker
+        if worker is None or self._stopping.is_set():
+            if worker is not None:
+                worker.join(timeout)
+            return
+        self._stop_timeout = timeout
+        self._stopping.set()
+        self._wake_event.set()
+        worker.join(timeout + CONNACK_TIMEOUT)
+        if worker.is_alive():
+            logger.warning("mqtt: the publisher did not stop within %.1f s", timeout)
+
+    def _make_client(self) -> paho.Client:
+        """Construct a configured paho client (the test seam)."""
+        # paho would reconnect by itself and re-send what it still holds; each connection gets a new client instead.
+        client = new_client(self._mqtt, self._client_id, self._password, self._tls, reconnect=False)
+        client.will_set(self._topics.availability, "offline", qos=1, retain=True)
+        client.max_inflight_messages_set(self._mqtt.max_inflight)
+        # A row is at most 3 messages (still, snapshot, event); plus availability and motion.
+        client.max_queued_messages_set(3 * self._mqtt.max_inflight + 4)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    # paho's network thread: hand everything to the worker, touch no state of it.
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        gen: int,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            self._net.put(_NetEvent(gen, "refused", reason=str(reason)))
+        else:
+            self._connected = True
+            self._net.put(_NetEvent(gen, "connected"))
+        self._wake_event.set()
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        gen: int,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._connected = False
+        if flags.is_disconnect_packet_from_server:
+            why = f"broker {self._where} closed the connection: {reason}"
+        elif str(reason) == "Unspecified error":  # what paho reports for a dropped socket
+            why = f"lost the connection to broker {self._where}"
+        else:
+            why = f"lost the connection to broker {self._where}: {reason}"
+        self._net.put(_NetEvent(gen, "lost", reason=why))
+        self._wake_event.set()
+
+    def _on_publish(
+        self, client: paho.Client, gen: int, mid: int, reason: ReasonCode, properties: Properties | None
+    ) -> None:
+        self._net.put(_NetEvent(gen, "ack", mid, str(reason) if reason.is_failure else ""))
+        self._wake_event.set()
+
+    # The worker thread: owns the paho client, the outbox connection and all the bookkeeping.
+
+    def _run(self) -> None:
+        conn: _Connection | None = None
+        try:
+            outbox = Outbox(self._outbox_path)
+        except StorageError as err:
+            logger.error("%s; nothing will be published", err)
+            return
+        try:
+            retry_at = 0.0
+            while not self._stopping.is_set():
+                wakes = self._wakes
+                try:
+                    conn, retry_at = self._round(conn, outbox, retry_at)
+                    self._update_idle(conn, outbox, wakes)
+                except (BrokerError, StorageError) as err:
+                    logger.error("%s", err)
+                    self._drop(conn, outbox)
+                    conn = None
+                    retry_at = time.monotonic() + self._backoff()
+                except Exception:
+                    logger.exception("mqtt: unexpected error in the publisher; reconnecting")
+                    self._drop(conn, outbox)
+                    conn = None
+                    retry_at = time.monotonic() + self._backoff()
+                now = time.monotonic()
+                timeout = _POLL if conn is not None else max(0.0, min(_POLL, retry_at - now))
+                self._wake_event.wait(timeout)
+                self._wake_event.clear()
+            self._shutdown(conn, outbox)
+        finally:
+            outbox.close()
+
+    def _round(self, conn: _Connection | None, outbox: Outbox, retry_at: float) -> tuple[_Connection | None, float]:
+        """One pass: handle network events, (re)connect when due, publish what is waiting."""
+        if conn is not None:
+            self._drain(conn, outbox)
+            if conn.ended is None and not conn.online and time.monotonic() - conn.started > CONNACK_TIMEOUT:
+                conn.ended = f"no answer from broker {self._where} within {CONNACK_TIMEOUT:g} s"
+            if conn.ended is not None:
+                self._drop(conn, outbox)
+                delay = self._backoff()
+                verb = "reconnecting" if conn.online else "retrying"
+                logger.warning("mqtt: %s; %s in %.1f s", conn.ended, verb, delay)
+                return None, time.monotonic() + delay
+        if conn is None:
+            if time.monotonic() < retry_at:
+                return None, retry_at
+            try:
+                conn = self._connect()
+            except (OSError, ValueError) as err:
+                delay = self._backoff()
+                logger.warning("%s; retrying in %.1f s", describe_connect_error(self._mqtt, err), delay)
+                return None, time.monotonic() + delay
+        if conn.online:
+            self._publish_motion(conn)
+            self._publish_rows(conn, outbox)
+        return conn, retry_at
+
+    @property
+    def _where(self) -> str:
+        return f"{self._mqtt.host}:{self._mqtt.port}"
+
+    def _backoff(self) -> float:
+        """The next delay before reconnecting: doubling from reconnect_min to reconnect_max, with jitter."""
+        base = min(self._mqtt.reconnect_max, self._mqtt.reconnect_min * 2.0 ** min(self._failures, 30))
+        self._failures += 1
+        return min(self._mqtt.reconnect_max, base * random.uniform(0.8, 1.2))
+
+    def _connect(self) -> _Connection:
+        self._gen += 1
+        client = self._make_client()
+        client.user_data_set(self._gen)
+        logger.debug("mqtt: connecting to %s as %s", self._where, self._client_id)
+        connect(client, self._mqtt)
+        client.loop_start()
+        return _Connection(client, self._gen, time.monotonic())
+
+    def _drop(self, conn: _Connection | None, outbox: Outbox) -> None:
+        """End a connection: stop its network thread and apply the acknowledgements it delivered."""
+        if conn is None:
+            return
+        self._connected = False
+        conn.ended = conn.ended or "dropped"
+        conn.client.disconnect()
+        conn.client.loop_stop()
+        try:
+            self._drain(conn, outbox)
+        except StorageError as err:
+            logger.error("%s; those events will be sent again", err)
+
+    def _drain(self, conn: _Connection, outbox: Outbox) -> None:
+        """Apply what the network thread reported for this connection."""
+        while True:
+            try:
+                event = self._net.get_nowait()
+            except queue.Empty:
+                return
+            if event.gen != conn.gen:
+                continue  # from a connection already dropped
+            if event.kind == "connected":
+                if conn.ended is None:
+                    self._on_online(conn, outbox)
+            elif event.kind in ("refused", "lost"):
+                if conn.ended is None:
+                    conn.ended = (
+                        f"broker {self._where} refused the connection: {event.reason}"
+                        if event.kind == "refused"
+                        else event.reason
+                    )
+            else:
+                self._acked(conn, event, outbox)
+
+    def _on_online(self, conn: _Connection, outbox: Outbox) -> None:
+        conn.online = True
+        self._failures = 0
+        depth = outbox.depth()
+        logger.info(
+            "mqtt: connected to broker %s (MQTT %s)%s",
+            self._where,
+            self._mqtt.protocol,
+            f"; sending {depth} waiting events" if depth else "",
+        )
+        info = conn.client.publish(self._topics.availability, "online", qos=1, retain=True)
+        self._check(info, self._topics.availability)
+        conn.mids[info.mid] = 0
+
+    def _acked(self, conn: _Connection, event: _NetEvent, outbox: Outbox) -> None:
+        seq = conn.mids.pop(event.mid, None)
+        if seq is None:
+            return
+        if event.mid == conn.motion_mid:
+            conn.motion_mid = None
+        if event.reason:
+            # Sending it again would get the same answer and hold up every later event.
+            logger.warning("mqtt: the broker rejected a message (event seq=%d): %s", seq, event.reason)
+        if seq == 0:
+            return
+        waiting = conn.rows.get(seq)
+        if waiting is None:
+            return
+        waiting.discard(event.mid)
+        if not waiting:
+            del conn.rows[seq]
+            outbox.ack(seq)
+
+    def _check(self, info: paho.MQTTMessageInfo, topic: str) -> None:
+        if info.rc not in _OK:
+            raise BrokerError(f"mqtt: cannot queue a message on {topic}: {paho.error_string(info.rc)}")
+
+    def _publish_motion(self, conn: _Connection) -> None:
+        motion = self._motion
+        if conn.motion_mid is not None or conn.motion_sent == motion:
+            return
+        info = conn.client.publish(self._topics.motion, "ON" if motion else "OFF", qos=1, retain=True)
+        self._check(info, self._topics.motion)
+        conn.motion_sent, conn.motion_mid = motion, info.mid
+        conn.mids[info.mid] = 0
+
+    def _publish_rows(self, conn: _Connection, outbox: Outbox) -> None:
+        room = self._mqtt.max_inflight - len(conn.rows)
+        if room <= 0:
+            return
+        for row in outbox.pending(limit=room, after_seq=conn.last_sent):
+            self._publish_row(conn, row)
+            conn.last_sent = row.seq
+
+    def _publish_row(self, conn: _Connection, row: Pending) -> None:
+        messages: list[tuple[str, bytes, bool]] = []
+        if row.still_path is not None and row.still_topic is not None:
+            try:
+                jpeg = row.still_path.read_bytes()
+            except OSError as err:
+                logger.warning(
+                    "mqtt: cannot read the still of event seq=%d (%s: %s); publishing the event without it",
+                    row.seq,
+                    row.still_path,
+                    err.strerror or err,
+                )
+            else:
+                messages += [(row.still_topic, jpeg, False), (self._topics.snapshot, jpeg, True)]
+        messages.append((self._topics.events, row.payload, False))
+        mids: set[int] = set()
+        for topic, payload, retain in messages:
+            info = conn.client.publish(topic, payload, qos=1, retain=retain)
+            self._check(info, topic)
+            mids.add(info.mid)
+            conn.mids[info.mid] = row.seq
+        conn.rows[row.seq] = mids
+
+    def _update_idle(self, conn: _Connection | None, outbox: Outbox, wakes: int) -> None:
+        busy = conn is not None and bool(conn.mids)
+        idle = not busy and outbox.depth() == 0
+        with self._idle_cond:
+            if self._wakes != wakes:
+                idle = False  # woken meanwhile: rows may have been added after the look
+            if idle != self._idle:
+                self._idle = idle
+                self._idle_cond.notify_all()
+
+    def _shutdown(self, conn: _Connection | None, outbox: Outbox) -> None:
+        """Give in-flight messages a moment, publish ``offline``, disconnect."""
+        if conn is None:
+            return
+        deadline = time.monotonic() + self._stop_timeout
+        if conn.online and conn.ended is None:
+            self._wait_acks(conn, outbox, lambda: not conn.rows, time.monotonic() + self._stop_timeout / 2)
+            info = conn.client.publish(self._topics.availability, "offline", qos=1, retain=True)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                conn.mids[info.mid] = 0
+                mid = info.mid
+                self._wait_acks(conn, outbox, lambda: mid not in conn.mids, deadline)
+        self._drop(conn, outbox)
+        if conn.online:
+            logger.info("mqtt: disconnected from broker %s", self._where)
+
+    def _wait_acks(self, conn: _Connection, outbox: Outbox, done: Callable[[], bool], deadline: float) -> None:
+        while conn.ended is None and not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wake_event.wait(min(remaining, 0.1))
+            self._wake_event.clear()
+            self._drain(conn, outbox)
+
+
+MessageCallback = Callable[[str, bytes, bool], None]
+"""Receives (topic, payload, retained) of each message."""
+
+
+class Subscriber:
+    """A small MQTT client: subscribes to topic filters (again on every reconnect) and hands messages on."""
+
+    def __init__(
+        self, mqtt: MqttSettings, filters: Sequence[str], on_message: MessageCallback, client_id: str = ""
+    ) -> None:
+        """Prepare the client; raise ConfigError for an unreadable password or CA file."""
+        self._mqtt = mqtt
+        self._filters = list(filters)
+        self._callback = on_message
+        self._subscribed = threading.Event()
+        self._connected = False
+        self._client = new_client(mqtt, client_id, read_password(mqtt), tls_context(mqtt), reconnect=True)
+        self._client.reconnect_delay_set(max(1, round(mqtt.reconnect_min)), max(1, round(mqtt.reconnect_max)))
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        self._started = False
+
+    def start(self) -> None:
+        """Connect in the background; reconnects by itself."""
+        if self._started:
+            return
+        self._started = True
+        if self._mqtt.protocol == "5":
+            self._client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive, clean_start=True)
+        else:
+            self._client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive)
+        self._client.loop_start()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait until the broker has confirmed the subscriptions; False on timeout."""
+        return self._subscribed.wait(timeout)
+
+    def stop(self) -> None:
+        """Disconnect and stop the network thread; idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        where = f"{self._mqtt.host}:{self._mqtt.port}"
+        if reason.is_failure:
+            logger.warning("mqtt: broker %s refused the connection: %s", where, reason)
+            return
+        logger.debug("mqtt: connected to broker %s", where)
+        self._connected = True
+        client.subscribe([(f, 1) for f in self._filters])
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        logger.warning("mqtt: cannot reach broker %s:%d; retrying", self._mqtt.host, self._mqtt.port)
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._subscribed.clear()
+        was_connected, self._connected = self._connected, False
+        if self._started and was_connected:
+            logger.warning("mqtt: lost the connection to broker %s:%d; reconnecting", self._mqtt.host, self._mqtt.port)
+
+    def _on_subscribe(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        refused = [f for f, r in zip(self._filters, reasons, strict=False) if r.is_failure]
+        if refused:
+            logger.warning("mqtt: the broker refused the subscription to %s", ", ".join(refused))
+        self._subscribed.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._callback(message.topic, bytes(message.payload), bool(message.retain))

@@ -1,0 +1,217 @@
+"""USB cameras, network streams and recorded files through ``cv2.VideoCapture``."""
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgecam.config import CameraSettings
+from edgecam.errors import CameraError
+from edgecam.models import Frame
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_FPS = 25.0
+"""Frame rate assumed for a file whose container does not say (raw H.264 has no timing)."""
+
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", re.IGNORECASE)
+
+
+class Pacer:
+    """Sleeps until each frame's due time, so a recording plays at its own speed."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._origin: float | None = None
+
+    def wait(self, t: float) -> None:
+        """Sleep until ``t`` seconds after the origin (set by the first call); never sleep when running late."""
+        now = self._clock()
+        if self._origin is None:
+            self._origin = now - t
+        delay = self._origin + t - now
+        if delay > 0:
+            self._sleep(delay)
+
+
+def detection_gray(bgr: NDArray[np.uint8], width: int, height: int) -> NDArray[np.uint8]:
+    """The detection image of a BGR frame: grey, downscaled to ``width`` x ``height`` with area averaging."""
+    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    if gray.shape != (height, width):
+        gray = cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def redact(source: str) -> str:
+    """``source`` with any password in a URL replaced by ``***``, fit for messages and logs."""
+    return _URL_PASSWORD.sub(r"\1:***@", source)
+
+
+def _make_capture(target: str | int, api: int, params: list[int]) -> Any:
+    """Open a ``cv2.VideoCapture``: the one place captures are made (tests replace it)."""
+    # FFmpeg and OpenCV print their own warnings to stderr; we report failures ourselves, in one line.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    return cv2.VideoCapture(target, api, params)
+
+
+class OpenCVSource:
+    """A ``/dev/videoN`` or index camera, an ``rtsp://`` or ``http(s)://`` stream, or a video file."""
+
+    def __init__(self, camera: CameraSettings, *, realtime: bool) -> None:
+        source = camera.source
+        self._label = redact(source)
+        self._detect_size = (camera.detect_width, camera.detect_height)
+        self._closed = threading.Event()
+        self._lock = threading.Lock()  # cv2 must not release a capture while another thread reads it
+        self._index = 0
+        self._last: NDArray[np.uint8] | None = None
+
+        target: str | int = source
+        params: list[int] = []
+        if source.isdigit():
+            target, api, self._is_file = int(source), cv2.CAP_ANY, False
+        elif source.startswith("/dev/"):
+            if not Path(source).exists():
+                raise CameraError(f"camera.source: cannot open {source!r}: no such device")
+            api, self._is_file = cv2.CAP_V4L2, False
+        elif _URL.match(source):
+            timeout_ms = round(camera.frame_timeout * 1000)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+            api, self._is_file = cv2.CAP_FFMPEG, False
+        else:
+            _check_file(Path(source))
+            api, self._is_file = cv2.CAP_FFMPEG, True
+
+        try:
+            self._capture = _make_capture(target, api, params)
+            opened = bool(self._capture.isOpened())
+        except cv2.error as err:
+            raise CameraError(f"camera.source: cannot open {self._label!r}: {_cv_message(err)}") from err
+        if not opened:
+            raise CameraError(f"camera.source: cannot open {self._label!r}: {self._why_not_opened()}")
+        if not self._is_file:
+            self._capture.set(cv2.CAP_PROP_FPS, camera.fps)  # a request; cameras that cannot, ignore it
+
+        self._opened_at = time.monotonic()
+        first = None
+        try:
+            first = self._read()  # fail now, naming the source, rather than at the first frame
+        finally:
+            if first is None:
+                self._capture.release()
+        self._first = first
+        if first is None:
+            what = "OpenCV cannot decode a frame of it" if self._is_file else "it gives no frames"
+            raise CameraError(f"camera.source: cannot open {self._label!r}: {what}")
+
+        reported = float(self._capture.get(cv2.CAP_PROP_FPS))
+        sane = math.isfinite(reported) and 0 < reported <= 1000
+        self._clip_fps: float | None = None
+        if self._is_file:
+            if not sane:
+                logger.warning("%s does not say its frame rate; assuming %g fps", self._label, FALLBACK_FPS)
+            self._clip_fps = reported if sane else FALLBACK_FPS
+        self._fps = self._clip_fps if self._is_file else (reported if sane else None)
+        self._pacer = Pacer(sleep=self._closed.wait) if realtime and self._is_file else None
+        height, width = first.shape[:2]
+        logger.info(
+            "opened %s: %dx%d at %s fps (%s)",
+            self._label,
+            width,
+            height,
+            "unknown" if self._fps is None else f"{self._fps:g}",
+            "file" if self._is_file else "live",
+        )
+
+    @property
+    def fps(self) -> float | None:
+        """The file's frame rate, or what a live camera reports (None if it reports nothing sensible)."""
+        return self._fps
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames until a file ends or the source is closed; a live source that fails raises CameraError."""
+        while not self._closed.is_set():
+            bgr: NDArray[np.uint8] | None
+            if self._first is not None:
+                bgr, self._first = self._first, None
+            else:
+                bgr = self._read()
+            if bgr is None:
+                if self._closed.is_set():
+                    return
+                if self._is_file:
+                    logger.info("%s ended after %d frames", self._label, self._index)
+                    return
+                raise CameraError(f"camera.source: {self._label!r} stopped delivering frames")
+            clock_t = time.monotonic() - self._opened_at
+            t = self._index / self._clip_fps if self._clip_fps is not None else clock_t
+            if self._pacer is not None:
+                self._pacer.wait(t)
+                if self._closed.is_set():
+                    return
+            self._last = bgr
+            index, self._index = self._index, self._index + 1
+            yield Frame(index, t, detection_gray(bgr, *self._detect_size))
+
+    def still(self) -> NDArray[np.uint8]:
+        """A copy of the most recent frame yielded, at the size the source delivers."""
+        if self._last is None:
+            raise CameraError("camera: no frame has been read yet, so there is no still")
+        return self._last.copy()
+
+    def close(self) -> None:
+        """Release the capture; safe to call twice."""
+        self._closed.set()
+        with self._lock:
+            self._capture.release()
+
+    def _read(self) -> NDArray[np.uint8] | None:
+        with self._lock:
+            if self._closed.is_set():
+                return None
+            try:
+                ok, bgr = self._capture.read()
+            except cv2.error as err:
+                raise CameraError(f"camera.source: reading {self._label!r} failed: {_cv_message(err)}") from err
+        if not ok or bgr is None:
+            return None
+        return np.asarray(bgr, dtype=np.uint8)
+
+    def _why_not_opened(self) -> str:
+        if self._is_file:
+            return "OpenCV cannot decode it"
+        if _URL.match(self._label):
+            return "no video stream there (unreachable, refused, wrong path or credentials?)"
+        return "the camera did not open (in use, no permission, or not a video capture device?)"
+
+
+def _check_file(path: Path) -> None:
+    """Raise CameraError naming ``path`` when it is missing, a directory, or unreadable."""
+    if not path.exists():
+        raise CameraError(f"camera.source: cannot open {str(path)!r}: no such file")
+    if path.is_dir():
+        raise CameraError(f"camera.source: cannot open {str(path)!r}: it is a directory, not a video file")
+    if not os.access(path, os.R_OK):
+        raise CameraError(f"camera.source: cannot open {str(path)!r}: permission denied")
+
+
+def _cv_message(err: Exception) -> str:
+    """The last non-empty line of an OpenCV error, which says what went wrong."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__

@@ -1,0 +1,427 @@
+"""A scripted synthetic door scene: deterministic frames with known truth for the demo, the tests and benchmarks.
+
+The scene is a textured hall wall with a door in the middle third. The door swings open into a darker room on a
+fixed script, the camera adds sensor noise, and between openings the hall light may switch (with the camera's
+exposure adapting) and a person may walk past outside the door zone. What happens when is data (a ``Script`` of
+events per door cycle), so benchmark scenarios can add kinds of events without touching the painter.
+"""
+
+import logging
+import math
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgecam.config import CameraSettings, SimulatedSettings
+from edgecam.errors import CameraError
+from edgecam.models import Frame
+from edgecam.sources.opencv import Pacer, detection_gray
+
+logger = logging.getLogger(__name__)
+
+DOOR_ZONE: list[tuple[float, float]] = [(0.38, 0.14), (0.62, 0.14), (0.62, 0.88), (0.38, 0.88)]
+"""The door opening as ``[x, y]`` fractions of width and height: set ``motion.zone`` to this for the door."""
+
+_DOOR_X0, _DOOR_Y0, _DOOR_X1, _DOOR_Y1 = 0.38, 0.14, 0.62, 0.88
+_ARCHITRAVE = 0.022  # door frame moulding width, fraction of the image width
+_HORIZON = 0.45  # eye level, fraction of the image height
+_DARK = 0.4  # scene brightness with the hall light off, relative to on
+_AE_STRENGTH = 0.6  # how much auto exposure makes up for a darker scene (0 none, 1 fully)
+_PERSON_HEIGHT = 0.62  # fraction of the image height
+_NOISE_PAD = 16  # noise fields are this much larger than the image; each frame takes a shifted window
+_SEED_CYCLE, _SEED_BASE, _SEED_NOISE, _SEED_FRAME = range(4)  # one random stream per purpose, all from the seed
+# File suffix -> (OpenCV writer backend, codec, JPEG quality or None).
+_CLIP_WRITERS = {".mkv": (cv2.CAP_FFMPEG, "FFV1", None), ".avi": (cv2.CAP_OPENCV_MJPEG, "MJPG", 95)}
+
+
+def _ease(p: float) -> float:
+    return (1.0 - math.cos(math.pi * p)) / 2.0
+
+
+@dataclass(frozen=True)
+class DoorSwing:
+    """The door swings open from ``start``, stays open, and swings shut again."""
+
+    start: float
+    opening: float
+    hold: float
+    closing: float
+    angle: float
+    """Degrees open at the widest."""
+
+    @property
+    def end(self) -> float:
+        """When the door is shut again."""
+        return self.start + self.opening + self.hold + self.closing
+
+    def angle_at(self, t: float) -> float:
+        """Degrees open at ``t`` seconds."""
+        if not self.start <= t < self.end:
+            return 0.0
+        dt = t - self.start
+        if dt < self.opening:
+            return self.angle * _ease(dt / self.opening)
+        dt -= self.opening
+        if dt < self.hold:
+            return self.angle
+        return self.angle * (1.0 - _ease((dt - self.hold) / self.closing))
+
+
+@dataclass(frozen=True)
+class LightSwitch:
+    """The hall light is switched at ``t`` seconds."""
+
+    t: float
+    on: bool
+    """The light's state after the switch."""
+
+
+@dataclass(frozen=True)
+class Walk:
+    """A person walks in from one side of the frame towards the door, turns short of it, and walks out."""
+
+    start: float
+    duration: float
+    side: Literal["left", "right"]
+    colour: tuple[int, int, int]
+    """Clothes colour, BGR."""
+
+    @property
+    def end(self) -> float:
+        """When the person has left the frame."""
+        return self.start + self.duration
+
+    def progress(self, t: float) -> tuple[float, float]:
+        """How far in (0 at the frame edge, 1 at the turning point) and the leg phase in radians at ``t``."""
+        p = (t - self.start) / self.duration
+        return 1.0 - abs(2.0 * p - 1.0), 2.0 * math.pi * 5.0 * p
+
+
+@dataclass(frozen=True)
+class SceneState:
+    """Everything the painter needs for one frame."""
+
+    door_angle: float
+    """Degrees open."""
+    light_on: bool
+    brightness: float
+    """Scene gain as the camera sees it: light level times exposure (1.0 lit and settled)."""
+    exposure: float
+    """Exposure relative to the lit scene; rises when the light goes off."""
+    walkers: tuple[tuple[Walk, float, float], ...]
+    """Each person in view: the walk, how far in, the leg phase."""
+
+
+def _exposure(light_on: bool) -> float:
+    return 1.0 if light_on else _DARK**-_AE_STRENGTH
+
+
+@dataclass(frozen=True)
+class Script:
+    """What happens in the scene over a stretch of door cycles: plain data, events sorted by time."""
+
+    light_on: bool = True
+    """The hall light's state before the first switch in this script."""
+    swings: tuple[DoorSwing, ...] = ()
+    switches: tuple[LightSwitch, ...] = ()
+    walks: tuple[Walk, ...] = ()
+
+    def state(self, t: float, light_ramp: float) -> SceneState:
+        """The scene at ``t`` seconds; the exposure adapts linearly over ``light_ramp`` s after a switch."""
+        angle = max((s.angle_at(t) for s in self.swings), default=0.0)
+        on = before = self.light_on
+        since = math.inf
+        for switch in self.switches:
+            if switch.t <= t:
+                before, on, since = on, switch.on, t - switch.t
+        exposure = _exposure(on)
+        if since < light_ramp:
+            exposure = _exposure(before) + (exposure - _exposure(before)) * since / light_ramp
+        level = 1.0 if on else _DARK
+        walkers = tuple((w, *w.progress(t)) for w in self.walks if w.start <= t < w.end)
+        return SceneState(angle, on, level * exposure, exposure, walkers)
+
+
+def _cycle_start(sim: SimulatedSettings, k: int) -> float:
+    return sim.first_opening + k * sim.door_period
+
+
+def _cycle_of(sim: SimulatedSettings, t: float) -> int:
+    """The door cycle under way at ``t``: cycle k runs from the k-th opening to the next; -1 before the first."""
+    return max(-1, math.floor((t - sim.first_opening) / sim.door_period))
+
+
+def _light_after_cycle(sim: SimulatedSettings, k: int) -> bool:
+    # The light starts on and toggles once per cycle.
+    return not sim.light_switching or k < 0 or k % 2 == 1
+
+
+def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> Script:
+    """The events of door cycles ``first_cycle`` to ``last_cycle`` (inclusive); the same seed, the same script.
+
+    Each cycle opens the door once; in the quiet gap after it the light may switch and a person may walk past.
+    """
+    swings: list[DoorSwing] = []
+    switches: list[LightSwitch] = []
+    walks: list[Walk] = []
+    swing_length = sim.door_opening + sim.door_open + sim.door_closing
+    gap = sim.door_period - swing_length
+    for k in range(max(0, first_cycle), last_cycle + 1):
+        start = _cycle_start(sim, k)
+        swings.append(DoorSwing(start, sim.door_opening, sim.door_open, sim.door_closing, sim.door_angle))
+        # Draw every random number whatever the flags, so turning one feature on does not move the others.
+        rng = np.random.default_rng((sim.seed, _SEED_CYCLE, k))
+        switch_at = start + swing_length + gap * rng.uniform(0.2, 0.35)
+        side: Literal["left", "right"] = "left" if rng.random() < 0.5 else "right"
+        blue, green, red = (int(c) for c in rng.integers(20, 140, size=3))
+        walk_at = start + swing_length + gap * rng.uniform(0.45, 0.5)
+        if sim.light_switching:
+            switches.append(LightSwitch(switch_at, _light_after_cycle(sim, k)))
+        if sim.passer_by:
+            walks.append(Walk(walk_at, min(3.5, 0.4 * gap), side, (blue, green, red)))
+    return Script(_light_after_cycle(sim, first_cycle - 1), tuple(swings), tuple(switches), tuple(walks))
+
+
+def door_openings(sim: SimulatedSettings, seconds: float) -> list[tuple[float, float]]:
+    """Ground truth: (start, end) seconds of each door movement that starts within ``seconds``; ends are clipped."""
+    script = build_script(sim, 0, _cycle_of(sim, seconds))
+    return [(s.start, min(s.end, seconds)) for s in script.swings if s.start < seconds]
+
+
+class SceneRenderer:
+    """Paints the scene at any size; frame ``index`` shows the scene at ``index / fps`` seconds."""
+
+    def __init__(self, sim: SimulatedSettings, width: int, height: int) -> None:
+        self.sim = sim
+        self.width = width
+        self.height = height
+        self._scale = height / 480.0
+        self._base = self._paint_base(np.random.default_rng((sim.seed, _SEED_BASE)))
+        self._noise = self._noise_fields(np.random.default_rng((sim.seed, _SEED_NOISE)))
+        self._script_cycle = -2
+        self._script = Script()
+
+    def script_at(self, t: float) -> Script:
+        """The events around ``t``: this door cycle and the one before it (a switch's exposure ramp may reach)."""
+        k = _cycle_of(self.sim, t)
+        if k != self._script_cycle:
+            self._script = build_script(self.sim, k - 1, k)
+            self._script_cycle = k
+        return self._script
+
+    def state(self, t: float) -> SceneState:
+        """The scene at ``t`` seconds."""
+        return self.script_at(t).state(t, self.sim.light_ramp)
+
+    def render(self, index: int) -> tuple[NDArray[np.uint8], dict[str, Any]]:
+        """Frame ``index``: the BGR image and camera-like metadata (Lux, ExposureTime, AnalogueGain)."""
+        state = self.state(index / self.sim.fps)
+        image = self._base.copy()
+        self._paint_door(image, state.door_angle)
+        for walk, how_far, phase in state.walkers:
+            self._paint_person(image, walk, how_far, phase)
+        if state.brightness != 1.0:
+            image = np.asarray(cv2.convertScaleAbs(image, alpha=state.brightness), dtype=np.uint8)
+        if self._noise is not None:
+            rng = np.random.default_rng((self.sim.seed, _SEED_FRAME, index))
+            field = int(rng.integers(len(self._noise)))
+            dy, dx = (int(v) for v in rng.integers(0, _NOISE_PAD + 1, size=2))
+            up, down = self._noise[field]
+            window = np.s_[dy : dy + self.height, dx : dx + self.width]
+            # Exact for a signed noise field: at each pixel one of the two parts is zero.
+            image = np.asarray(cv2.subtract(cv2.add(image, up[window]), down[window]), dtype=np.uint8)
+        return image, self._metadata(state)
+
+    def _metadata(self, state: SceneState) -> dict[str, Any]:
+        exposure_us = 10_000.0 * state.exposure
+        frame_us = 1_000_000.0 / self.sim.fps
+        gain = max(1.0, exposure_us / frame_us)
+        return {
+            "Lux": round(400.0 * (1.0 if state.light_on else _DARK), 1),
+            "ExposureTime": int(min(exposure_us, frame_us)),
+            "AnalogueGain": round(gain, 3),
+        }
+
+    def _px(self, x: float, y: float) -> tuple[int, int]:
+        return round(x * self.width), round(y * self.height)
+
+    def _paint_base(self, rng: np.random.Generator) -> NDArray[np.uint8]:
+        """The static parts: wall, floor, door frame and the room behind the door."""
+        w, h = self.width, self.height
+        blotches = rng.normal(0.0, 4.0, (h // 24 + 2, w // 24 + 2)).astype(np.float32)
+        texture = cv2.resize(blotches, (w, h), interpolation=cv2.INTER_CUBIC)
+        texture += rng.normal(0.0, 2.0, (h, w)).astype(np.float32)
+        wall = np.array((168, 182, 194), np.float32)
+        image: NDArray[np.uint8] = np.clip(wall + texture[:, :, None], 0, 255).astype(np.uint8)
+
+        floor_top = self._px(0.0, _DOOR_Y1)[1]
+        image[floor_top:] = (62, 98, 132)
+        for y in np.linspace(floor_top, h, 6)[1:-1]:
+            cv2.line(image, (0, int(y)), (w, int(y)), (50, 80, 110), max(1, round(self._scale)))
+        cv2.rectangle(image, (0, floor_top - round(0.02 * h)), (w, floor_top), (222, 226, 229), -1)
+
+        a = _ARCHITRAVE
+        cv2.rectangle(
+            image, self._px(_DOOR_X0 - a, _DOOR_Y0 - a), self._px(_DOOR_X1 + a, _DOOR_Y1), (226, 229, 231), -1
+        )
+        cv2.rectangle(image, self._px(_DOOR_X0, _DOOR_Y0), self._px(_DOOR_X1, _DOOR_Y1), (52, 48, 46), -1)
+        room_floor = 0.62
+        cv2.rectangle(image, self._px(_DOOR_X0, room_floor), self._px(_DOOR_X1, _DOOR_Y1), (38, 52, 66), -1)
+        cv2.rectangle(image, self._px(0.47, 0.27), self._px(0.57, 0.47), (178, 192, 200), -1)
+        cv2.rectangle(image, self._px(0.52, 0.50), self._px(0.60, 0.70), (30, 34, 90), -1)
+        return image
+
+    def _noise_fields(self, rng: np.random.Generator) -> list[tuple[NDArray[np.uint8], NDArray[np.uint8]]] | None:
+        """Two signed Gaussian noise fields, each split into its positive and negative parts."""
+        if self.sim.noise <= 0:
+            return None
+        shape = (self.height + _NOISE_PAD, self.width + _NOISE_PAD, 3)
+        fields = []
+        for _ in range(2):
+            noise = rng.standard_normal(shape, dtype=np.float32) * self.sim.noise
+            noise = np.clip(np.rint(noise), -255, 255)
+            fields.append((np.maximum(noise, 0).astype(np.uint8), np.maximum(-noise, 0).astype(np.uint8)))
+        return fields
+
+    def _project(self, u: NDArray[np.float64], v: NDArray[np.float64], angle: float) -> NDArray[np.int32]:
+        """Image points (fixed point, 4 fraction bits) of door-leaf points (u across, v down) opened ``angle``."""
+        a = math.radians(angle)
+        x0, y0 = _DOOR_X0 * self.width, _DOOR_Y0 * self.height
+        leaf_w, leaf_h = (_DOOR_X1 - _DOOR_X0) * self.width, (_DOOR_Y1 - _DOOR_Y0) * self.height
+        cx, cy = (_DOOR_X0 + _DOOR_X1) / 2 * self.width, _HORIZON * self.height
+        depth = u * leaf_w * math.sin(a)
+        s = 3.0 * leaf_w / (3.0 * leaf_w + depth)
+        x = cx + (x0 + u * leaf_w * math.cos(a) - cx) * s
+        y = cy + (y0 + v * leaf_h - cy) * s
+        return np.rint(np.stack([x, y], axis=-1) * 16).astype(np.int32)
+
+    def _paint_door(self, image: NDArray[np.uint8], angle: float) -> None:
+        """The door leaf hinged on the left, swung ``angle`` degrees away from the camera, shaded as it turns."""
+        shade = 0.55 + 0.45 * math.cos(math.radians(angle))
+        leaf = tuple(round(c * shade) for c in (220, 223, 225))
+        panel = tuple(round(c * shade) for c in (196, 200, 203))
+        corners = np.array([0.0, 1.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0, 1.0])
+        cv2.fillConvexPoly(image, self._project(*corners, angle), leaf, cv2.LINE_AA, shift=4)
+        for top, bottom in ((0.07, 0.44), (0.54, 0.93)):
+            u = np.array([0.16, 0.84, 0.84, 0.16])
+            v = np.array([top, top, bottom, bottom])
+            cv2.fillConvexPoly(image, self._project(u, v, angle), panel, cv2.LINE_AA, shift=4)
+        handle = self._project(np.array([0.9]), np.array([0.5]), angle)[0]
+        radius = max(2, round(0.012 * self.height * shade)) * 16
+        cv2.circle(image, (int(handle[0]), int(handle[1])), radius, (70, 70, 72), -1, cv2.LINE_AA, shift=4)
+
+    def _paint_person(self, image: NDArray[np.uint8], walk: Walk, how_far: float, phase: float) -> None:
+        """A person-shaped blob: legs and arms swinging with ``phase``, never reaching the door frame."""
+        tall = _PERSON_HEIGHT * self.height
+        half = 0.17 * tall
+        if walk.side == "left":
+            turn = (_DOOR_X0 - 2 * _ARCHITRAVE) * self.width - half
+            x = -half + (turn + half) * how_far
+        else:
+            turn = (_DOOR_X1 + 2 * _ARCHITRAVE) * self.width + half
+            x = self.width + half - (self.width + half - turn) * how_far
+        feet = 0.97 * self.height
+        hip, shoulder = feet - 0.47 * tall, feet - 0.80 * tall
+        swing = 0.11 * tall * math.sin(phase)
+        limb = max(1, round(0.07 * tall))
+        dark = tuple(max(0, c - 25) for c in walk.colour)
+        for dx in (swing, -swing):
+            cv2.line(image, (round(x), round(hip)), (round(x + dx), round(feet)), dark, limb, cv2.LINE_AA)
+        body_centre = (round(x), round((hip + shoulder) / 2))
+        body_axes = (round(0.11 * tall), round((hip - shoulder) / 2 + 0.04 * tall))
+        cv2.ellipse(image, body_centre, body_axes, 0, 0, 360, walk.colour, -1, cv2.LINE_AA)
+        for dx in (-0.6 * swing, 0.6 * swing):
+            cv2.line(
+                image,
+                (round(x), round(shoulder + 0.03 * tall)),
+                (round(x + dx), round(hip + 0.02 * tall)),
+                walk.colour,
+                max(1, round(0.05 * tall)),
+                cv2.LINE_AA,
+            )
+        head = (round(x), round(feet - 0.90 * tall))
+        cv2.circle(image, head, round(0.075 * tall), (120, 150, 190), -1, cv2.LINE_AA)
+
+
+class SimulatedSource:
+    """The synthetic door scene as a frame source: endless until closed, paced at its fps when realtime."""
+
+    def __init__(self, camera: CameraSettings, *, realtime: bool) -> None:
+        sim = camera.simulated
+        self._renderer = SceneRenderer(sim, sim.width, sim.height)
+        self._detect_size = (camera.detect_width, camera.detect_height)
+        self._closed = threading.Event()
+        self._pacer = Pacer(sleep=self._closed.wait) if realtime else None
+        self._index = 0
+        self._last: NDArray[np.uint8] | None = None
+        logger.info(
+            "simulated door scene %dx%d at %.3g fps, seed %d, realtime %s",
+            sim.width,
+            sim.height,
+            sim.fps,
+            sim.seed,
+            realtime,
+        )
+
+    @property
+    def fps(self) -> float:
+        """The scene's frame rate."""
+        return self._renderer.sim.fps
+
+    def frames(self) -> Iterator[Frame]:
+        """Yield frames of the scene until closed."""
+        while not self._closed.is_set():
+            index = self._index
+            t = index / self.fps
+            bgr, metadata = self._renderer.render(index)
+            if self._pacer is not None:
+                self._pacer.wait(t)
+                if self._closed.is_set():
+                    return
+            self._last = bgr
+            self._index += 1
+            yield Frame(index, t, detection_gray(bgr, *self._detect_size), metadata)
+
+    def still(self) -> NDArray[np.uint8]:
+        """A copy of the most recent frame yielded, at the scene's full size."""
+        if self._last is None:
+            raise CameraError("camera: no frame has been read yet, so there is no still")
+        return self._last.copy()
+
+    def close(self) -> None:
+        """Stop the frames; safe to call twice."""
+        self._closed.set()
+
+
+def render_clip(path: Path, sim: SimulatedSettings, seconds: float) -> list[tuple[float, float]]:
+    """Write ``seconds`` of the scene to a video file OpenCV reads back; return the door openings in it.
+
+    ``.avi`` is MJPEG at quality 95 (about 2 ms and 90 KiB a 640x480 frame; grey levels within about 1 of the
+    scene after downscaling; whole frame rates only); ``.mkv`` is lossless FFV1 (exact, but the sensor noise makes
+    it about 20 ms and 470 KiB a frame).
+    """
+    writer_spec = _CLIP_WRITERS.get(path.suffix.lower())
+    if writer_spec is None:
+        raise ValueError(f"render_clip: {path.name!r}: use a .avi (MJPEG) or .mkv (lossless FFV1) file name")
+    api, codec, quality = writer_spec
+    if api == cv2.CAP_OPENCV_MJPEG and not sim.fps.is_integer():
+        raise ValueError(f"render_clip: {path.name!r}: .avi keeps whole frame rates only; use .mkv for {sim.fps:g} fps")
+    renderer = SceneRenderer(sim, sim.width, sim.height)
+    size = (sim.width, sim.height)
+    writer = cv2.VideoWriter(str(path), api, cv2.VideoWriter.fourcc(*codec), sim.fps, size)
+    if not writer.isOpened():
+        raise OSError(f"render_clip: OpenCV cannot write {codec} video to {path}")
+    if quality is not None:
+        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, quality)
+    try:
+        for index in range(round(seconds * sim.fps)):
+            writer.write(renderer.render(index)[0])
+    finally:
+        writer.release()
+    return door_openings(sim, seconds)

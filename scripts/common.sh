@@ -1,0 +1,51 @@
+# Shared by scripts/demo and scripts/test: make the venv, install Mosquitto, find a free port. Source it; don't run it.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+
+as_root() {
+  if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+  echo "installing $* with apt-get" >&2
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+find_mosquitto() {
+  command -v mosquitto 2>/dev/null || { [[ -x /usr/sbin/mosquitto ]] && echo /usr/sbin/mosquitto; } || true
+}
+
+ensure_mosquitto() {
+  [[ -n $(find_mosquitto) ]] || apt_install mosquitto
+  MOSQUITTO=$(find_mosquitto)
+  [[ -n $MOSQUITTO ]] || { echo "Mosquitto could not be installed; install the Debian package 'mosquitto'" >&2; exit 1; }
+}
+
+# Creates .venv and installs edgecam with its dev tools; reinstalls only when pyproject.toml changed.
+ensure_venv() {
+  if [[ ! -x $VENV/bin/python ]]; then
+    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
+  fi
+  local stamp="$VENV/.edgecam-installed"
+  if [[ ! -f $stamp || $ROOT/pyproject.toml -nt $stamp ]]; then
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+    touch "$stamp"
+  fi
+}
+
+free_port() {
+  "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_for_port() {
+  local port=$1
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing is listening on 127.0.0.1:$port" >&2
+  return 1
+}

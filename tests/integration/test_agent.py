@@ -1,0 +1,176 @@
+"""The whole agent, run as `edgecam run` in a child process, against a real Mosquitto broker."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edgecam.config import SimulatedSettings
+from edgecam.sources.simulated import DOOR_ZONE, render_clip
+
+pytestmark = pytest.mark.integration
+
+DEVICE = "itest-door"
+BASE = f"edgecam/{DEVICE}"
+
+
+@dataclass
+class Inbox:
+    """Everything a plain paho subscriber received under the device's base topic."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    stills: dict[str, bytes] = field(default_factory=dict)
+    retained: dict[str, bytes] = field(default_factory=dict)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with self.cond:
+            if msg.topic == f"{BASE}/events":
+                self.events.append(json.loads(msg.payload))
+            elif "/stills/" in msg.topic:
+                self.stills[msg.topic] = msg.payload
+            else:
+                self.retained[msg.topic.removeprefix(BASE + "/")] = msg.payload
+            self.cond.notify_all()
+
+    def wait(self, check: Callable[["Inbox"], bool], timeout: float, what: str) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: check(self), timeout):
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}; events: {self.events}")
+
+
+@pytest.fixture
+def inbox(mosquitto: Any) -> Iterator[Inbox]:
+    box = Inbox()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="itest-subscriber")
+    client.on_message = box.on_message
+    client.on_connect = lambda c, *_: c.subscribe(f"{BASE}/#", qos=1)
+    client.reconnect_delay_set(min_delay=1, max_delay=1)
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    yield box
+    client.disconnect()
+    client.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def door_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[float, float]]]:
+    path = tmp_path_factory.mktemp("clip") / "door.avi"
+    return path, render_clip(path, SimulatedSettings(first_opening=3.0, door_period=9.0), 20.0)
+
+
+def start_agent(mosquitto: Any, tmp_path: Path, clip: Path | None, **env: str) -> subprocess.Popen[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("EDGECAM_")}
+    environ.update(
+        EDGECAM_DEVICE_ID=DEVICE,
+        EDGECAM_MQTT__HOST=mosquitto.host,
+        EDGECAM_MQTT__PORT=str(mosquitto.port),
+        EDGECAM_STORAGE__DIR=str(tmp_path / "state"),
+        EDGECAM_CAMERA__SOURCE=str(clip) if clip else "simulated",
+        EDGECAM_MOTION__ZONE=json.dumps(DOOR_ZONE),
+        **env,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgecam", "run"], env=environ, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(agent: subprocess.Popen[str], timeout: float = 60) -> str:
+    _, err = agent.communicate(timeout=timeout)
+    assert agent.returncode == 0, err
+    assert "Traceback" not in err
+    return err
+
+
+def check_events(box: Inbox, openings: int) -> None:
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for e in box.events:
+        by_event.setdefault(e["event_id"], []).append(e)
+    assert len(by_event) == openings
+    for msgs in by_event.values():
+        kinds = [m["type"] for m in msgs]
+        assert kinds[0] == "start" and kinds[-1] == "end" and set(kinds[1:-1]) == {"still"}
+        assert msgs[-1]["stills"] == len(kinds) - 2 >= 1
+        for m in msgs[1:-1]:
+            jpeg = box.stills[m["topic"]]
+            assert hashlib.sha256(jpeg).hexdigest() == m["sha256"]
+            assert len(jpeg) == m["bytes"] and jpeg[:2] == b"\xff\xd8"
+    seqs = [e["seq"] for e in box.events]
+    assert seqs == sorted(set(seqs)), "events arrive once each, in seq order"
+
+
+def test_door_openings_arrive_as_start_stills_end_with_matching_jpegs(
+    mosquitto: Any, inbox: Inbox, tmp_path: Path, door_clip: tuple[Path, list[tuple[float, float]]]
+) -> None:
+    clip, openings = door_clip
+    agent = start_agent(mosquitto, tmp_path, clip, EDGECAM_CAMERA__REALTIME="false")
+    finish(agent)
+    inbox.wait(lambda b: sum(e["type"] == "end" for e in b.events) == len(openings), 10, "every end")
+    check_events(inbox, len(openings))
+    inbox.wait(lambda b: b.retained.get("availability") == b"offline", 10, "availability offline")
+    assert inbox.retained["motion"] == b"OFF"
+    last_still = [e for e in inbox.events if e["type"] == "still"][-1]
+    assert inbox.retained["snapshot"] == inbox.stills[last_still["topic"]]
+
+
+def test_a_broker_stopped_during_an_event_gets_every_message_in_order_once_back(
+    mosquitto: Any, inbox: Inbox, tmp_path: Path, door_clip: tuple[Path, list[tuple[float, float]]]
+) -> None:
+    clip, openings = door_clip
+    # Paced at the clip's frame rate; the agent retries after 2 s, the test's subscriber after 1 s.
+    agent = start_agent(mosquitto, tmp_path, clip, EDGECAM_MQTT__RECONNECT_MIN="2")
+    inbox.wait(lambda b: any(e["type"] == "start" for e in b.events), 30, "the first start")
+    mosquitto.stop()
+    time.sleep(3)  # the door keeps moving while the broker is down: those messages go to the outbox
+    mosquitto.start()
+    finish(agent)
+    inbox.wait(lambda b: sum(e["type"] == "end" for e in b.events) == len(openings), 20, "every end")
+    check_events(inbox, len(openings))
+
+
+def test_availability_turns_offline_when_the_agent_is_killed(
+    mosquitto: Any, inbox: Inbox, tmp_path: Path
+) -> None:
+    agent = start_agent(mosquitto, tmp_path, None, EDGECAM_MQTT__KEEPALIVE="5")
+    try:
+        inbox.wait(lambda b: b.retained.get("availability") == b"online", 20, "availability online")
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(5)
+        inbox.wait(lambda b: b.retained.get("availability") == b"offline", 15, "the last will")
+    finally:
+        agent.kill()
+        agent.communicate()
+
+
+def test_sigterm_stops_cleanly_and_says_offline(mosquitto: Any, inbox: Inbox, tmp_path: Path) -> None:
+    agent = start_agent(mosquitto, tmp_path, None)
+    inbox.wait(lambda b: b.retained.get("availability") == b"online", 20, "availability online")
+    agent.send_signal(signal.SIGTERM)
+    finish(agent, timeout=20)
+    inbox.wait(lambda b: b.retained.get("availability") == b"offline", 5, "availability offline")
+
+
+def test_an_unreachable_broker_is_one_clear_line_and_events_wait_in_the_outbox(
+    tmp_path: Path, door_clip: tuple[Path, list[tuple[float, float]]]
+) -> None:
+    class Closed:
+        host, port = "127.0.0.1", 9  # discard port: nothing listens
+
+    agent = start_agent(Closed(), tmp_path, door_clip[0], EDGECAM_CAMERA__REALTIME="false")
+    err = finish(agent)
+    assert "Traceback" not in err
+    refused = [line for line in err.splitlines() if "127.0.0.1:9" in line]
+    assert refused, err
+    assert all(len(line) < 200 for line in refused)
+    assert "stay in the outbox" in err

@@ -1,0 +1,99 @@
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from edgecam.capture import Capture, Emitted
+from edgecam.config import CaptureSettings
+from edgecam.models import Frame, MotionResult, Topics
+
+MASK = [(0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.0, 0.5)]  # the top-left quarter
+
+
+def white() -> NDArray[np.uint8]:
+    return np.full((120, 160, 3), 255, np.uint8)
+
+
+def make_capture(tmp_path: Path | None, **settings: float) -> Capture:
+    ids = iter(["ev-1", "ev-2"])
+    return Capture(
+        CaptureSettings(**settings),  # type: ignore[arg-type]
+        [MASK],
+        "front",
+        Topics("edgecam/front"),
+        tmp_path,
+        clock=lambda: datetime(2026, 11, 22, 10, 0, tzinfo=UTC),
+        new_id=lambda: next(ids),
+    )
+
+
+def feed(capture: Capture, results: list[MotionResult], fps: float = 10.0) -> list[tuple[float, Emitted]]:
+    out = []
+    for i, result in enumerate(results):
+        frame = Frame(i, i / fps, np.zeros((12, 16), np.uint8))
+        out += [(frame.t, e) for e in capture.on_frame(frame, result, white)]
+    return out
+
+
+def moving(event: str | None = None) -> MotionResult:
+    return MotionResult(score=0.3, moving=True, event=event, in_event=True)  # type: ignore[arg-type]
+
+
+def quiet(event: str | None = None, in_event: bool = True) -> MotionResult:
+    return MotionResult(score=0.0, moving=False, event=event, in_event=in_event)  # type: ignore[arg-type]
+
+
+def test_an_event_is_start_stills_end_with_stills_spaced_by_interval(tmp_path: Path) -> None:
+    results = [quiet(in_event=False), moving("start")] + [moving()] * 20 + [quiet()] * 5 + [quiet("end", False)]
+    emitted = feed(make_capture(tmp_path, stills_per_event=3, interval=0.5), results)
+    kinds = [(t, e.type) for t, (e, _) in emitted]
+    assert kinds == [(0.1, "start"), (0.1, "still"), (0.6, "still"), (1.1, "still"), (2.7, "end")]
+    end = emitted[-1][1][0]
+    assert end.payload(9)["stills"] == 3
+    assert end.payload(9)["duration_s"] == pytest.approx(2.6)
+    assert {e.event_id for _, (e, _) in emitted} == {"ev-1"}
+
+
+def test_no_still_outside_an_event_or_while_the_zone_is_quiet(tmp_path: Path) -> None:
+    results = [MotionResult(0.5, True)] * 5 + [moving("start"), quiet(), quiet(), quiet("end", False)]
+    results += [MotionResult(0.5, True)] * 5
+    emitted = feed(make_capture(tmp_path, stills_per_event=5, interval=0.0), results)
+    assert [e.type for _, (e, _) in emitted] == ["start", "still", "end"]
+
+
+def test_still_is_masked_jpeg_written_atomically_with_its_sha256(tmp_path: Path) -> None:
+    emitted = feed(make_capture(tmp_path, stills_per_event=1, jpeg_quality=90), [moving("start")])
+    event, still = emitted[1][1]
+    assert still is not None and still.path is not None
+    data = still.path.read_bytes()
+    assert data == still.jpeg
+    assert hashlib.sha256(data).hexdigest() == still.sha256
+    payload = event.payload(2)
+    assert payload["sha256"] == still.sha256
+    assert (payload["bytes"], payload["width"], payload["height"]) == (len(data), 160, 120)
+    assert payload["topic"] == "edgecam/front/events/ev-1/stills/1"
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert image[:55, :75].max() < 10  # the privacy mask is burned in
+    assert image[65:, 85:].min() > 245
+    assert [p.name for p in still.path.parent.iterdir()] == ["1.jpg"]  # no temporary file left
+
+
+def test_finish_closes_an_open_event_for_a_source_that_ends(tmp_path: Path) -> None:
+    capture = make_capture(None, stills_per_event=1)
+    emitted = feed(capture, [moving("start"), moving()])
+    assert emitted[1][1][1] is not None and emitted[1][1][1].path is None  # replay without --out keeps no file
+    (end, _), = capture.finish(3.0)
+    assert end.type == "end" and end.payload(1)["duration_s"] == 3.0
+    assert capture.finish(4.0) == []
+
+
+def test_an_unwritable_state_dir_skips_the_still_not_the_event(tmp_path: Path) -> None:
+    blocker = tmp_path / "stills"
+    blocker.write_text("a file where a folder should be")
+    emitted = feed(make_capture(blocker, stills_per_event=2), [moving("start"), quiet("end", False)])
+    assert [e.type for _, (e, _) in emitted] == ["start", "end"]
+    assert emitted[-1][1][0].payload(3)["stills"] == 0

@@ -1,0 +1,63 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from edgecam.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("EDGECAM_"):
+            monkeypatch.delenv(key)
+
+
+def test_check_config_prints_the_effective_settings_and_redacts_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "edgecam.toml"
+    config.write_text('device_id = "porch"\n[mqtt]\nhost = "broker.lan"\n')
+    monkeypatch.setenv("EDGECAM_CAPTURE__INTERVAL", "1.5")
+    assert main(["check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert 'device_id = "porch"' in out
+    assert 'host = "broker.lan"' in out
+    assert "interval = 1.5" in out
+
+
+def test_config_file_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "edgecam.toml"
+    config.write_text('device_id = "hall"\n')
+    monkeypatch.setenv("EDGECAM_CONFIG", str(config))
+    assert main(["--config", str(config), "check-config"]) == 0
+    assert 'device_id = "hall"' in capsys.readouterr().out
+    assert main(["check-config"]) == 0
+    assert 'device_id = "hall"' in capsys.readouterr().out
+
+
+def test_check_config_reports_each_problem_on_one_line_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "edgecam.toml"
+    config.write_text("[mqtt]\nport = 70000\n[capture]\nstills_per_event = -1\n")
+    assert main(["check-config", "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2
+    assert any(line.startswith("edgecam: mqtt.port: 70000 is not allowed") for line in lines)
+    assert any(line.startswith("edgecam: capture.stills_per_event: -1 is not allowed") for line in lines)
+    assert captured.out == ""
+
+
+def test_every_command_rejects_a_bad_config_the_same_way(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGECAM_MOTION__EVENT_GAP", "soon")
+    for argv in (["run"], ["replay", "x.h264"], ["listen"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("edgecam: motion.event_gap: 'soon' is not allowed")
+        assert len(err.strip().splitlines()) == 1

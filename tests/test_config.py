@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from edgecam.config import ConfigError, load_settings, render_toml
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("EDGECAM_"):
+            monkeypatch.delenv(key)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "edgecam.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_valid_and_public_keys_exist() -> None:
+    s = load_settings()
+    assert s.camera.source == "simulated"
+    assert s.camera.realtime is True
+    assert s.motion.zone == [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
+    assert s.motion.masks == []
+    assert s.motion.event_gap > 0
+    assert s.capture.stills_per_event == 3
+    assert s.capture.interval == 0.5
+    assert s.mqtt.host == "localhost"
+    assert s.mqtt.port == 1883
+    assert s.topic_base == f"edgecam/{s.device_id}"
+
+
+def test_toml_file_then_environment_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, 'device_id = "front"\n[mqtt]\nhost = "broker.lan"\nport = 1884\n')
+    monkeypatch.setenv("EDGECAM_MQTT__PORT", "1999")
+    monkeypatch.setenv("EDGECAM_MOTION__ZONE", "[[0.1, 0.1], [0.5, 0.1], [0.5, 0.9]]")
+    s = load_settings(path)
+    assert (s.device_id, s.mqtt.host, s.mqtt.port) == ("front", "broker.lan", 1999)
+    assert s.motion.zone[1] == (0.5, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[motion]\nevent_gap = -1\n", "motion.event_gap: -1 is not allowed: Input should be greater than or equal"),
+        ('device_id = "front door"\n', "device_id: 'front door' is not allowed"),
+        ("[mqtt]\nhots = 'x'\n", "mqtt.hots: unknown key (allowed here: host, port,"),
+        ("[motion]\nzone = [[0, 0], [2, 0], [1, 1]]\n", "motion.zone: [[0, 0], [2, 0], [1, 1]] is not allowed: point"),
+        ("[mqtt]\ntopic_prefix = 'a/#'\n", "mqtt.topic_prefix: 'a/#' is not allowed"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path: Path, toml: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, toml))
+    assert str(err.value).startswith(expected)
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_several_problems_give_one_line_each(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "[capture]\ninterval = -2\nstills_per_event = 'many'\n"))
+    lines = str(err.value).splitlines()
+    assert sorted(line.split(":")[0] for line in lines) == ["capture.interval", "capture.stills_per_event"]
+
+
+def test_missing_and_broken_files_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^config: cannot read .*nope\.toml"):
+        load_settings(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match=r"is not valid TOML"):
+        load_settings(write(tmp_path, "[mqtt\nhost=1"))
+
+
+def test_rendered_settings_round_trip_and_redact_secrets(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2\n")
+    s = load_settings(write(tmp_path, f'[mqtt]\nusername = "cam"\npassword_file = "{secret}"\n'))
+    text = render_toml(s)
+    assert "hunter2" not in text
+    again = load_settings(write(tmp_path, text))
+    assert again.model_dump() == s.model_dump()

@@ -1,0 +1,186 @@
+"""``edgecam listen``: lines per event, stills saved and checked against their sha256."""
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgecam.config import Settings
+from edgecam.listen import Listener, run_listen
+from edgecam.models import Event, Topics
+from edgecam.outbox import Outbox
+from edgecam.publisher import Publisher
+from tests.conftest import Broker, DoorEvent, make_door_event, wait_until
+
+DEVICE = "front-door"
+TOPICS = Topics(f"edgecam/{DEVICE}")
+
+
+def messages(door: DoorEvent, first_seq: int = 1) -> list[tuple[str, bytes]]:
+    """The messages the publisher sends for a door event: each still's JPEG, then its JSON."""
+    out: list[tuple[str, bytes]] = []
+    for seq, (event, still) in enumerate(door.rows, start=first_seq):
+        if still is not None:
+            out.append((TOPICS.still(door.event_id, still.index), still.jpeg))
+        out.append((TOPICS.events, json.dumps(event.payload(seq)).encode()))
+    return out
+
+
+@pytest.fixture
+def door(tmp_path: Path) -> DoorEvent:
+    return make_door_event(tmp_path / "sent", TOPICS, DEVICE, n_stills=2)
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Listener:
+    return Listener("edgecam", tmp_path / "received", now=lambda: datetime(2026, 11, 22, 14, 0).astimezone())
+
+
+def test_prints_one_line_per_event_and_saves_the_stills(listener: Listener, door: DoorEvent, tmp_path: Path) -> None:
+    lines = [line for topic, payload in messages(door, 12) for line in listener.handle(topic, payload, False)]
+
+    assert len(lines) == 4
+    start, still_1, still_2, end = lines
+    assert f" {DEVICE} start  event={door.event_id[:8]} seq=12 score=0.31" in start
+    assert start.split(" ")[0].count(":") == 2  # a local clock time, HH:MM:SS.mmm
+    assert " still  " in still_1
+    assert " seq=13 " in still_1
+    assert " #1 640x480 " in still_1
+    assert "sha256 ok" in still_1
+    assert "sha256 ok" in still_2
+    assert " end    " in end
+    assert "duration=4.2s stills=2" in end
+    for still in door.stills:
+        saved = tmp_path / "received" / DEVICE / door.event_id / f"{still.index}.jpg"
+        assert saved.read_bytes() == still.jpeg
+        assert str(saved) in (still_1 if still.index == 1 else still_2)
+    assert listener.events == 4
+    assert listener.mismatches == 0
+
+
+def test_the_jpeg_may_arrive_after_its_event(listener: Listener, door: DoorEvent) -> None:
+    jpeg, event_json = messages(door)[1:3]
+    assert listener.handle(*event_json, False) == []
+    (line,) = listener.handle(*jpeg, False)
+    assert "sha256 ok" in line
+
+
+def test_reports_a_still_that_does_not_match_its_sha256(listener: Listener, door: DoorEvent) -> None:
+    sent = messages(door)
+    topic, jpeg = sent[1]
+    listener.handle(*sent[0], False)
+    listener.handle(topic, jpeg[:-10] + b"corrupted!", False)
+    (line,) = listener.handle(*sent[2], False)
+    assert "sha256 MISMATCH" in line
+    assert listener.mismatches == 1
+
+
+def test_duplicates_are_printed_once(listener: Listener, door: DoorEvent) -> None:
+    sent = messages(door)
+    first = [line for topic, payload in sent for line in listener.handle(topic, payload, False)]
+    again = [line for topic, payload in sent for line in listener.handle(topic, payload, False)]
+    assert len(first) == 4
+    assert again == []
+
+
+def test_prints_availability_and_motion_changes(listener: Listener) -> None:
+    assert listener.handle(TOPICS.availability, b"online", True) == [f"14:00:00.000 {DEVICE} availability online"]
+    assert listener.handle(TOPICS.availability, b"online", False) == []
+    assert listener.handle(TOPICS.motion, b"ON", False) == [f"14:00:00.000 {DEVICE} motion ON"]
+    assert listener.handle(TOPICS.motion, b"OFF", False) == [f"14:00:00.000 {DEVICE} motion OFF"]
+    assert listener.handle(TOPICS.availability, b"offline", False) == [f"14:00:00.000 {DEVICE} availability offline"]
+
+
+def test_never_writes_outside_its_folder(listener: Listener, tmp_path: Path) -> None:
+    (line,) = listener.handle(f"{TOPICS.base}/events/../stills/1", b"\xff\xd8", False)
+    assert "unexpected topic" in line
+    assert listener.handle(TOPICS.still("x", 1).replace("/x/", "/x/y/"), b"\xff\xd8", False) == []
+    assert sorted(p.name for p in tmp_path.rglob("*.jpg")) == []
+
+
+class Session:
+    """run_listen in a thread, with its output collected."""
+
+    def __init__(self, settings: Settings, out_dir: Path, capsys: pytest.CaptureFixture[str], count: int) -> None:
+        self.stop = threading.Event()
+        self.capsys = capsys
+        self.output = ""
+        self.result: list[int] = []
+        self.thread = threading.Thread(
+            target=lambda: self.result.append(run_listen(settings, out_dir, self.stop, count, device=DEVICE))
+        )
+        self.thread.start()
+
+    def read(self) -> str:
+        self.output += self.capsys.readouterr().out
+        return self.output
+
+    def wait_for(self, text: str, timeout: float = 10.0) -> None:
+        assert wait_until(lambda: text in self.read(), timeout, 0.05), f"no {text!r} in:\n{self.output}"
+
+    def join(self, timeout: float = 10.0) -> int:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"listen did not return:\n{self.read()}"
+        self.read()
+        return self.result[0]
+
+
+@pytest.fixture
+def publish(mosquitto: Broker, tmp_path: Path) -> Iterator[Callable[[list[tuple[Event, Any]]], None]]:
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    publisher = Publisher(mosquitto.settings(), TOPICS, tmp_path / "outbox.sqlite3", DEVICE)
+    publisher.start()
+    assert wait_until(lambda: publisher.connected, 5)
+
+    def send(rows: list[tuple[Event, Any]]) -> None:
+        for event, still in rows:
+            outbox.append(event, still)
+        publisher.wake()
+        assert publisher.wait_idle(10)
+
+    yield send
+    publisher.stop()
+    outbox.close()
+
+
+@pytest.mark.integration
+def test_listen_end_to_end(
+    mosquitto: Broker,
+    publish: Callable[[list[tuple[Event, Any]]], None],
+    door: DoorEvent,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = Settings(device_id=DEVICE, mqtt=mosquitto.settings())
+    session = Session(settings, tmp_path / "received", capsys, count=4)
+    session.wait_for(f"{DEVICE} availability online")  # subscribed: the retained state has arrived
+    publish(door.rows)
+    assert session.join() == 0
+    assert session.output.count("sha256 ok") == 2
+    assert f"{DEVICE} start  event={door.event_id[:8]} seq=1 " in session.output
+    assert f"{DEVICE} end    event={door.event_id[:8]} seq=4 " in session.output
+    for still in door.stills:
+        assert (tmp_path / "received" / DEVICE / door.event_id / f"{still.index}.jpg").read_bytes() == still.jpeg
+
+
+@pytest.mark.integration
+def test_listen_reports_a_mismatch(
+    mosquitto: Broker,
+    publish: Callable[[list[tuple[Event, Any]]], None],
+    door: DoorEvent,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = Settings(device_id=DEVICE, mqtt=mosquitto.settings())
+    session = Session(settings, tmp_path / "received", capsys, count=2)
+    session.wait_for(f"{DEVICE} availability online")
+    start, (still_event, still) = door.rows[0], door.rows[1]
+    wrong = replace(still_event, extra={**still_event.extra, "sha256": "0" * 64})
+    publish([start, (wrong, still)])
+    assert session.join() == 1
+    assert "sha256 MISMATCH" in session.output

@@ -1,0 +1,181 @@
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from edgecam.config import CameraSettings, SimulatedSettings
+from edgecam.errors import CameraError
+from edgecam.sources import opencv
+from edgecam.sources.opencv import OpenCVSource, Pacer
+from edgecam.sources.simulated import render_clip
+
+CLIPS = Path(__file__).resolve().parents[2] / "shared" / "clips"
+needs_clips = pytest.mark.skipif(not CLIPS.is_dir(), reason=f"the recorded clips are not at {CLIPS}")
+
+
+def open_file(path: Path | str, **camera: Any) -> OpenCVSource:
+    return OpenCVSource(CameraSettings(source=str(path), **camera), realtime=False)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clip") / "door.avi"
+    render_clip(path, SimulatedSettings(fps=8), 3.0)
+    return path
+
+
+@pytest.mark.clips
+@needs_clips
+@pytest.mark.parametrize(
+    ("name", "count", "native"),
+    [("walking-by.h264", 463, (480, 640, 3)), ("alternating-light.h264", 838, (640, 480, 3))],
+)
+def test_recorded_clips_give_every_frame_at_detection_size(name: str, count: int, native: tuple[int, int, int]) -> None:
+    source = open_file(CLIPS / name)
+    assert source.fps == 25
+    frames = []
+    for frame in source.frames():
+        frames.append(frame)
+        if frame.index == 100:
+            assert source.still().shape == native
+    source.close()
+    assert len(frames) == count
+    assert all(f.gray.shape == (240, 320) and f.gray.dtype == np.uint8 for f in frames)
+    assert [f.index for f in frames] == list(range(count))
+    assert frames[-1].t == pytest.approx((count - 1) / 25)
+
+
+def test_a_file_ends_when_exhausted_and_keeps_its_timing(clip: Path) -> None:
+    source = open_file(clip, detect_width=160, detect_height=120)
+    frames = list(source.frames())
+    assert source.fps == 8
+    assert len(frames) == 24
+    assert [f.t for f in frames[:3]] == pytest.approx([0.0, 0.125, 0.25])
+    assert frames[0].gray.shape == (120, 160)
+    assert source.still().shape == (480, 640, 3)
+    source.close()
+
+
+def test_still_is_a_copy_of_the_latest_frame(clip: Path) -> None:
+    source = open_file(clip)
+    frames = source.frames()
+    next(frames)
+    still = source.still()
+    kept = still.copy()
+    still[:] = 0  # scribbling on a still does not change the source's frame
+    assert np.array_equal(source.still(), kept)
+    next(frames)
+    assert not np.array_equal(source.still(), kept)  # the still follows the latest frame
+    source.close()
+
+
+def test_still_before_any_frame_is_a_camera_error(clip: Path) -> None:
+    with pytest.raises(CameraError, match="no frame"):
+        open_file(clip).still()
+
+
+def test_close_ends_the_frames_and_is_idempotent(clip: Path) -> None:
+    source = open_file(clip)
+    frames = source.frames()
+    next(frames)
+    source.close()
+    source.close()
+    assert list(frames) == []
+
+
+def one_line_error(source: str) -> str:
+    with pytest.raises(CameraError) as caught:
+        OpenCVSource(CameraSettings(source=source), realtime=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("camera.source: ")
+    return message
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "x.mp4"
+    assert one_line_error(str(path)) == f"camera.source: cannot open {str(path)!r}: no such file"
+
+
+def test_a_file_opencv_cannot_decode_is_a_camera_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.mp4"
+    path.write_bytes(bytes(range(256)) * 64)
+    assert one_line_error(str(path)) == f"camera.source: cannot open {str(path)!r}: OpenCV cannot decode it"
+
+
+def test_a_directory_is_not_a_video(tmp_path: Path) -> None:
+    assert "directory" in one_line_error(str(tmp_path))
+
+
+def test_a_missing_device_is_named() -> None:
+    assert one_line_error("/dev/video97") == "camera.source: cannot open '/dev/video97': no such device"
+
+
+class FakeCapture:
+    """A cv2.VideoCapture that delivers ``frames`` frames, then fails."""
+
+    def __init__(self, frames: int, opened: bool = True) -> None:
+        self.left = frames
+        self.opened = opened
+        self.released = False
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return self.opened
+
+    def read(self) -> tuple[bool, NDArray[np.uint8] | None]:
+        if self.left == 0:
+            return False, None
+        self.left -= 1
+        return True, np.full((480, 640, 3), 100, np.uint8)
+
+    def get(self, prop: int) -> float:
+        return 30.0
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_a_live_camera_that_stops_delivering_is_a_camera_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    capture = FakeCapture(frames=3)
+    monkeypatch.setattr(opencv, "_make_capture", lambda target, api, params: capture)
+    source = OpenCVSource(CameraSettings(source="0"), realtime=True)
+    frames = source.frames()
+    got = list(itertools.islice(frames, 3))
+    assert [f.gray.shape for f in got] == [(240, 320)] * 3
+    assert got[2].t >= got[0].t >= 0.0
+    with pytest.raises(CameraError, match="stopped delivering frames"):
+        next(frames)
+    source.close()
+    assert capture.released
+
+
+def test_a_stream_url_password_never_shows_in_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(opencv, "_make_capture", lambda target, api, params: FakeCapture(0, opened=False))
+    message = one_line_error("rtsp://admin:s3cret@192.0.2.7:554/stream1")
+    assert "s3cret" not in message
+    assert "rtsp://admin:***@192.0.2.7:554/stream1" in message
+
+
+def test_pacer_sleeps_until_each_frame_is_due_and_never_when_late() -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    pacer = Pacer(clock=lambda: now[0], sleep=sleep)
+    pacer.wait(0.0)  # the first frame is due at once
+    now[0] += 0.01  # work on frame 0
+    pacer.wait(0.1)
+    now[0] += 0.35  # frame 1 took long: frames 2 and 3 are late
+    pacer.wait(0.2)
+    pacer.wait(0.3)
+    pacer.wait(0.5)  # back on time: due at 100.5, now 100.45
+    assert slept == pytest.approx([0.09, 0.05])
