@@ -24,9 +24,7 @@ TakeStill = Callable[[], NDArray[np.uint8]]
 Emitted = tuple[Event, Still | None]
 
 
-def encode_still(
-    image: NDArray[np.uint8], masks: Sequence[Polygon], quality: int, event_id: str, index: int
-) -> Still:
+def encode_still(image: NDArray[np.uint8], masks: Sequence[Polygon], quality: int, event_id: str, index: int) -> Still:
     """Burn the privacy masks into ``image``, encode it as JPEG and hash it."""
     masked = burn_masks(image, masks)
     ok, buf = cv2.imencode(".jpg", masked, [cv2.IMWRITE_JPEG_QUALITY, quality])

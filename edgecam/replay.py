@@ -79,13 +79,13 @@ def replay(
 
 
 def _draw_zones(gray: NDArray[np.uint8], settings: Settings) -> NDArray[np.uint8]:
-    image = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    image = np.asarray(cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), np.uint8)
     height, width = gray.shape
     masks = [to_pixels(m, width, height) for m in settings.motion.masks]
     if masks:
         shade = image.copy()
         cv2.fillPoly(shade, masks, (0, 0, 160))
-        image = cv2.addWeighted(shade, 0.6, image, 0.4, 0)
+        image = np.asarray(cv2.addWeighted(shade, 0.6, image, 0.4, 0), np.uint8)
     cv2.polylines(image, [to_pixels(settings.motion.zone, width, height)], True, (0, 220, 0), 2)
     return image
 
@@ -97,7 +97,8 @@ def render_sheet(settings: Settings, trace: Trace) -> NDArray[np.uint8]:
     tiles = []
     for t, gray in picks:
         tile = _draw_zones(gray, settings)
-        tile = cv2.resize(tile, (tile_w, tile_w * gray.shape[0] // gray.shape[1]), interpolation=cv2.INTER_AREA)
+        size = (tile_w, tile_w * gray.shape[0] // gray.shape[1])
+        tile = np.asarray(cv2.resize(tile, size, interpolation=cv2.INTER_AREA), np.uint8)
         cv2.putText(tile, f"t={t:.1f}s", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
         tiles.append(tile)
     tile_h = max((tile.shape[0] for tile in tiles), default=tile_w * 3 // 4)

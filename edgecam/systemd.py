@@ -12,9 +12,7 @@ logger = logging.getLogger(__name__)
 class Notifier:
     """Sends notifications to systemd over $NOTIFY_SOCKET, rate-limiting watchdog pings to half the interval."""
 
-    def __init__(
-        self, environ: Mapping[str, str] = os.environ, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, environ: Mapping[str, str] = os.environ, clock: Callable[[], float] = time.monotonic) -> None:
         address = environ.get("NOTIFY_SOCKET", "")
         # An abstract socket is written with a leading '@' and addressed with a leading NUL.
         self._address = "\0" + address[1:] if address.startswith("@") else address

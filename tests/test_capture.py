@@ -21,7 +21,7 @@ def white() -> NDArray[np.uint8]:
 def make_capture(tmp_path: Path | None, **settings: float) -> Capture:
     ids = iter(["ev-1", "ev-2"])
     return Capture(
-        CaptureSettings(**settings),  # type: ignore[arg-type]
+        CaptureSettings.model_validate(settings),
         [MASK],
         "front",
         Topics("edgecam/front"),
@@ -68,7 +68,8 @@ def test_no_still_outside_an_event_or_while_the_zone_is_quiet(tmp_path: Path) ->
 def test_still_is_masked_jpeg_written_atomically_with_its_sha256(tmp_path: Path) -> None:
     emitted = feed(make_capture(tmp_path, stills_per_event=1, jpeg_quality=90), [moving("start")])
     event, still = emitted[1][1]
-    assert still is not None and still.path is not None
+    assert still is not None
+    assert still.path is not None
     data = still.path.read_bytes()
     assert data == still.jpeg
     assert hashlib.sha256(data).hexdigest() == still.sha256
@@ -77,6 +78,7 @@ def test_still_is_masked_jpeg_written_atomically_with_its_sha256(tmp_path: Path)
     assert (payload["bytes"], payload["width"], payload["height"]) == (len(data), 160, 120)
     assert payload["topic"] == "edgecam/front/events/ev-1/stills/1"
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert image is not None
     assert image[:55, :75].max() < 10  # the privacy mask is burned in
     assert image[65:, 85:].min() > 245
     assert [p.name for p in still.path.parent.iterdir()] == ["1.jpg"]  # no temporary file left
@@ -85,9 +87,12 @@ def test_still_is_masked_jpeg_written_atomically_with_its_sha256(tmp_path: Path)
 def test_finish_closes_an_open_event_for_a_source_that_ends(tmp_path: Path) -> None:
     capture = make_capture(None, stills_per_event=1)
     emitted = feed(capture, [moving("start"), moving()])
-    assert emitted[1][1][1] is not None and emitted[1][1][1].path is None  # replay without --out keeps no file
-    (end, _), = capture.finish(3.0)
-    assert end.type == "end" and end.payload(1)["duration_s"] == 3.0
+    still = emitted[1][1][1]
+    assert still is not None
+    assert still.path is None  # replay without --out keeps no file
+    ((end, _),) = capture.finish(3.0)
+    assert end.type == "end"
+    assert end.payload(1)["duration_s"] == 3.0
     assert capture.finish(4.0) == []
 
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecam.config import ConfigError, load_settings, render_toml
+from edgecam.config import load_settings, render_toml
+from edgecam.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
