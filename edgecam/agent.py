@@ -18,7 +18,10 @@ from edgecam.systemd import Notifier
 
 logger = logging.getLogger(__name__)
 
-DRAIN_ON_EXIT_S = 10.0
+DRAIN_AT_END_S = 10.0
+"""How long a source that ended by itself (a file) waits for the broker to take what is queued."""
+DRAIN_ON_STOP_S = 2.0
+"""The same on SIGTERM, kept short for systemd's stop timeout; what is left stays in the outbox."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +111,10 @@ class Agent:
 
     @staticmethod
     def _drain(publisher: Publisher, stop: threading.Event) -> None:
-        """When the source ended by itself, give the broker a moment to take what the last frames queued."""
-        if not stop.is_set() and not publisher.wait_idle(DRAIN_ON_EXIT_S):
+        """Give the broker a moment to take what the last frames queued before disconnecting."""
+        timeout = DRAIN_ON_STOP_S if stop.is_set() else DRAIN_AT_END_S
+        if not publisher.wait_idle(timeout):
             logger.warning(
                 "agent: the broker did not take every queued message within %.0f s; they stay in the outbox",
-                DRAIN_ON_EXIT_S,
+                timeout,
             )
