@@ -138,6 +138,42 @@ class MotionSettings(Section):
     )
 
 
+class DoorSettings(Section):
+    """Door open/closed state from a calibrated reference of the zone, and an optional door contact (reed switch)."""
+
+    reference: Path | None = Field(
+        None,
+        description="Closed-door reference saved by 'edgecam calibrate'; default <storage.dir>/door-reference.npz.",
+    )
+    open_level: float = Field(
+        0.25,
+        gt=0.0,
+        lt=1.0,
+        description="Dissimilarity of the zone from the closed-door reference (0 same, 1 unrelated) that means open.",
+    )
+    calibrate_seconds: float = Field(
+        3.0, ge=0.5, le=60.0, description="Seconds of quiet scene 'edgecam calibrate' learns the closed door from."
+    )
+    contact_pin: int | None = Field(
+        None,
+        ge=0,
+        le=27,
+        description="GPIO (BCM number) of a reed switch on the door, read through gpiozero; unset = none.",
+    )
+    contact_closed_when: Literal["low", "high"] = Field(
+        "low",
+        description="Pin level while the door is shut: 'low' for a switch to ground with the internal pull-up.",
+    )
+    contact_bounce: float = Field(0.05, ge=0.0, le=1.0, description="Seconds of contact bounce to ignore.")
+    contact_mode: Literal["any", "both", "contact_only"] = Field(
+        "any",
+        description=(
+            "How the contact and the camera start events: 'any' either one, 'both' camera motion only while the "
+            "contact says open, 'contact_only' the contact alone."
+        ),
+    )
+
+
 class CaptureSettings(Section):
     """Stills taken while the door moves."""
 
@@ -227,6 +263,7 @@ class Settings(BaseSettings):
     )
     camera: CameraSettings = Field(default_factory=CameraSettings, description="Frame source.")
     motion: MotionSettings = Field(default_factory=MotionSettings, description="Motion detection.")
+    door: DoorSettings = Field(default_factory=DoorSettings, description="Door state and door contact.")
     capture: CaptureSettings = Field(default_factory=CaptureSettings, description="Stills.")
     storage: StorageSettings = Field(default_factory=StorageSettings, description="State directory.")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker.")
@@ -242,6 +279,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Read, highest priority first: arguments, environment, the TOML file."""
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    @property
+    def door_reference_path(self) -> Path:
+        """Where ``edgecam calibrate`` saves the closed-door reference and the agent reads it."""
+        return self.door.reference or self.storage.dir / "door-reference.npz"
 
     @property
     def topic_base(self) -> str:

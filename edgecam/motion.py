@@ -164,6 +164,12 @@ class MotionDetector:
             in_event=self._in_event,
         )
 
+    def changed_mask(self) -> NDArray[np.uint8]:
+        """The door-zone pixels the last frame's score counted (255), full frame size: for explaining, not per frame."""
+        full = np.zeros((self._height, self._width), np.uint8)
+        cv2.bitwise_and(self._changed, self._zone, dst=full[self._box])
+        return full
+
     def _allow_unclipping(self, current: NDArray[np.uint8]) -> None:
         """Let pixels clipped at 255 in the background be as bright as they like in the frame.
 
