@@ -59,6 +59,27 @@ class SimulatedSettings(Section):
         0.5, ge=0.0, le=5.0, description="Seconds the exposure takes to adapt after the light switches."
     )
     passer_by: bool = Field(False, description="A person walks past outside the door zone between openings.")
+    light_with_door: bool = Field(
+        False, description="The hall light comes on as the door starts to open, and goes off again before the next."
+    )
+    infrared: bool = Field(
+        False, description="The camera switches to a grey infrared picture between openings, and back in the next gap."
+    )
+    walk_through: bool = Field(False, description="A person steps out through the open door and away to one side.")
+    lamp: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="How unevenly the hall light lights the scene: 0 evenly, 1 all from a lamp at the top left.",
+    )
+    light_level: float = Field(1.0, ge=0.05, le=2.0, description="Brightness of the lit scene; below 1 is a dim hall.")
+    drift: float = Field(
+        0.0, ge=0.0, le=0.9, description="Slow exposure drift: fraction by which brightness swings up and down."
+    )
+    drift_period: float = Field(60.0, ge=1.0, le=3600.0, description="Seconds of one exposure drift cycle.")
+    flicker: float = Field(0.0, ge=0.0, le=0.5, description="Frame-to-frame brightness flicker, fraction.")
+    shake: float = Field(0.0, ge=0.0, le=20.0, description="Camera shake: pixels the picture jitters each frame.")
+    duration: float = Field(0.0, ge=0.0, description="Seconds after which the scene ends; 0 = endless.")
 
     @model_validator(mode="after")
     def _door_fits_period(self) -> "SimulatedSettings":

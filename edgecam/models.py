@@ -39,6 +39,8 @@ class MotionResult:
     """The background is still being learnt; no event can start."""
     global_change: bool = False
     """Most of the frame changed at once (light, exposure): absorbed as a new baseline."""
+    settling: bool = False
+    """After a global change, or while the camera's metadata says its exposure is adjusting: learning fast."""
     event: Literal["start", "end"] | None = None
     """An event starts or ends at this frame."""
     in_event: bool = False

@@ -12,7 +12,8 @@ that are back to how they were before it take that background again, so a door t
 """
 
 import logging
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -44,6 +45,11 @@ MIN_GAIN_CELLS = 0.1
 """Fraction of the unmasked cells that must be brighter than ``DARK`` to estimate the gain; else it is 1."""
 MAX_GAIN = 4.0
 """The gain estimate is clamped to [1 / MAX_GAIN, MAX_GAIN]."""
+CAMERA_STEP = 0.04
+"""Relative change in the camera's exposure (ExposureTime x AnalogueGain x DigitalGain) or colour gains from one
+frame to the next that means its automatic controls are adjusting: the detector settles as after a global change."""
+LUX_STEP = 0.2
+"""Relative change in the camera's Lux estimate from one frame to the next that means the light changed."""
 
 
 class MotionDetector:
@@ -103,6 +109,7 @@ class MotionDetector:
         self._last_moving = float("-inf")
         self._in_event = False
         self._have_before = False
+        self._camera: tuple[float, ...] | None = None
 
     def process(self, frame: Frame) -> MotionResult:
         """Compare ``frame`` with the background, learn from it, and say whether an event starts or ends."""
@@ -130,7 +137,10 @@ class MotionDetector:
         small = self._small.ravel()[self._cells].astype(np.float32)
         small_background = self._small_background.ravel()[self._cells]
         gain = self._gain(small, small_background)
-        global_change = self._global_fraction(small, small_background, gain) >= s.global_change
+        if self._camera_adjusting(frame.metadata):
+            self._settle_until = max(self._settle_until, t + s.settle)
+        settling = t < self._settle_until
+        global_change = self._global_fraction(small, small_background, gain, settling) >= s.global_change
 
         # Saturating uint8 arithmetic throughout: |frame - gain * background| never wraps around.
         cv2.convertScaleAbs(self._background, dst=self._reference, alpha=gain)
@@ -153,13 +163,14 @@ class MotionDetector:
             self._settle_until = t + s.settle
             self._have_before = False
         else:
-            self._learn(current, fast=calibrating or t < self._settle_until)
+            self._learn(current, fast=calibrating or settling)
 
         return MotionResult(
             score=score,
             moving=moving,
             calibrating=calibrating,
             global_change=global_change,
+            settling=settling,
             event=self._track(t, moving),
             in_event=self._in_event,
         )
@@ -169,6 +180,25 @@ class MotionDetector:
         full = np.zeros((self._height, self._width), np.uint8)
         cv2.bitwise_and(self._changed, self._zone, dst=full[self._box])
         return full
+
+    def _camera_adjusting(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether the camera's metadata says its exposure, colour gains or light level just changed.
+
+        Only the Pi's camera has such metadata; files and the simulated scene have none, and then this is False.
+        """
+        try:
+            exposure = float(metadata["ExposureTime"]) * float(metadata.get("AnalogueGain", 1.0))
+            exposure *= float(metadata.get("DigitalGain", 1.0))
+            red, blue = (float(g) for g in metadata.get("ColourGains", (1.0, 1.0)))
+            lux = float(metadata.get("Lux", 0.0))
+        except (KeyError, TypeError, ValueError):
+            return False
+        now = (exposure, red, blue, lux)
+        before, self._camera = self._camera, now
+        if before is None:
+            return False
+        steps = [abs(a - b) / max(abs(b), 1e-6) for a, b in zip(now, before, strict=True)]
+        return max(steps[:3]) > CAMERA_STEP or steps[3] > LUX_STEP
 
     def _allow_unclipping(self, current: NDArray[np.uint8]) -> None:
         """Let pixels clipped at 255 in the background be as bright as they like in the frame.
@@ -190,12 +220,17 @@ class MotionDetector:
         median = float(np.partition(ratios, count // 2)[count // 2])
         return min(max(median, 1.0 / MAX_GAIN), MAX_GAIN)
 
-    def _global_fraction(self, small: NDArray[np.float32], background: NDArray[np.float32], gain: float) -> float:
-        """Fraction of unmasked cells that moved (raw) or changed shape (gain-compensated): the larger."""
+    def _global_fraction(
+        self, small: NDArray[np.float32], background: NDArray[np.float32], gain: float, settling: bool
+    ) -> float:
+        """Fraction of unmasked cells that moved (raw) or changed shape (gain-compensated): the larger.
+
+        While settling after a global change, a smaller raw move counts: the exposure is still on its way.
+        """
         if small.size == 0:
             return 0.0
         level = self._settings.threshold
-        moved = int(np.count_nonzero(np.abs(small - background) > level))
+        moved = int(np.count_nonzero(np.abs(small - background) > (level * SHAPE_LEVEL if settling else level)))
         predicted = gain * background
         residual = np.abs(small - predicted)
         residual[(background >= BRIGHT) & (small > predicted)] = 0.0  # clipped: brighter than predicted is fine

@@ -351,3 +351,57 @@ def test_the_people_walking_by_are_found_when_the_zone_is_the_whole_frame() -> N
     assert len(starts) == len(passing)
     for index, segment in zip(starts, passing, strict=True):
         assert segment["start"] <= index <= segment["end"]
+
+
+# --- the simulated door scene, as the benchmark renders it ---
+
+
+def simulated_run(
+    seconds: float, **scene: object
+) -> tuple[list[tuple[float, MotionResult]], list[tuple[float, float]]]:
+    from edgecam.config import SimulatedSettings
+    from edgecam.sources.opencv import detection_gray
+    from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer, door_openings
+
+    sim = SimulatedSettings.model_validate(scene)
+    renderer = SceneRenderer(sim, 640, 480)
+    detector = MotionDetector(MotionSettings(zone=DOOR_ZONE), W, H)
+    results = []
+    for index in range(round(seconds * sim.fps)):
+        frame = Frame(index, index / sim.fps, detection_gray(renderer.render(index)[0], W, H))
+        results.append((frame.t, detector.process(frame)))
+    return results, door_openings(sim, seconds)
+
+
+def test_an_uneven_lamp_switched_with_the_exposure_catching_up_starts_nothing_but_the_door() -> None:
+    # The lamp overexposes the wall for half a second; the old detector started events as the exposure came down.
+    results, doors = simulated_run(80.0, seed=16, door_period=20.0, light_switching=True, lamp=0.6)
+    starts = times(results, "start")
+    assert sum(r.global_change for _, r in results) >= 3
+    assert len(starts) == len(doors)
+    for start, (opens, _shuts) in zip(starts, doors, strict=True):
+        assert opens < start <= opens + 0.5
+
+
+def test_a_door_opening_as_an_uneven_lamp_comes_on_is_found_within_a_second() -> None:
+    results, doors = simulated_run(80.0, seed=17, door_period=20.0, light_with_door=True, lamp=0.6)
+    starts = times(results, "start")
+    assert len(starts) == len(doors)
+    for start, (opens, _shuts) in zip(starts, doors, strict=True):
+        assert opens < start <= opens + 1.05
+
+
+def test_the_cameras_own_exposure_change_makes_the_detector_settle() -> None:
+    gray = next(Scene().frames()).gray
+    detector = MotionDetector(MotionSettings(), W, H)
+    exposure = [10_000] * 30 + [14_000] * 30  # the camera's auto exposure stepped at frame 30
+    results = [
+        detector.process(Frame(i, i / 10, gray, {"ExposureTime": e, "AnalogueGain": 1.0}))
+        for i, e in enumerate(exposure)
+    ]
+    settling = [i for i, r in enumerate(results) if r.settling]
+    assert settling[0] == 30
+    assert settling[-1] <= 40  # motion.settle, 1 s at 10 fps
+    assert not any(r.moving for r in results)
+    plain = MotionDetector(MotionSettings(), W, H)
+    assert not any(plain.process(Frame(i, i / 10, gray)).settling for i in range(60))

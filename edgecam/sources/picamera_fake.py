@@ -297,7 +297,6 @@ class FakePicamera2:
             "SensorTimestamp": index * duration_us * 1000,
             "FrameDuration": duration_us,
             "DigitalGain": 1.0,
-            "ColourGains": (1.92, 1.61),
             "ColourTemperature": 4100,
         }
         return FakeCompletedRequest(arrays, metadata)

@@ -35,7 +35,9 @@ _DARK = 0.4  # scene brightness with the hall light off, relative to on
 _AE_STRENGTH = 0.6  # how much auto exposure makes up for a darker scene (0 none, 1 fully)
 _PERSON_HEIGHT = 0.62  # fraction of the image height
 _NOISE_PAD = 16  # noise fields are this much larger than the image; each frame takes a shifted window
-_SEED_CYCLE, _SEED_BASE, _SEED_NOISE, _SEED_FRAME = range(4)  # one random stream per purpose, all from the seed
+_SEED_CYCLE, _SEED_BASE, _SEED_NOISE, _SEED_FRAME, _SEED_JITTER = range(5)  # one random stream per purpose
+_IR_WEIGHTS = np.array([[0.1, 0.3, 0.6]], np.float32)  # B, G, R: near infrared looks much like the red channel
+_IR_GAIN = 0.75  # the infrared illuminator, relative to the hall light
 # File suffix -> (OpenCV writer backend, codec, JPEG quality or None).
 _CLIP_WRITERS = {".mkv": (cv2.CAP_FFMPEG, "FFV1", None), ".avi": (cv2.CAP_OPENCV_MJPEG, "MJPG", 95)}
 
@@ -104,6 +106,21 @@ class Walk:
 
 
 @dataclass(frozen=True)
+class StepOut:
+    """A person comes out of the room through the open door, then walks away to one side."""
+
+    start: float
+    duration: float
+    side: Literal["left", "right"]
+    colour: tuple[int, int, int]
+
+    @property
+    def end(self) -> float:
+        """When the person has left the frame."""
+        return self.start + self.duration
+
+
+@dataclass(frozen=True)
 class SceneState:
     """Everything the painter needs for one frame."""
 
@@ -116,6 +133,10 @@ class SceneState:
     """Exposure relative to the lit scene; rises when the light goes off."""
     walkers: tuple[tuple[Walk, float, float], ...]
     """Each person in view: the walk, how far in, the leg phase."""
+    infrared: bool = False
+    """The camera shows its grey infrared picture."""
+    stepping: tuple[tuple[StepOut, float], ...] = ()
+    """Each person coming out through the door: the step-out and how far through it (0..1)."""
 
 
 def _exposure(light_on: bool) -> float:
@@ -131,6 +152,11 @@ class Script:
     swings: tuple[DoorSwing, ...] = ()
     switches: tuple[LightSwitch, ...] = ()
     walks: tuple[Walk, ...] = ()
+    infrared: bool = False
+    """The camera's infrared mode before the first infrared switch in this script."""
+    ir_switches: tuple[LightSwitch, ...] = ()
+    """Switches of the camera's infrared mode (``on`` = infrared)."""
+    step_outs: tuple[StepOut, ...] = ()
 
     def state(self, t: float, light_ramp: float) -> SceneState:
         """The scene at ``t`` seconds; the exposure adapts linearly over ``light_ramp`` s after a switch."""
@@ -145,7 +171,12 @@ class Script:
             exposure = _exposure(before) + (exposure - _exposure(before)) * since / light_ramp
         level = 1.0 if on else _DARK
         walkers = tuple((w, *w.progress(t)) for w in self.walks if w.start <= t < w.end)
-        return SceneState(angle, on, level * exposure, exposure, walkers)
+        infrared = self.infrared
+        for switch in self.ir_switches:
+            if switch.t <= t:
+                infrared = switch.on
+        stepping = tuple((p, (t - p.start) / p.duration) for p in self.step_outs if p.start <= t < p.end)
+        return SceneState(angle, on, level * exposure, exposure, walkers, infrared, stepping)
 
 
 def _cycle_start(sim: SimulatedSettings, k: int) -> float:
@@ -158,8 +189,14 @@ def _cycle_of(sim: SimulatedSettings, t: float) -> int:
 
 
 def _light_after_cycle(sim: SimulatedSettings, k: int) -> bool:
-    # The light starts on and toggles once per cycle.
+    # The light starts on and toggles once per cycle; with the door, it goes off in every gap.
+    if sim.light_with_door:
+        return False
     return not sim.light_switching or k < 0 or k % 2 == 1
+
+
+def _infrared_after_cycle(sim: SimulatedSettings, k: int) -> bool:
+    return sim.infrared and k >= 0 and k % 2 == 0
 
 
 def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> Script:
@@ -170,6 +207,8 @@ def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> S
     swings: list[DoorSwing] = []
     switches: list[LightSwitch] = []
     walks: list[Walk] = []
+    ir_switches: list[LightSwitch] = []
+    step_outs: list[StepOut] = []
     swing_length = sim.door_opening + sim.door_open + sim.door_closing
     gap = sim.door_period - swing_length
     for k in range(max(0, first_cycle), last_cycle + 1):
@@ -181,11 +220,28 @@ def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> S
         side: Literal["left", "right"] = "left" if rng.random() < 0.5 else "right"
         blue, green, red = (int(c) for c in rng.integers(20, 140, size=3))
         walk_at = start + swing_length + gap * rng.uniform(0.45, 0.5)
-        if sim.light_switching:
+        light_on_at = start + rng.uniform(-0.3, 0.3)
+        ir_at = start + swing_length + gap * rng.uniform(0.6, 0.75)
+        if sim.light_with_door:
+            switches.append(LightSwitch(max(0.0, light_on_at), True))
+        if sim.light_switching or sim.light_with_door:
             switches.append(LightSwitch(switch_at, _light_after_cycle(sim, k)))
         if sim.passer_by:
             walks.append(Walk(walk_at, min(3.5, 0.4 * gap), side, (blue, green, red)))
-    return Script(_light_after_cycle(sim, first_cycle - 1), tuple(swings), tuple(switches), tuple(walks))
+        if sim.infrared:
+            ir_switches.append(LightSwitch(ir_at, _infrared_after_cycle(sim, k)))
+        if sim.walk_through and sim.door_open > 0:
+            out_at = start + sim.door_opening + 0.1 * sim.door_open
+            step_outs.append(StepOut(out_at, 0.8 * sim.door_open, side, (blue, green, red)))
+    return Script(
+        _light_after_cycle(sim, first_cycle - 1),
+        tuple(swings),
+        tuple(switches),
+        tuple(walks),
+        _infrared_after_cycle(sim, first_cycle - 1),
+        tuple(ir_switches),
+        tuple(step_outs),
+    )
 
 
 def door_openings(sim: SimulatedSettings, seconds: float) -> list[tuple[float, float]]:
@@ -204,6 +260,8 @@ class SceneRenderer:
         self._scale = height / 480.0
         self._base = self._paint_base(np.random.default_rng((sim.seed, _SEED_BASE)))
         self._noise = self._noise_fields(np.random.default_rng((sim.seed, _SEED_NOISE)))
+        self._vignette = self._ir_vignette() if sim.infrared else None
+        self._lamp = self._lamp_field() if sim.lamp > 0 else None
         self._script_cycle = -2
         self._script = Script()
 
@@ -221,13 +279,30 @@ class SceneRenderer:
 
     def render(self, index: int) -> tuple[NDArray[np.uint8], dict[str, Any]]:
         """Frame ``index``: the BGR image and camera-like metadata (Lux, ExposureTime, AnalogueGain)."""
-        state = self.state(index / self.sim.fps)
+        sim = self.sim
+        t = index / sim.fps
+        state = self.state(t)
         image = self._base.copy()
         self._paint_door(image, state.door_angle)
         for walk, how_far, phase in state.walkers:
-            self._paint_person(image, walk, how_far, phase)
-        if state.brightness != 1.0:
-            image = np.asarray(cv2.convertScaleAbs(image, alpha=state.brightness), dtype=np.uint8)
+            self._paint_walker(image, walk, how_far, phase)
+        for step_out, progress in state.stepping:
+            self._paint_step_out(image, step_out, progress)
+        jitter = np.random.default_rng((sim.seed, _SEED_JITTER, index))
+        flicker, dx, dy = jitter.uniform(-1.0, 1.0, size=3)
+        if sim.shake > 0:
+            shift = np.array([[1.0, 0.0, dx * sim.shake], [0.0, 1.0, dy * sim.shake]], np.float32)
+            image = np.asarray(cv2.warpAffine(image, shift, (self.width, self.height), borderMode=cv2.BORDER_REFLECT))
+        camera_gain = sim.light_level * (1.0 + sim.flicker * flicker)
+        camera_gain *= 1.0 + sim.drift * math.sin(2.0 * math.pi * t / sim.drift_period)
+        brightness = state.brightness * camera_gain
+        if state.infrared and self._vignette is not None:
+            grey = cv2.transform(image, _IR_WEIGHTS) * self._vignette * (_IR_GAIN * camera_gain)
+            image = np.asarray(cv2.cvtColor(np.clip(grey, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR))
+        elif state.light_on and self._lamp is not None:
+            image = np.asarray(cv2.multiply(image, self._lamp, scale=brightness, dtype=cv2.CV_8U), np.uint8)
+        elif brightness != 1.0:
+            image = np.asarray(cv2.convertScaleAbs(image, alpha=brightness), dtype=np.uint8)
         if self._noise is not None:
             rng = np.random.default_rng((self.sim.seed, _SEED_FRAME, index))
             field = int(rng.integers(len(self._noise)))
@@ -246,6 +321,7 @@ class SceneRenderer:
             "Lux": round(400.0 * (1.0 if state.light_on else _DARK), 1),
             "ExposureTime": int(min(exposure_us, frame_us)),
             "AnalogueGain": round(gain, 3),
+            "ColourGains": (1.0, 1.0) if state.infrared else (1.92, 1.61),
         }
 
     def _px(self, x: float, y: float) -> tuple[int, int]:
@@ -316,32 +392,64 @@ class SceneRenderer:
         radius = max(2, round(0.012 * self.height * shade)) * 16
         cv2.circle(image, (int(handle[0]), int(handle[1])), radius, (70, 70, 72), -1, cv2.LINE_AA, shift=4)
 
-    def _paint_person(self, image: NDArray[np.uint8], walk: Walk, how_far: float, phase: float) -> None:
-        """A person-shaped blob: legs and arms swinging with ``phase``, never reaching the door frame."""
-        tall = _PERSON_HEIGHT * self.height
-        half = 0.17 * tall
+    def _lamp_field(self) -> NDArray[np.float32]:
+        """How much of the hall light reaches each pixel: more near a lamp above the top left, 1 on average."""
+        y, x = np.mgrid[0 : self.height, 0 : self.width].astype(np.float32)
+        d2 = ((x / self.width - 0.2) ** 2 + (y / self.width + 0.05) ** 2) / 0.45**2
+        falloff = 1.0 / (1.0 + d2)
+        field = (1.0 - self.sim.lamp) + self.sim.lamp * falloff / float(falloff.mean())
+        return np.asarray(cv2.merge([field, field, field]), np.float32)
+
+    def _ir_vignette(self) -> NDArray[np.float32]:
+        """The infrared illuminator lights the middle of the picture more than its corners."""
+        y, x = np.mgrid[0 : self.height, 0 : self.width].astype(np.float32)
+        r2 = ((x - self.width / 2) / self.width) ** 2 + ((y - self.height / 2) / self.height) ** 2
+        return np.asarray(1.15 - 1.2 * r2, np.float32)
+
+    def _paint_walker(self, image: NDArray[np.uint8], walk: Walk, how_far: float, phase: float) -> None:
+        """A passer-by that never reaches the door frame."""
+        half = 0.17 * _PERSON_HEIGHT * self.height
         if walk.side == "left":
             turn = (_DOOR_X0 - 2 * _ARCHITRAVE) * self.width - half
             x = -half + (turn + half) * how_far
         else:
             turn = (_DOOR_X1 + 2 * _ARCHITRAVE) * self.width + half
             x = self.width + half - (self.width + half - turn) * how_far
-        feet = 0.97 * self.height
+        self._paint_person(image, x, 0.97 * self.height, 1.0, phase, walk.colour)
+
+    def _paint_step_out(self, image: NDArray[np.uint8], step: StepOut, progress: float) -> None:
+        """Out of the room towards the camera (growing) for the first 40 %, then sideways out of the picture."""
+        centre = (_DOOR_X0 + _DOOR_X1) / 2 * self.width
+        phase = 2.0 * math.pi * 4.0 * progress
+        if progress < 0.4:
+            p = progress / 0.4
+            feet = (0.72 + 0.25 * p) * self.height
+            self._paint_person(image, centre, feet, 0.6 + 0.4 * p, phase, step.colour)
+            return
+        p = (progress - 0.4) / 0.6
+        edge = -0.2 * self.width if step.side == "left" else 1.2 * self.width
+        self._paint_person(image, centre + (edge - centre) * p, 0.97 * self.height, 1.0, phase, step.colour)
+
+    def _paint_person(
+        self, image: NDArray[np.uint8], x: float, feet: float, scale: float, phase: float, colour: tuple[int, int, int]
+    ) -> None:
+        """A person-shaped blob standing at ``x`` with feet at ``feet``: legs and arms swinging with ``phase``."""
+        tall = _PERSON_HEIGHT * self.height * scale
         hip, shoulder = feet - 0.47 * tall, feet - 0.80 * tall
         swing = 0.11 * tall * math.sin(phase)
         limb = max(1, round(0.07 * tall))
-        dark = tuple(max(0, c - 25) for c in walk.colour)
+        dark = tuple(max(0, c - 25) for c in colour)
         for dx in (swing, -swing):
             cv2.line(image, (round(x), round(hip)), (round(x + dx), round(feet)), dark, limb, cv2.LINE_AA)
         body_centre = (round(x), round((hip + shoulder) / 2))
         body_axes = (round(0.11 * tall), round((hip - shoulder) / 2 + 0.04 * tall))
-        cv2.ellipse(image, body_centre, body_axes, 0, 0, 360, walk.colour, -1, cv2.LINE_AA)
+        cv2.ellipse(image, body_centre, body_axes, 0, 0, 360, colour, -1, cv2.LINE_AA)
         for dx in (-0.6 * swing, 0.6 * swing):
             cv2.line(
                 image,
                 (round(x), round(shoulder + 0.03 * tall)),
                 (round(x + dx), round(hip + 0.02 * tall)),
-                walk.colour,
+                colour,
                 max(1, round(0.05 * tall)),
                 cv2.LINE_AA,
             )
@@ -376,17 +484,20 @@ class SimulatedSource:
 
     def frames(self) -> Iterator[Frame]:
         """Yield frames of the scene until closed."""
+        end = self._renderer.sim.duration or math.inf
         while not self._closed.is_set():
             index = self._index
             t = index / self.fps
-            bgr, metadata = self._renderer.render(index)
+            if t >= end:
+                return
+            bgr, _metadata = self._renderer.render(index)  # a file has no camera metadata, nor does this source
             if self._pacer is not None:
                 self._pacer.wait(t)
                 if self._closed.is_set():
                     return
             self._last = bgr
             self._index += 1
-            yield Frame(index, t, detection_gray(bgr, *self._detect_size), metadata)
+            yield Frame(index, t, detection_gray(bgr, *self._detect_size))
 
     def still(self) -> NDArray[np.uint8]:
         """A copy of the most recent frame yielded, at the scene's full size."""
