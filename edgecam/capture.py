@@ -63,6 +63,10 @@ class _Open:
     last_still_t: float = float("-inf")
 
 
+def _door(result: MotionResult) -> dict[str, str]:
+    return {"door": result.door} if result.door else {}
+
+
 class Capture:
     """Turns the detector's results into start, still and end events, taking stills only while the door moves."""
 
@@ -95,7 +99,7 @@ class Capture:
         out: list[Emitted] = []
         if result.event == "start" and self._open is None:
             self._open = _Open(self._new_id(), self._clock(), frame.t, result.score)
-            out.append((self._event(self._open, "start", result.score), None))
+            out.append((self._event(self._open, "start", result.score, **_door(result)), None))
         ev = self._open
         if ev is None:
             return out
@@ -109,17 +113,18 @@ class Capture:
             if emitted is not None:
                 out.append(emitted)
         if result.event == "end":
-            out.append(self.finish(frame.t)[0])
+            out.append(self.finish(frame.t, result)[0])
         return out
 
-    def finish(self, t: float) -> list[Emitted]:
+    def finish(self, t: float, result: MotionResult | None = None) -> list[Emitted]:
         """End the event under way, if any (the source ended or the agent is stopping)."""
         ev = self._open
         if ev is None:
             return []
         self._open = None
         duration = round(max(0.0, t - ev.start_t), 3)
-        return [(self._event(ev, "end", ev.peak, duration_s=duration, stills=ev.stills), None)]
+        extra = _door(result) if result else {}
+        return [(self._event(ev, "end", ev.peak, duration_s=duration, stills=ev.stills, **extra), None)]
 
     def _still(self, ev: _Open, take_still: TakeStill, score: float, t: float) -> Emitted | None:
         index = ev.stills + 1

@@ -172,6 +172,12 @@ class DoorSettings(Section):
         lt=1.0,
         description="Dissimilarity of the zone from the closed-door reference (0 same, 1 unrelated) that means open.",
     )
+    open_quiet: float = Field(
+        30.0,
+        ge=0.1,
+        le=3600.0,
+        description="Seconds of quiet after which an event ends even though the door is still open.",
+    )
     calibrate_seconds: float = Field(
         3.0, ge=0.5, le=60.0, description="Seconds of quiet scene 'edgecam calibrate' learns the closed door from."
     )

@@ -11,6 +11,7 @@ from numpy.typing import NDArray
 
 EVENT_SCHEMA_VERSION = 1
 EventType = Literal["start", "still", "end"]
+DoorState = Literal["open", "closed"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +46,8 @@ class MotionResult:
     """An event starts or ends at this frame."""
     in_event: bool = False
     """An event is under way after this frame."""
+    door: DoorState | None = None
+    """The door's state where a reference of the closed door exists."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -113,6 +116,11 @@ class Topics:
     def motion(self) -> str:
         """``ON`` / ``OFF``, retained."""
         return f"{self.base}/motion"
+
+    @property
+    def door(self) -> str:
+        """``open`` / ``closed``, retained; only with a door reference from ``edgecam calibrate``."""
+        return f"{self.base}/door"
 
     @property
     def events(self) -> str:

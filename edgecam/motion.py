@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgecam.config import MotionSettings
+from edgecam.config import DoorSettings, MotionSettings
 from edgecam.errors import ConfigError
-from edgecam.models import Frame, MotionResult
+from edgecam.models import DoorState, Frame, MotionResult
 from edgecam.zones import polygon_mask
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,9 @@ LUX_STEP = 0.2
 class MotionDetector:
     """Score each frame's door zone against a running-average background and turn the scores into events."""
 
-    def __init__(self, settings: MotionSettings, width: int, height: int) -> None:
+    def __init__(self, settings: MotionSettings, width: int, height: int, door: DoorSettings | None = None) -> None:
         self._settings = settings
+        self._events = EventTracker(settings, door or DoorSettings())
         self._width = width
         self._height = height
         self._kernel = 2 * settings.blur + 1
@@ -105,14 +106,17 @@ class MotionDetector:
         """Forget the background and any event: the next frame starts a new calibration."""
         self._start: float | None = None
         self._settle_until = float("-inf")
-        self._streak = 0
-        self._last_moving = float("-inf")
-        self._in_event = False
+        self._was_moving = False
+        self._events.reset()
         self._have_before = False
         self._camera: tuple[float, ...] | None = None
 
-    def process(self, frame: Frame) -> MotionResult:
-        """Compare ``frame`` with the background, learn from it, and say whether an event starts or ends."""
+    def process(self, frame: Frame, door: DoorState | None = None, contact_open: bool | None = None) -> MotionResult:
+        """Compare ``frame`` with the background, learn from it, and say whether an event starts or ends.
+
+        ``door`` is the door state where there is a reference of the closed door, ``contact_open`` the door
+        contact where there is one; both shape when events start and end (``EventTracker``).
+        """
         gray = frame.gray
         if gray.shape != (self._height, self._width):
             raise ValueError(
@@ -131,7 +135,8 @@ class MotionDetector:
             self._start = t
             np.copyto(self._background, current)
             np.copyto(self._small_background, self._small)
-            return MotionResult(score=0.0, moving=False, calibrating=s.calibration > 0)
+            event = self._events.update(t, False, door, contact_open)
+            return MotionResult(0.0, False, s.calibration > 0, event=event, in_event=self._events.in_event, door=door)
         calibrating = t - self._start < s.calibration
 
         small = self._small.ravel()[self._cells].astype(np.float32)
@@ -148,15 +153,16 @@ class MotionDetector:
             self._allow_unclipping(current)
         cv2.absdiff(current, self._reference, dst=self._scratch)
         cv2.threshold(self._scratch, s.threshold, 255, cv2.THRESH_BINARY, dst=self._changed)
-        if self._in_event and self._have_before:
+        if self._events.in_event and self._have_before:
             self._forget_ghosts(current, gain)
         cv2.bitwise_and(self._changed, self._zone, dst=self._scratch)
         score = int(cv2.countNonZero(self._scratch)) / self._zone_pixels
 
         moving = not calibrating and not global_change and score >= s.min_area
-        if moving and self._streak == 0 and not self._in_event:
+        if moving and not self._was_moving and not self._events.in_event:
             np.copyto(self._before, self._background)  # the scene before this (possible) event began
             self._have_before = True
+        self._was_moving = moving
         if global_change:
             np.copyto(self._background, current)
             np.copyto(self._small_background, self._small)
@@ -171,8 +177,9 @@ class MotionDetector:
             calibrating=calibrating,
             global_change=global_change,
             settling=settling,
-            event=self._track(t, moving),
-            in_event=self._in_event,
+            event=self._events.update(t, moving, door, contact_open),
+            in_event=self._events.in_event,
+            door=door,
         )
 
     def changed_mask(self) -> NDArray[np.uint8]:
@@ -261,18 +268,56 @@ class MotionDetector:
         cv2.bitwise_not(self._changed, dst=self._scratch)
         cv2.accumulateWeighted(current, self._background, 1.0 - (1.0 - rate) / (1.0 - slow), mask=self._scratch)
 
-    def _track(self, t: float, moving: bool) -> Literal["start", "end"] | None:
-        """Event state: start after ``min_frames`` moving frames in a row, end after ``event_gap`` s of quiet."""
-        s = self._settings
-        if moving:
-            self._streak += 1
-            self._last_moving = t
-            if not self._in_event and self._streak >= s.min_frames:
-                self._in_event = True
+
+class EventTracker:
+    """When events start and end, from camera motion and, where they exist, the door contact and the door state.
+
+    Camera motion starts an event after ``motion.min_frames`` moving frames in a row; the contact opening starts
+    one at once. ``door.contact_mode`` says which of them may start events: ``any``, ``both`` (camera motion counts
+    only while the contact is open or was within ``event_gap``) or ``contact_only``. An event ends after
+    ``event_gap`` seconds without either, but while the door is open (by its state or the contact) it waits for
+    the door to close, or for ``door.open_quiet`` seconds of quiet.
+    """
+
+    def __init__(self, motion: MotionSettings, door: DoorSettings) -> None:
+        self._motion = motion
+        self._door = door
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget any event under way."""
+        self.in_event = False
+        self._streak = 0
+        self._last_active = float("-inf")
+        self._contact_was: bool | None = None
+        self._contact_open_at = float("-inf")
+
+    def update(
+        self, t: float, moving: bool, door: DoorState | None, contact_open: bool | None
+    ) -> Literal["start", "end"] | None:
+        """This frame's motion and door readings in; ``start``, ``end`` or None out."""
+        mode = self._door.contact_mode if contact_open is not None else "any"
+        gap = self._motion.event_gap
+        contact_changed = (
+            contact_open is not None and self._contact_was is not None and contact_open != self._contact_was
+        )
+        contact_opened = contact_changed and contact_open is True
+        self._contact_was = contact_open
+        if contact_open:
+            self._contact_open_at = t
+        camera = moving and (mode == "any" or (mode == "both" and t - self._contact_open_at <= gap))
+        self._streak = self._streak + 1 if camera else 0
+        if camera or contact_changed:
+            self._last_active = t
+        if not self.in_event:
+            if (contact_opened and mode != "both") or self._streak >= self._motion.min_frames:
+                self.in_event = True
                 return "start"
             return None
-        self._streak = 0
-        if self._in_event and t - self._last_moving >= s.event_gap:
-            self._in_event = False
+        quiet = t - self._last_active
+        door_open = door == "open" or contact_open is True
+        if quiet >= gap and (not door_open or quiet >= self._door.open_quiet):
+            self.in_event = False
+            self._streak = 0
             return "end"
         return None

@@ -137,16 +137,18 @@ class _Connection:
     ended: str | None = None
     """Why this connection is over (lost, refused, no answer), or None while it lasts."""
     mids: dict[int, int] = field(default_factory=dict)
-    """Unacknowledged message id -> outbox seq (0 for availability and motion)."""
+    """Unacknowledged message id -> outbox seq (0 for availability and the retained states)."""
     rows: dict[int, set[int]] = field(default_factory=dict)
     """Outbox seq -> its unacknowledged message ids."""
     last_sent: int = 0
-    motion_sent: bool | None = None
-    motion_mid: int | None = None
+    states_sent: dict[str, str] = field(default_factory=dict)
+    """Retained state topic -> the payload the broker has acknowledged or has in flight."""
+    states_in_flight: dict[int, str] = field(default_factory=dict)
+    """Message id -> the retained state topic it carries."""
 
 
 class Publisher:
-    """Publishes the outbox, availability and motion to the broker from one worker thread."""
+    """Publishes the outbox, availability and the retained states (motion, door) from one worker thread."""
 
     def __init__(self, mqtt: MqttSettings, topics: Topics, outbox_path: Path, device_id: str) -> None:
         """Prepare the publisher; raise ConfigError for an unreadable password or CA file."""
@@ -162,7 +164,7 @@ class Publisher:
         self._idle_cond = threading.Condition()
         self._idle = False
         self._wakes = 0
-        self._motion = False
+        self._states: dict[str, str] = {topics.motion: "OFF"}
         self._connected = False
         self._gen = 0
         self._failures = 0
@@ -194,7 +196,14 @@ class Publisher:
 
     def set_motion(self, on: bool) -> None:
         """Set the retained motion state (``ON``/``OFF``), published now or on the next connect."""
-        self._motion = on
+        self._set_state(self._topics.motion, "ON" if on else "OFF")
+
+    def set_door(self, state: str) -> None:
+        """Set the retained door state (``open``/``closed``), published now or on the next connect."""
+        self._set_state(self._topics.door, state)
+
+    def _set_state(self, topic: str, payload: str) -> None:
+        self._states = {**self._states, topic: payload}  # replaced whole: the worker reads it without a lock
         self._wake_event.set()
 
     def wait_idle(self, timeout: float) -> bool:
@@ -326,7 +335,7 @@ class Publisher:
                 logger.warning("%s; retrying in %.1f s", describe_connect_error(self._mqtt, err), delay)
                 return None, time.monotonic() + delay
         if conn.online:
-            self._publish_motion(conn)
+            self._publish_states(conn)
             self._publish_rows(conn, outbox)
         return conn, retry_at
 
@@ -402,8 +411,8 @@ class Publisher:
         seq = conn.mids.pop(event.mid, None)
         if seq is None:
             return
-        if event.mid == conn.motion_mid:
-            conn.motion_mid = None
+        if conn.states_in_flight.pop(event.mid, None) is not None and event.reason:
+            conn.states_sent.clear()  # send the states again rather than trust a rejected one
         if event.reason:
             # Sending it again would get the same answer and hold up every later event.
             logger.warning("mqtt: the broker rejected a message (event seq=%d): %s", seq, event.reason)
@@ -421,14 +430,15 @@ class Publisher:
         if info.rc not in _OK:
             raise BrokerError(f"mqtt: cannot queue a message on {topic}: {paho.error_string(info.rc)}")
 
-    def _publish_motion(self, conn: _Connection) -> None:
-        motion = self._motion
-        if conn.motion_mid is not None or conn.motion_sent == motion:
-            return
-        info = conn.client.publish(self._topics.motion, "ON" if motion else "OFF", qos=1, retain=True)
-        self._check(info, self._topics.motion)
-        conn.motion_sent, conn.motion_mid = motion, info.mid
-        conn.mids[info.mid] = 0
+    def _publish_states(self, conn: _Connection) -> None:
+        for topic, payload in self._states.items():
+            if topic in conn.states_in_flight.values() or conn.states_sent.get(topic) == payload:
+                continue
+            info = conn.client.publish(topic, payload, qos=1, retain=True)
+            self._check(info, topic)
+            conn.states_sent[topic] = payload
+            conn.states_in_flight[info.mid] = topic
+            conn.mids[info.mid] = 0
 
     def _publish_rows(self, conn: _Connection, outbox: Outbox) -> None:
         room = self._mqtt.max_inflight - len(conn.rows)
