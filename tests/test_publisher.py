@@ -133,6 +133,23 @@ def test_motion_is_retained_and_published_again_after_a_reconnect(
     late.wait_for(lambda c: c.on(TOPICS.motion)[-1].payload == b"OFF")
 
 
+def test_the_door_state_is_retained_and_follows_its_changes(
+    mosquitto: Broker, collector_factory: Any, rig: Rig
+) -> None:
+    publisher = rig.publisher(mosquitto.settings())
+    collector: Collector = collector_factory(mosquitto)
+    collector.wait_for(lambda c: bool(c.on(TOPICS.motion)))
+    assert not collector.on(TOPICS.door)  # no door state until there is one (a calibrated reference)
+    publisher.set_door("open")
+    publisher.set_door("closed")
+    publisher.set_door("open")
+    collector.wait_for(lambda c: [m.payload for m in c.on(TOPICS.door)][-1:] == [b"open"])
+    late: Collector = collector_factory(mosquitto)
+    late.wait_for(lambda c: bool(c.on(TOPICS.door)))
+    assert [(m.payload, m.retain) for m in late.on(TOPICS.door)] == [(b"open", True)]
+    assert late.on(TOPICS.motion)[-1].payload == b"OFF"
+
+
 def test_clean_stop_publishes_offline(mosquitto: Broker, collector_factory: Any, rig: Rig) -> None:
     collector: Collector = collector_factory(mosquitto, (TOPICS.availability,))
     publisher = rig.publisher(mosquitto.settings())
