@@ -9,6 +9,8 @@ from pathlib import Path
 
 from edgecam.capture import Capture, Emitted
 from edgecam.config import Settings
+from edgecam.contact import DoorContact, open_contact
+from edgecam.door import DoorWatcher, open_watcher
 from edgecam.models import Frame, MotionResult, Topics
 from edgecam.motion import MotionDetector
 from edgecam.outbox import Outbox
@@ -31,15 +33,29 @@ class Step:
     frame: Frame
     result: MotionResult
     emitted: list[Emitted]
+    door_level: float | None = None
+    """The zone's dissimilarity from the closed-door reference, where there is one and the frame said enough."""
 
 
 class Pipeline:
-    """Detector and capture policy over a source's frames: the part shared by ``run`` and ``replay``."""
+    """Door state, detector and capture policy over a source's frames: the part shared by ``run`` and ``replay``.
 
-    def __init__(self, settings: Settings, source: FrameSource, stills_dir: Path | None) -> None:
+    With a door contact the door's state is the contact's; else, with a reference, the ``DoorWatcher``'s.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: FrameSource,
+        stills_dir: Path | None,
+        door: DoorWatcher | None = None,
+        contact: DoorContact | None = None,
+    ) -> None:
         cam = settings.camera
         self.source = source
-        self.detector = MotionDetector(settings.motion, cam.detect_width, cam.detect_height)
+        self.door = door
+        self.contact = contact
+        self.detector = MotionDetector(settings.motion, cam.detect_width, cam.detect_height, settings.door)
         self.capture = Capture(
             settings.capture, settings.motion.masks, settings.device_id, Topics(settings.topic_base), stills_dir
         )
@@ -48,12 +64,17 @@ class Pipeline:
         """Process frames until the source ends or ``stop`` is set; the last step closes an open event."""
         frame: Frame | None = None
         for frame in self.source.frames():
-            result = self.detector.process(frame)
-            yield Step(frame, result, self.capture.on_frame(frame, result, self.source.still))
+            contact_open = self.contact.is_open() if self.contact is not None else None
+            door = self.door.update(frame) if self.door is not None else None
+            if contact_open is not None:
+                door = "open" if contact_open else "closed"
+            result = self.detector.process(frame, door, contact_open)
+            emitted = self.capture.on_frame(frame, result, self.source.still)
+            yield Step(frame, result, emitted, self.door.last if self.door is not None else None)
             if stop is not None and stop.is_set():
                 break
         if frame is not None and self.capture.in_event:
-            end = MotionResult(score=0.0, moving=False, event="end")
+            end = MotionResult(score=0.0, moving=False, event="end", why="the source ended")
             yield Step(frame, end, self.capture.finish(frame.t))
 
 
@@ -65,16 +86,20 @@ class Agent:
         settings: Settings,
         open_camera: Callable[[], FrameSource] | None = None,
         notifier: Notifier | None = None,
+        open_door_contact: Callable[[], DoorContact | None] | None = None,
     ) -> None:
         self.settings = settings
         self._open_camera = open_camera or (lambda: open_source(settings.camera, realtime=settings.camera.realtime))
         self._notifier = notifier or Notifier()
+        self._open_contact = open_door_contact or (lambda: open_contact(settings.door))
 
     def run(self, stop: threading.Event) -> None:
         """Run until the source ends or ``stop`` is set; raises CameraError, StorageError on fatal failures."""
         s = self.settings
         db = s.storage.dir / "outbox.sqlite3"
         events = 0
+        door_state = None
+        door = open_watcher(s, s.door_reference_path)
         with ExitStack() as cleanup:  # runs in reverse: stop the camera, drain, disconnect, close the outbox
             outbox = Outbox(db)
             cleanup.callback(outbox.close)
@@ -84,6 +109,9 @@ class Agent:
             cleanup.callback(self._drain, publisher, stop)
             source = self._open_camera()
             cleanup.callback(source.close)
+            contact = self._open_contact()
+            if contact is not None:
+                cleanup.callback(contact.close)
             cleanup.callback(self._notifier.stopping)
             logger.info(
                 "agent: %s watching %s, publishing to %s:%d under %s/",
@@ -94,16 +122,22 @@ class Agent:
                 s.topic_base,
             )
             self._notifier.ready(f"watching {s.camera.source}")
-            for step in Pipeline(s, source, s.storage.dir / "stills").steps(stop):
-                if step.result.event == "start":
+            for step in Pipeline(s, source, s.storage.dir / "stills", door, contact).steps(stop):
+                result = step.result
+                if result.door is not None and result.door != door_state:
+                    door_state = result.door
+                    logger.info("agent: the door is %s", door_state)
+                    publisher.set_door(door_state)
+                if result.event == "start":
                     publisher.set_motion(True)
                 for event, still in step.emitted:
                     seq = outbox.append(event, still)
-                    logger.info("agent: %s %s seq=%d score=%.3f", event.type, event.event_id, seq, event.score)
+                    why = f" ({result.why})" if event.type != "still" and result.why else ""
+                    logger.info("agent: %s %s seq=%d score=%.3f%s", event.type, event.event_id, seq, event.score, why)
                     events += event.type == "start"
                 if step.emitted:
                     publisher.wake()
-                if step.result.event == "end":
+                if result.event == "end":
                     publisher.set_motion(False)
                     self._notifier.status(f"{events} door events; {outbox.depth()} messages queued")
                 self._notifier.watchdog()

@@ -1,4 +1,4 @@
-"""The ``edgecam`` commands: run, check-config, replay, listen and simulate."""
+"""The ``edgecam`` commands: run, check-config, replay, calibrate, listen and simulate."""
 
 import argparse
 import json
@@ -15,6 +15,9 @@ from edgecam.config import Settings, config_path, load_settings, render_toml
 from edgecam.errors import ConfigError, EdgecamError
 
 logger = logging.getLogger("edgecam")
+
+EXPLAIN_DIR = "edgecam-explain"
+"""Where ``replay --explain`` draws when no ``--out`` is given."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +37,21 @@ def _parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", parents=[common], help="run the detector over a recorded clip, no broker")
     replay.add_argument("clip", help="a video file OpenCV reads (raw .h264, .mp4, .mkv, ...)")
     replay.add_argument("--out", type=Path, help="also save the stills and a PNG sheet of the run here")
+    replay.add_argument(
+        "--explain",
+        action="store_true",
+        help="draw, per event, the frames and the score curve that started and ended it (into --out, default ./"
+        f"{EXPLAIN_DIR})",
+    )
+    calibrate = sub.add_parser(
+        "calibrate", parents=[common], help="learn the closed door from a few seconds of quiet scene (door state)"
+    )
+    calibrate.add_argument(
+        "--out", type=Path, help="reference file to write (default door.reference or <storage.dir>/door-reference.npz)"
+    )
+    calibrate.add_argument(
+        "--skip", type=float, default=0.0, metavar="SECONDS", help="pass over the first SECONDS of a recording"
+    )
     listen = sub.add_parser("listen", parents=[common], help="subscribe, print events, save and verify stills")
     listen.add_argument("--out", type=Path, default=Path("edgecam-stills"), help="folder for stills")
     listen.add_argument("--device", default="+", help="device id to follow (default: every device)")
@@ -72,8 +90,31 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from edgecam.replay import replay
 
-    count = replay(settings, args.clip, args.out, progress=sys.stderr.isatty())
+    out = args.out or (Path(EXPLAIN_DIR) if args.explain else None)
+    count = replay(settings, args.clip, out, progress=sys.stderr.isatty(), explain=args.explain).messages
     logger.info("replay: %d messages", count)
+    return 0
+
+
+def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
+    from edgecam.calibrate import calibrate
+    from edgecam.contact import open_contact
+    from edgecam.sources import open_source
+
+    path = args.out or settings.door_reference_path
+    source = open_source(settings.camera, realtime=False)
+    contact = None
+    try:
+        contact = open_contact(settings.door)
+        done = calibrate(settings, source, path, contact, args.skip)
+    finally:
+        source.close()
+        if contact is not None:
+            contact.close()
+    print(
+        f"calibrate: learnt the closed door from {done.reference.frames} frames ({done.seconds:.1f} s), detail "
+        f"{done.detail:.1f}; saved {done.path}; check the zone in {done.picture}"
+    )
     return 0
 
 
@@ -91,7 +132,7 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "replay": _replay, "listen": _listen, "simulate": _simulate}
+COMMANDS = {"run": _run, "replay": _replay, "calibrate": _calibrate, "listen": _listen, "simulate": _simulate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -167,10 +167,13 @@ class DoorSettings(Section):
         description="Closed-door reference saved by 'edgecam calibrate'; default <storage.dir>/door-reference.npz.",
     )
     open_level: float = Field(
-        0.25,
+        0.5,
         gt=0.0,
         lt=1.0,
-        description="Dissimilarity of the zone from the closed-door reference (0 same, 1 unrelated) that means open.",
+        description=(
+            "Dissimilarity of the zone from the closed-door reference (0 same, 1 unrelated) that means open; "
+            "0.5 is about 5 degrees ajar. Closed again below 70 % of it."
+        ),
     )
     open_quiet: float = Field(
         30.0,

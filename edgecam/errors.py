@@ -19,3 +19,7 @@ class StorageError(EdgecamError):
 
 class BrokerError(EdgecamError):
     """The MQTT broker could not be reached or refused the connection."""
+
+
+class ContactError(EdgecamError):
+    """The door contact's GPIO pin could not be opened."""

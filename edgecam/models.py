@@ -47,7 +47,9 @@ class MotionResult:
     in_event: bool = False
     """An event is under way after this frame."""
     door: DoorState | None = None
-    """The door's state where a reference of the closed door exists."""
+    """The door's state, from the door contact or a reference of the closed door, where there is one."""
+    why: str | None = None
+    """With ``event``: why it starts or ends, in words (``3 moving frames in a row``)."""
 
 
 @dataclass(frozen=True, eq=False)

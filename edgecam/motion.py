@@ -136,7 +136,15 @@ class MotionDetector:
             np.copyto(self._background, current)
             np.copyto(self._small_background, self._small)
             event = self._events.update(t, False, door, contact_open)
-            return MotionResult(0.0, False, s.calibration > 0, event=event, in_event=self._events.in_event, door=door)
+            return MotionResult(
+                0.0,
+                False,
+                s.calibration > 0,
+                event=event,
+                in_event=self._events.in_event,
+                door=door,
+                why=self._why(event),
+            )
         calibrating = t - self._start < s.calibration
 
         small = self._small.ravel()[self._cells].astype(np.float32)
@@ -171,16 +179,21 @@ class MotionDetector:
         else:
             self._learn(current, fast=calibrating or settling)
 
+        event = self._events.update(t, moving, door, contact_open)
         return MotionResult(
             score=score,
             moving=moving,
             calibrating=calibrating,
             global_change=global_change,
             settling=settling,
-            event=self._events.update(t, moving, door, contact_open),
+            event=event,
             in_event=self._events.in_event,
             door=door,
+            why=self._why(event),
         )
+
+    def _why(self, event: str | None) -> str | None:
+        return self._events.why if event else None
 
     def changed_mask(self) -> NDArray[np.uint8]:
         """The door-zone pixels the last frame's score counted (255), full frame size: for explaining, not per frame."""
@@ -287,6 +300,8 @@ class EventTracker:
     def reset(self) -> None:
         """Forget any event under way."""
         self.in_event = False
+        self.why = ""
+        """Why the last event started or ended, in words, for ``edgecam replay --explain`` and the log."""
         self._streak = 0
         self._last_active = float("-inf")
         self._contact_was: bool | None = None
@@ -310,14 +325,25 @@ class EventTracker:
         if camera or contact_changed:
             self._last_active = t
         if not self.in_event:
-            if (contact_opened and mode != "both") or self._streak >= self._motion.min_frames:
-                self.in_event = True
-                return "start"
-            return None
+            if contact_opened and mode != "both":
+                self.why = "the door contact opened"
+            elif self._streak >= self._motion.min_frames:
+                self.why = f"{self._streak} moving frames in a row" + (
+                    " with the contact open" if mode == "both" else ""
+                )
+            else:
+                return None
+            self.in_event = True
+            return "start"
         quiet = t - self._last_active
         door_open = door == "open" or contact_open is True
-        if quiet >= gap and (not door_open or quiet >= self._door.open_quiet):
-            self.in_event = False
-            self._streak = 0
-            return "end"
-        return None
+        if quiet < gap or (door_open and quiet < self._door.open_quiet):
+            return None
+        self.why = f"{quiet:.1f} s without movement"
+        if door_open:
+            self.why += ", the door still open (door.open_quiet)"
+        elif door is not None or contact_open is not None:
+            self.why += " and the door closed"
+        self.in_event = False
+        self._streak = 0
+        return "end"

@@ -32,3 +32,15 @@ def burn_masks(image: NDArray[np.uint8], masks: Sequence[Polygon]) -> NDArray[np
         height, width = image.shape[:2]
         cv2.fillPoly(out, [to_pixels(p, width, height) for p in masks], 0)
     return out
+
+
+def draw_zones(image: NDArray[np.uint8], zone: Polygon, masks: Sequence[Polygon]) -> NDArray[np.uint8]:
+    """A BGR copy of ``image`` (grey or colour) with the masks shaded red and the door zone outlined green."""
+    out = np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy(), np.uint8)
+    height, width = out.shape[:2]
+    if masks:
+        shade = out.copy()
+        cv2.fillPoly(shade, [to_pixels(m, width, height) for m in masks], (0, 0, 160))
+        out = np.asarray(cv2.addWeighted(shade, 0.6, out, 0.4, 0), np.uint8)
+    cv2.polylines(out, [to_pixels(zone, width, height)], True, (0, 220, 0), max(2, width // 320))
+    return out

@@ -1,16 +1,18 @@
-"""Detection quality on labelled scenes, and what the detector costs per 320x240 frame on one core.
+"""Detection quality and door state on labelled scenes, and what detection costs per 320x240 frame on one core.
 
 Usage: .venv/bin/python scripts/bench_detection.py [--scenes FILE] [--only NAME ...] [--json PATH] [--frames N]
 
 Each scene of scripts/bench_detection_scenes.toml is rendered by the simulated source, whose script also gives
-the ground truth (when the door moves), and each recorded clip in ../shared/clips with its NAME.json labels is
-read from its file. Both run through the real ``edgecam replay`` path with default motion settings and the scene's
-door zone. Per scene and in total it reports: door openings found, latency in frames from the first frame the door
-moves to the ``start``, false ``start``s per hour, and stills taken while the door was not moving or open.
+the ground truth (when the door moves, and how far it is open), and each recorded clip in ../shared/clips with its
+NAME.json labels is read from its file. Each gets a door reference from the real ``edgecam calibrate`` path (a
+scene from its own start with the door kept shut, a clip from a quiet stretch of itself), then runs through the real
+``edgecam replay`` path with default settings and the scene's door zone. Per scene and in total it reports: door
+openings found, latency in frames from the first frame the door moves to the ``start``, false ``start``s per
+hour, stills taken while the door was not moving or open, and the door state's flips (against two per opening) and
+seconds wrong (open from 5 degrees, closed at 0, allowing a second after each change).
 
-The cost part times ``MotionDetector.process`` alone over decoded 320x240 frames (the clips when present, else
-the simulated scene), pinned to one CPU with OpenCV on one thread.
-"""
+The cost part times ``MotionDetector.process`` and ``DoorWatcher.update`` alone over decoded 320x240 frames (the
+clips when present, else the simulated scene), pinned to one CPU with OpenCV on one thread."""
 
 import argparse
 import json
@@ -21,6 +23,7 @@ import statistics
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +32,13 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgecam.config import CameraSettings, MotionSettings, Settings, SimulatedSettings
+from edgecam.calibrate import calibrate
+from edgecam.config import CameraSettings, DoorSettings, MotionSettings, Settings, SimulatedSettings
+from edgecam.door import DoorReference, DoorWatcher
 from edgecam.models import Frame
 from edgecam.motion import MotionDetector
 from edgecam.replay import replay
+from edgecam.sources import open_source
 from edgecam.sources.opencv import detection_gray
 from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer, door_openings
 
@@ -40,7 +46,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT.parent / "shared" / "clips"
 W, H = 320, 240
 WARMUP = 50
-TARGETS = {"recall": 1.0, "false_starts_per_hour": 1.0, "stills_outside": 0, "median_latency_frames": 3.0}
+TARGETS = {
+    "recall": 1.0,
+    "false_starts_per_hour": 1.0,
+    "stills_outside": 0,
+    "median_latency_frames": 3.0,
+    "door_wrong_fraction": 0.01,
+}
+OPEN_DEGREES = 5.0
+"""Truth for the door state: open from this angle on, closed at 0; in between either answer is right."""
+DOOR_LAG = 1.0
+"""Seconds after the truth changes in which the reported door state may still be the old one."""
+CLIP_CALIBRATION = {"alternating-light": (29.0, 2.0), "walking-by": (1.3, 2.5)}
+"""Per recorded clip: where a quiet, lit stretch to calibrate the door from starts, and how long it is (s)."""
 
 
 @dataclass
@@ -55,6 +73,8 @@ class Scene:
     fps: float
     doors: list[tuple[float, float]]
     """(first frame time the door moves, time it is shut again) for each opening."""
+    door_truth: Callable[[float], str | None]
+    """``open``, ``closed`` or None (either is right) at a time: the truth for the door state."""
 
 
 @dataclass
@@ -70,10 +90,27 @@ class Outcome:
     stills_outside: int = 0
     seconds: float = 0.0
     wall_s: float = 0.0
+    door_flips: int = 0
+    door_flips_expected: int = 0
+    door_wrong_s: float = 0.0
+    door_unknown_s: float = 0.0
 
     def add(self, other: "Outcome") -> None:
         """Accumulate another scene's counts into this total."""
-        for name in ("openings", "found", "starts", "false_starts", "stills", "stills_outside", "seconds", "wall_s"):
+        for name in (
+            "openings",
+            "found",
+            "starts",
+            "false_starts",
+            "stills",
+            "stills_outside",
+            "seconds",
+            "wall_s",
+            "door_flips",
+            "door_flips_expected",
+            "door_wrong_s",
+            "door_unknown_s",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latencies.extend(other.latencies)
 
@@ -92,11 +129,30 @@ class Outcome:
             "stills_outside": self.stills_outside,
             "seconds": round(self.seconds, 1),
             "wall_s": round(self.wall_s, 2),
+            "door_flips": self.door_flips,
+            "door_flips_expected": self.door_flips_expected,
+            "door_wrong_s": round(self.door_wrong_s, 1),
+            "door_unknown_s": round(self.door_unknown_s, 1),
         }
 
 
-def simulated_scenes(path: Path) -> list[Scene]:
-    """The rendered scenes of ``path``, with the first frame each door moves in as truth."""
+def with_reference(settings: Settings, camera: CameraSettings, path: Path, skip: float, seconds: float) -> Settings:
+    """``settings`` with ``door.reference`` learnt by the real ``edgecam calibrate`` path from ``camera``."""
+    door = settings.door.model_copy(update={"reference": path, "calibrate_seconds": seconds})
+    source = open_source(camera, realtime=False)
+    try:
+        calibrate(settings.model_copy(update={"camera": camera, "door": door}), source, path, skip=skip)
+    finally:
+        source.close()
+    return settings.model_copy(update={"door": door})
+
+
+def simulated_scenes(path: Path, references: Path) -> list[Scene]:
+    """The rendered scenes of ``path``, with the first frame each door moves in as truth.
+
+    Each scene's door reference is calibrated from the same scene with the door not opening for an hour: in the
+    light, exposure and infrared state the scene starts in.
+    """
     scenes = []
     for spec in tomllib.loads(path.read_text(encoding="utf-8"))["scenes"]:
         seconds = float(spec["seconds"])
@@ -106,6 +162,10 @@ def simulated_scenes(path: Path) -> list[Scene]:
             camera=CameraSettings(source="simulated", simulated=sim),
             motion=MotionSettings(zone=DOOR_ZONE, **spec.get("motion", {})),
         )
+        quiet = CameraSettings(source="simulated", simulated=sim.model_copy(update={"first_opening": 3600.0}))
+        settings = with_reference(
+            settings, quiet, references / f"{spec['name']}.npz", 0.0, DoorSettings().calibrate_seconds
+        )
         renderer = SceneRenderer(sim, 8, 8)  # only its script is used: when the door moves
         doors = []
         for start, end in door_openings(sim, seconds):
@@ -113,39 +173,71 @@ def simulated_scenes(path: Path) -> list[Scene]:
             while renderer.state(index / sim.fps).door_angle <= 0.0:
                 index += 1
             doors.append((index / sim.fps, end))
-        scenes.append(Scene(spec["name"], spec["what"], settings, "simulated", seconds, sim.fps, doors))
+
+        def truth(t: float, renderer: SceneRenderer = renderer) -> str | None:
+            angle = renderer.state(t).door_angle
+            return "closed" if angle == 0.0 else "open" if angle >= OPEN_DEGREES else None
+
+        scenes.append(Scene(spec["name"], spec["what"], settings, "simulated", seconds, sim.fps, doors, truth))
     return scenes
 
 
-def clip_scenes(folder: Path) -> list[Scene]:
-    """The recorded clips with labels in ``folder``; none when it is absent."""
+def clip_scenes(folder: Path, references: Path) -> list[Scene]:
+    """The recorded clips with labels in ``folder``; none when it is absent.
+
+    The door reference of each is calibrated from a quiet, lit stretch of the clip itself (``CLIP_CALIBRATION``);
+    the door is then closed, as calibrated, wherever the labels have no door movement.
+    """
     scenes = []
     for label_file in sorted(folder.glob("*.json")):
         labels = json.loads(label_file.read_text(encoding="utf-8"))
         fps = float(labels.get("fps_assumed", 25))
         doors = [(d["start"] / fps, (d["end"] + 1) / fps) for d in labels.get("door_moves", [])]
+        clip = str(folder / labels["clip"])
         settings = Settings(device_id="bench", motion=MotionSettings(zone=[tuple(p) for p in labels["door_zone_norm"]]))
+        if label_file.stem in CLIP_CALIBRATION:
+            skip, seconds = CLIP_CALIBRATION[label_file.stem]
+            camera = settings.camera.model_copy(update={"source": clip})
+            settings = with_reference(settings, camera, references / f"{label_file.stem}.npz", skip, seconds)
+
+        def truth(t: float, moves: bool = bool(doors)) -> str | None:
+            return None if moves else "closed"
+
         content = labels.get("content", "")
         scenes.append(
-            Scene(
-                f"clip:{label_file.stem}",
-                content,
-                settings,
-                str(folder / labels["clip"]),
-                labels["frames"] / fps,
-                fps,
-                doors,
-            )
+            Scene(f"clip:{label_file.stem}", content, settings, clip, labels["frames"] / fps, fps, doors, truth)
         )
     return scenes
+
+
+def score_door(scene: Scene, times: list[float], states: list[str | None], outcome: Outcome) -> None:
+    """Door state against the truth: flips, and seconds wrong or unknown (allowing ``DOOR_LAG`` after changes)."""
+    if scene.settings.door.reference is None:
+        return
+    frame = 1.0 / scene.fps
+    truths = [scene.door_truth(t) for t in times]
+    changed_at = -math.inf
+    known = [s for s in states if s is not None]
+    outcome.door_flips = sum(a != b for a, b in zip(known, known[1:], strict=False))
+    outcome.door_flips_expected = 2 * len(scene.doors) if scene.clip == "simulated" else 0
+    for i, (t, state, truth) in enumerate(zip(times, states, truths, strict=True)):
+        if i and truth != truths[i - 1]:
+            changed_at = t
+        if t - changed_at < DOOR_LAG or truth is None:
+            continue
+        if state is None:
+            outcome.door_unknown_s += frame
+        elif state != truth:
+            outcome.door_wrong_s += frame
 
 
 def run_scene(scene: Scene) -> Outcome:
     """Replay the scene and score what it emitted against its truth."""
     lines: list[str] = []
     began = time.perf_counter()
-    replay(scene.settings, scene.clip, emit=lines.append)
+    trace = replay(scene.settings, scene.clip, emit=lines.append).trace
     outcome = Outcome(openings=len(scene.doors), seconds=scene.seconds, wall_s=time.perf_counter() - began)
+    score_door(scene, trace.times, [r.door for r in trace.results], outcome)
     half_frame = 0.5 / scene.fps
 
     def door_at(t: float) -> int | None:
@@ -173,16 +265,15 @@ def run_scene(scene: Scene) -> Outcome:
     return outcome
 
 
-def time_detector(frames: list[NDArray[np.uint8]], zone: list[tuple[float, float]], count: int) -> dict[str, float]:
-    """Mean, median and 99th percentile ms of ``MotionDetector.process`` over ``count`` frames after a warm-up."""
-    detector = MotionDetector(MotionSettings(zone=zone), W, H)
+def time_per_frame(process: Callable[[Frame], object], frames: list[NDArray[np.uint8]], count: int) -> dict[str, float]:
+    """Mean, median and 99th percentile ms of ``process`` over ``count`` frames after a warm-up."""
     batch = [Frame(i, i / 25.0, frames[i % len(frames)]) for i in range(count + WARMUP)]
     for frame in batch[:WARMUP]:
-        detector.process(frame)
+        process(frame)
     costs = []
     for frame in batch[WARMUP:]:
         begin = time.perf_counter_ns()
-        detector.process(frame)
+        process(frame)
         costs.append(time.perf_counter_ns() - begin)
     ms = np.asarray(costs, np.float64) / 1e6
     return {"mean_ms": float(ms.mean()), "median_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99))}
@@ -210,16 +301,18 @@ def cost_frames(scenes: list[Scene]) -> tuple[str, list[NDArray[np.uint8]]]:
 def print_table(rows: dict[str, dict[str, Any]]) -> None:
     """The per-scene table and the total."""
     head = f"{'scene':<24} {'found':>7} {'lat med':>7} {'lat max':>7} {'starts':>6} {'false':>5} {'false/h':>7}"
-    print(head + f" {'stills':>6} {'outside':>7} {'min':>5}")
+    head += f" {'stills':>6} {'outside':>7} {'door flips':>10} {'wrong s':>7} {'min':>5}"
+    print(head)
     for name, r in rows.items():
         if name == "total":
-            print("-" * (len(head) + 22))
+            print("-" * len(head))
         lat = "-" if r["median_latency_frames"] is None else f"{r['median_latency_frames']:g}"
         worst = "-" if r["max_latency_frames"] is None else str(r["max_latency_frames"])
+        flips = f"{r['door_flips']}/{r['door_flips_expected']}"
         print(
             f"{name:<24} {r['found']:>3}/{r['openings']:<3} {lat:>7} {worst:>7} {r['starts']:>6} "
             f"{r['false_starts']:>5} {r['false_starts_per_hour']:>7.1f} {r['stills']:>6} {r['stills_outside']:>7} "
-            f"{r['seconds'] / 60:>5.1f}"
+            f"{flips:>10} {r['door_wrong_s']:>7.1f} {r['seconds'] / 60:>5.1f}"
         )
 
 
@@ -236,9 +329,10 @@ def main() -> int:
     cpu = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpu})
     cv2.setNumThreads(1)
-    scenes = simulated_scenes(args.scenes)
+    references = args.json.parent / "references"
+    scenes = simulated_scenes(args.scenes, references)
     if args.clips.is_dir():
-        scenes += clip_scenes(args.clips)
+        scenes += clip_scenes(args.clips, references)
     else:
         print(f"note: {args.clips} is absent, so the recorded clips are left out")
     if args.only:
@@ -255,13 +349,18 @@ def main() -> int:
     print_table(rows)
 
     source, frames = cost_frames(scenes)
-    cost = {
-        "whole frame": time_detector(frames, [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)], args.frames),
-        "door zone": time_detector(frames, DOOR_ZONE, args.frames),
+    whole = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
+    reference = DoorReference.learn(frames[-25:], [])
+    cases: dict[str, Callable[[Frame], object]] = {
+        "detector, whole frame": MotionDetector(MotionSettings(zone=whole), W, H).process,
+        "detector, door zone": MotionDetector(MotionSettings(zone=DOOR_ZONE), W, H).process,
+        "door state, whole frame": DoorWatcher(reference, DoorSettings(), whole, [], W, H).update,
+        "door state, door zone": DoorWatcher(reference, DoorSettings(), DOOR_ZONE, [], W, H).update,
     }
-    print(f"\ndetector cost per {W}x{H} frame, one core, {args.frames} frames of the {source}:")
+    cost = {name: time_per_frame(process, frames, args.frames) for name, process in cases.items()}
+    print(f"\ncost per {W}x{H} frame, one core, {args.frames} frames of the {source}:")
     for name, c in cost.items():
-        print(f"  {name:<12} mean {c['mean_ms']:.3f} ms  median {c['median_ms']:.3f}  p99 {c['p99_ms']:.3f}")
+        print(f"  {name:<24} mean {c['mean_ms']:.3f} ms  median {c['median_ms']:.3f}  p99 {c['p99_ms']:.3f}")
 
     t = rows["total"]
     missed = [
@@ -271,7 +370,9 @@ def main() -> int:
             ("false starts per hour", t["false_starts_per_hour"] > TARGETS["false_starts_per_hour"]),
             ("stills outside door movement", t["stills_outside"] > TARGETS["stills_outside"]),
             ("median latency", (t["median_latency_frames"] or 0) > TARGETS["median_latency_frames"]),
-            ("detector cost", cost["whole frame"]["mean_ms"] >= 0.3),
+            ("detector cost", cost["detector, whole frame"]["mean_ms"] >= 0.3),
+            ("door state flips", t["door_flips"] != t["door_flips_expected"]),
+            ("door state wrong", t["door_wrong_s"] > TARGETS["door_wrong_fraction"] * t["seconds"]),
         )
         if bad
     ]

@@ -1,0 +1,226 @@
+"""Door state: the door zone compared with a calibrated picture of the closed door, in a way light does not move.
+
+The comparison is the correlation of the two pictures' brightness gradients over the door zone, after a small
+Gaussian blur against sensor noise, with the privacy masks and their surroundings left out. A change of light or
+exposure scales the gradients but hardly turns them, so the correlation of a closed door stays near 1 whether the
+hall light is on, off or infrared; a door that swings moves its edges, panels and handle, and it falls.
+The *dissimilarity* is 1 minus that correlation, clipped to 0..1: about 0.5 once a door is 5 degrees ajar.
+"""
+
+import io
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edgecam.config import DoorSettings, Settings
+from edgecam.errors import ConfigError
+from edgecam.models import DoorState, Frame, iso_ms
+from edgecam.zones import Polygon, polygon_mask
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_VERSION = 1
+SIGMA = 0.75
+"""Gaussian blur, in pixels of the half-size zone, before taking gradients: noise and a pixel of shake away."""
+MASK_MARGIN = 6
+"""Pixels round a privacy mask left out: the black mask burned into the reference would show there as an edge."""
+MIN_DETAIL = 0.5
+"""Root-mean-square gradient over the zone, grey levels per pixel, below which a reference says too little to
+compare with (made in the dark, or of a plain wall)."""
+MIN_FRAME_DETAIL = 0.2
+"""Fraction of the reference's detail below which a frame says too little (the light is off and the picture
+black): it leaves the door's state as it was."""
+CLOSE_FACTOR = 0.7
+"""Hysteresis: open at ``door.open_level``, closed again only below this fraction of it."""
+HOLD = 0.3
+"""Seconds a new reading must last before the state follows it."""
+
+
+@dataclass(frozen=True, eq=False)
+class DoorReference:
+    """What the closed door looks like: the mean detection frame of a quiet scene, privacy masks burned in."""
+
+    gray: NDArray[np.uint8]
+    masks: tuple[Polygon, ...]
+    """The privacy masks burned in when it was made: their pixels say nothing."""
+    frames: int
+    """How many frames were averaged."""
+    created: str
+    """When it was made, ISO 8601 UTC."""
+
+    @classmethod
+    def learn(cls, frames: Sequence[NDArray[np.uint8]], masks: Sequence[Polygon]) -> "DoorReference":
+        """The mean of ``frames`` with ``masks`` burned in."""
+        mean = np.mean(np.stack(frames), axis=0)
+        gray = np.asarray(np.rint(mean), np.uint8)
+        height, width = gray.shape
+        gray[polygon_mask(masks, width, height)] = 0
+        polygons = tuple(tuple((float(x), float(y)) for x, y in m) for m in masks)
+        return cls(gray, polygons, len(frames), iso_ms(datetime.now(UTC)))
+
+    def to_bytes(self) -> bytes:
+        """The reference as an ``.npz`` file."""
+        buf = io.BytesIO()
+        np.savez_compressed(
+            buf,
+            version=np.int64(REFERENCE_VERSION),
+            gray=self.gray,
+            masks=np.str_(json.dumps([list(map(list, m)) for m in self.masks])),
+            frames=np.int64(self.frames),
+            created=np.str_(self.created),
+        )
+        return buf.getvalue()
+
+
+def load_reference(path: Path) -> DoorReference:
+    """Read a reference saved by ``edgecam calibrate``; raise ConfigError naming ``door.reference``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            version = int(data["version"])
+            if version != REFERENCE_VERSION:
+                raise ConfigError(
+                    f"door.reference: {path} is version {version}, this edgecam reads {REFERENCE_VERSION}: "
+                    "run 'edgecam calibrate' again"
+                )
+            gray = np.asarray(data["gray"], np.uint8)
+            masks = json.loads(str(data["masks"]))
+            reference = DoorReference(
+                gray,
+                tuple(tuple((float(x), float(y)) for x, y in m) for m in masks),
+                int(data["frames"]),
+                str(data["created"]),
+            )
+    except OSError as err:
+        raise ConfigError(f"door.reference: cannot read {path}: {err.strerror or err}") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"door.reference: {path} is not a door reference from 'edgecam calibrate': {err}") from err
+    if gray.ndim != 2:
+        raise ConfigError(f"door.reference: {path} is not a door reference from 'edgecam calibrate'")
+    return reference
+
+
+def _half(image: NDArray[np.uint8] | NDArray[np.float32]) -> NDArray[np.float32]:
+    """``image`` at half its size (area average) as float32: a quarter of the work, and no less robust."""
+    return np.asarray(cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), np.float32)
+
+
+def _gradients(box: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Horizontal and vertical brightness gradients of ``box`` at half size, grey levels per pixel, after the blur."""
+    blurred = cv2.GaussianBlur(_half(box), (0, 0), SIGMA)
+    gx = cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+    gy = cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+    return np.asarray(gx, np.float32), np.asarray(gy, np.float32)
+
+
+class DoorWatcher:
+    """Says, frame by frame, whether the door is open or closed, from its reference."""
+
+    def __init__(
+        self,
+        reference: DoorReference,
+        settings: DoorSettings,
+        zone: Polygon,
+        masks: Sequence[Polygon],
+        width: int,
+        height: int,
+    ) -> None:
+        """Prepare the comparison; raise ConfigError when the reference cannot serve this camera and zone."""
+        if reference.gray.shape != (height, width):
+            made = "x".join(map(str, reference.gray.shape[::-1]))
+            raise ConfigError(
+                f"door.reference: made at {made} pixels, but camera.detect_width x detect_height is "
+                f"{width}x{height}: run 'edgecam calibrate' again"
+            )
+        self._open_level = settings.open_level
+        hidden = polygon_mask([*masks, *reference.masks], width, height).astype(np.uint8)
+        near = cv2.dilate(hidden, np.ones((2 * MASK_MARGIN + 1,) * 2, np.uint8)) > 0
+        counted = polygon_mask([zone], width, height) & ~near
+        if not counted.any():
+            raise ConfigError("door.reference: no pixel of motion.zone is left outside motion.masks to compare")
+        rows = np.flatnonzero(counted.any(axis=1))
+        cols = np.flatnonzero(counted.any(axis=0))
+        self._box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+        self._weights = (_half(counted[self._box].astype(np.float32)) > 0.999).astype(np.float32)
+        self._ref_x, self._ref_y = self._weighted_gradients(reference.gray)
+        energy = float(np.vdot(self._ref_x, self._ref_x) + np.vdot(self._ref_y, self._ref_y))
+        self.reference_detail = math.sqrt(energy / max(1.0, float(self._weights.sum())))
+        """Root-mean-square gradient of the reference over the zone: how much there is to compare."""
+        if self.reference_detail < MIN_DETAIL:
+            raise ConfigError(
+                f"door.reference: the door zone in it shows too little detail ({self.reference_detail:.1f} < "
+                f"{MIN_DETAIL:g} grey levels per pixel): calibrate with the light on, or widen motion.zone"
+            )
+        self._ref_norm = math.sqrt(energy)
+        self._min_energy = MIN_FRAME_DETAIL**2 * energy
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the state: the next readings decide it afresh."""
+        self.state: DoorState | None = None
+        """The door's state, or None until the readings have settled on one."""
+        self.last: float | None = None
+        """The last frame's dissimilarity, or None when it showed too little detail to say."""
+        self._pending: DoorState | None = None
+        self._pending_since = 0.0
+
+    def _weighted_gradients(self, gray: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        gx, gy = _gradients(gray[self._box])
+        gx *= self._weights
+        gy *= self._weights
+        return gx, gy
+
+    def dissimilarity(self, gray: NDArray[np.uint8]) -> float | None:
+        """How unlike the closed door the zone of ``gray`` is (0 same, 1 unrelated); None if it shows too little."""
+        gx, gy = self._weighted_gradients(gray)
+        energy = float(np.vdot(gx, gx) + np.vdot(gy, gy))
+        if energy < self._min_energy:
+            return None
+        correlation = float(np.vdot(gx, self._ref_x) + np.vdot(gy, self._ref_y)) / (math.sqrt(energy) * self._ref_norm)
+        return min(1.0, max(0.0, 1.0 - correlation))
+
+    def update(self, frame: Frame) -> DoorState | None:
+        """Read ``frame`` and return the door's state: a new reading counts once it has lasted ``HOLD`` seconds."""
+        self.last = value = self.dissimilarity(frame.gray)
+        reading: DoorState | None = None
+        if value is not None and value >= self._open_level:
+            reading = "open"
+        elif value is not None and value < self._open_level * CLOSE_FACTOR:
+            reading = "closed"
+        if reading is None or reading == self.state:
+            self._pending = None
+        elif reading != self._pending:
+            self._pending, self._pending_since = reading, frame.t
+        elif frame.t - self._pending_since >= HOLD:
+            self.state, self._pending = reading, None
+        return self.state
+
+
+def open_watcher(settings: Settings, path: Path | None) -> DoorWatcher | None:
+    """The watcher for the reference at ``path``; None for no path, or no file at the default path.
+
+    A ``door.reference`` that is set must exist; raise ConfigError when it, or the file found, cannot serve.
+    """
+    if path is None:
+        return None
+    if settings.door.reference is None and not path.exists():
+        logger.info(
+            "door: no reference of the closed door at %s, so no door state ('edgecam calibrate' makes one)", path
+        )
+        return None
+    reference = load_reference(path)
+    camera = settings.camera
+    watcher = DoorWatcher(
+        reference, settings.door, settings.motion.zone, settings.motion.masks, camera.detect_width, camera.detect_height
+    )
+    logger.info(
+        "door: state from the reference in %s, made %s from %d frames", path, reference.created, reference.frames
+    )
+    return watcher
