@@ -100,7 +100,10 @@ class Agent:
         events = 0
         door_state = None
         door = open_watcher(s, s.door_reference_path)
-        with ExitStack() as cleanup:  # runs in reverse: stop the camera, drain, disconnect, close the outbox
+        with ExitStack() as cleanup:  # in reverse: stop the camera, drain, disconnect, close outbox and contact
+            contact = self._open_contact()
+            if contact is not None:
+                cleanup.callback(contact.close)
             outbox = Outbox(db)
             cleanup.callback(outbox.close)
             publisher = Publisher(s.mqtt, Topics(s.topic_base), db, s.device_id)
@@ -109,9 +112,6 @@ class Agent:
             cleanup.callback(self._drain, publisher, stop)
             source = self._open_camera()
             cleanup.callback(source.close)
-            contact = self._open_contact()
-            if contact is not None:
-                cleanup.callback(contact.close)
             cleanup.callback(self._notifier.stopping)
             logger.info(
                 "agent: %s watching %s, publishing to %s:%d under %s/",

@@ -1,6 +1,7 @@
 """The door contact: a reed switch on a GPIO pin, read through gpiozero (the only gpiozero import)."""
 
 import logging
+import warnings
 from typing import Any, Protocol
 
 from edgecam.config import DoorSettings
@@ -50,17 +51,24 @@ def open_contact(door: DoorSettings, pin_factory: object | None = None) -> DoorC
     if door.contact_pin is None:
         return None
     try:
-        from gpiozero import DigitalInputDevice, GPIOZeroError
+        from gpiozero import BadPinFactory, DigitalInputDevice, GPIOZeroError, PinFactoryFallback
     except ImportError as err:
         raise ContactError(f"door.contact_pin: {door.contact_pin} is set but gpiozero is not installed") from err
     try:
-        # With the pull-up a shut switch pulls the pin low: "active" means shut in both wirings.
-        device = DigitalInputDevice(
-            door.contact_pin,
-            pull_up=door.contact_closed_when == "low",
-            bounce_time=door.contact_bounce or None,
-            pin_factory=pin_factory,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PinFactoryFallback)  # one warning per pin library it tries
+            # With the pull-up a shut switch pulls the pin low: "active" means shut in both wirings.
+            device = DigitalInputDevice(
+                door.contact_pin,
+                pull_up=door.contact_closed_when == "low",
+                bounce_time=door.contact_bounce or None,
+                pin_factory=pin_factory,
+            )
+    except (BadPinFactory, ImportError) as err:
+        raise ContactError(
+            f"door.contact_pin: GPIO{door.contact_pin} cannot be read: no GPIO library works here "
+            "(on Raspberry Pi OS: sudo apt install python3-lgpio, and a venv with --system-site-packages)"
+        ) from err
     except (GPIOZeroError, OSError) as err:
         raise ContactError(f"door.contact_pin: GPIO{door.contact_pin} cannot be read: {err}") from err
     logger.info("door contact on GPIO%d, shut when %s", door.contact_pin, door.contact_closed_when)

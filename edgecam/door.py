@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 REFERENCE_VERSION = 1
 SIGMA = 0.75
 """Gaussian blur, in pixels of the half-size zone, before taking gradients: noise and a pixel of shake away."""
-MASK_MARGIN = 6
+MASK_MARGIN = 8
 """Pixels round a privacy mask left out: the black mask burned into the reference would show there as an edge."""
 MIN_DETAIL = 0.5
 """Root-mean-square gradient over the zone, grey levels per pixel, below which a reference says too little to

@@ -69,7 +69,7 @@ class Listener:
         device = parts[0]
         if not _NAME.match(device):
             return []
-        if parts[1:] in (["availability"], ["motion"]):
+        if parts[1:] in (["availability"], ["motion"], ["door"]):
             return self._state_change(device, parts[1], payload)
         if parts[1:] == ["events"]:
             return self._event(device, payload)
@@ -102,6 +102,8 @@ class Listener:
             return self._still_part(device, key[1], index, event=event)
         self.events += 1
         line = self._describe(device, event)
+        if "door" in event:
+            line += f" door={event['door']}"
         if kind == "end":
             line += f" duration={event.get('duration_s')}s stills={event.get('stills')}"
         return [line]
@@ -175,7 +177,7 @@ def run_listen(
     if device != "+" and not re.match(DEVICE_ID_PATTERN, device):
         raise ConfigError(f"listen: {device!r} is not a device id (letters, digits, '_' and '-', or '+' for all)")
     base = f"{settings.mqtt.topic_prefix}/{device}"
-    filters = [f"{base}/events", f"{base}/events/+/stills/+", f"{base}/availability", f"{base}/motion"]
+    filters = [f"{base}/{topic}" for topic in ("events", "events/+/stills/+", "availability", "motion", "door")]
     inbox: queue.SimpleQueue[tuple[str, bytes, bool]] = queue.SimpleQueue()
     listener = Listener(settings.mqtt.topic_prefix, out_dir)
     subscriber = Subscriber(settings.mqtt, filters, lambda topic, payload, retain: inbox.put((topic, payload, retain)))

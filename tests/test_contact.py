@@ -1,3 +1,4 @@
+import importlib.util
 from collections.abc import Iterator
 
 import pytest
@@ -59,3 +60,14 @@ def test_a_pin_in_use_is_a_one_line_error_naming_the_setting(factory: MockFactor
     first.close()
     first.close()
     assert open_contact(DoorSettings(contact_pin=PIN), factory) is not None  # released: can be opened again
+
+
+@pytest.mark.skipif(importlib.util.find_spec("lgpio") is not None, reason="lgpio is installed: a real pin would open")
+def test_no_gpio_library_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpiozero import Device
+
+    monkeypatch.setattr(Device, "pin_factory", None)
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "lgpio")  # not installed here, nor on a Pi without python3-lgpio
+    with pytest.raises(ContactError, match=r"^door\.contact_pin: GPIO17 cannot be read: .*python3-lgpio") as err:
+        open_contact(DoorSettings(contact_pin=PIN))
+    assert "\n" not in str(err.value)

@@ -63,6 +63,12 @@ def test_prints_one_line_per_event_and_saves_the_stills(listener: Listener, door
     assert listener.mismatches == 0
 
 
+def test_shows_the_door_state_an_event_carries(listener: Listener, door: DoorEvent) -> None:
+    start = {**door.rows[0][0].payload(1), "door": "open"}
+    (line,) = listener.handle(TOPICS.events, json.dumps(start).encode(), False)
+    assert line.endswith(" door=open")
+
+
 def test_the_jpeg_may_arrive_after_its_event(listener: Listener, door: DoorEvent) -> None:
     jpeg, event_json = messages(door)[1:3]
     assert listener.handle(*event_json, False) == []
@@ -88,11 +94,12 @@ def test_duplicates_are_printed_once(listener: Listener, door: DoorEvent) -> Non
     assert again == []
 
 
-def test_prints_availability_and_motion_changes(listener: Listener) -> None:
+def test_prints_availability_motion_and_door_changes(listener: Listener) -> None:
     assert listener.handle(TOPICS.availability, b"online", True) == [f"14:00:00.000 {DEVICE} availability online"]
     assert listener.handle(TOPICS.availability, b"online", False) == []
     assert listener.handle(TOPICS.motion, b"ON", False) == [f"14:00:00.000 {DEVICE} motion ON"]
     assert listener.handle(TOPICS.motion, b"OFF", False) == [f"14:00:00.000 {DEVICE} motion OFF"]
+    assert listener.handle(TOPICS.door, b"open", True) == [f"14:00:00.000 {DEVICE} door open"]
     assert listener.handle(TOPICS.availability, b"offline", False) == [f"14:00:00.000 {DEVICE} availability offline"]
 
 

@@ -1,4 +1,5 @@
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -7,7 +8,7 @@ import pytest
 
 from edgecam.cli import main
 from edgecam.config import SimulatedSettings
-from edgecam.sources.simulated import render_clip
+from edgecam.sources.simulated import DOOR_ZONE, render_clip
 from tests.clips import CLIPS, labels, needs_clips
 
 
@@ -88,3 +89,64 @@ def test_an_unreadable_clip_is_one_clear_line(capsys: pytest.CaptureFixture[str]
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"edgecam: camera.source: cannot open '{clip}'")
         assert len(err.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def ajar_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[float, float]]]:
+    """A door eased 8 degrees ajar, left so for 6 s (longer than motion.event_gap), shut again; quiet for 8 s first."""
+    path = tmp_path_factory.mktemp("clip") / "ajar.avi"
+    sim = SimulatedSettings(
+        first_opening=8.0, door_period=14.0, door_opening=2.0, door_open=6.0, door_closing=2.0, door_angle=8.0
+    )
+    return path, render_clip(path, sim, 36.0)
+
+
+def test_with_a_door_reference_an_event_lasts_while_the_door_stands_ajar(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    ajar_clip: tuple[Path, list[tuple[float, float]]],
+) -> None:
+    clip, openings = ajar_clip
+    monkeypatch.setenv("EDGECAM_MOTION__ZONE", json.dumps(DOOR_ZONE))
+    without = [m for m in replay(capsys, str(clip)) if m["type"] == "start"]
+    assert len(without) == 2 * len(openings), "opening and closing: two events, nothing says the door stayed open"
+    assert all("door" not in m for m in without)
+
+    monkeypatch.setenv("EDGECAM_CAMERA__SOURCE", str(clip))
+    reference = tmp_path / "door.npz"
+    assert main(["calibrate", "--out", str(reference)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("EDGECAM_DOOR__REFERENCE", str(reference))
+    messages = replay(capsys, str(clip))
+    starts = [m for m in messages if m["type"] == "start"]
+    ends = [m for m in messages if m["type"] == "end"]
+    assert len(starts) == len(ends) == len(openings)
+    for (begin, shut), start, end in zip(openings, starts, ends, strict=True):
+        assert begin <= start["t"] < shut
+        assert shut <= end["t"] <= shut + 2.5  # event_gap after the door is shut
+        assert end["door"] == "closed"
+        assert start["door"] in ("open", "closed")
+
+
+def test_explain_draws_each_event_and_says_why(
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    door_clip: tuple[Path, list[tuple[float, float]]],
+    tmp_path: Path,
+) -> None:
+    stale = tmp_path / "explain" / "07-deadbeef.png"
+    stale.parent.mkdir()
+    stale.write_bytes(b"an earlier run")
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        messages = replay(capsys, str(door_clip[0]), "--explain", "--out", str(tmp_path))
+    starts = [m for m in messages if m["type"] == "start"]
+    pictures = sorted((tmp_path / "explain").glob("*.png"))
+    assert [p.name for p in pictures] == [f"{i + 1:02d}-{m['event_id'][:8]}.png" for i, m in enumerate(starts)]
+    for picture in pictures:
+        image = cv2.imread(str(picture))
+        assert image is not None
+        assert image.shape[1] == 1600
+    said = [r.getMessage() for r in caplog.records if r.name == "edgecam.explain"]
+    assert len(said) == len(starts)
+    assert all("(3 moving frames in a row)" in line and "(2.0 s without movement)" in line for line in said)

@@ -34,6 +34,9 @@ class Inbox:
     events: list[dict[str, Any]] = field(default_factory=list)
     stills: dict[str, bytes] = field(default_factory=dict)
     retained: dict[str, bytes] = field(default_factory=dict)
+    """The latest payload of each state topic (availability, motion, door, snapshot)."""
+    history: dict[str, list[bytes]] = field(default_factory=dict)
+    """Every payload of each state topic, in arrival order."""
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     def on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
@@ -43,7 +46,9 @@ class Inbox:
             elif "/stills/" in msg.topic:
                 self.stills[msg.topic] = bytes(msg.payload)
             else:
-                self.retained[msg.topic.removeprefix(BASE + "/")] = bytes(msg.payload)
+                name = msg.topic.removeprefix(BASE + "/")
+                self.retained[name] = bytes(msg.payload)
+                self.history.setdefault(name, []).append(bytes(msg.payload))
             self.cond.notify_all()
 
     def wait(self, check: Callable[["Inbox"], bool], timeout: float, what: str) -> None:
@@ -78,7 +83,8 @@ def door_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tupl
     return path, render_clip(path, SimulatedSettings(first_opening=3.0, door_period=9.0), 20.0)
 
 
-def start_agent(mosquitto: Any, tmp_path: Path, clip: Path | None, **env: str) -> subprocess.Popen[str]:
+def start_agent(mosquitto: Any, tmp_path: Path, clip: Path | None, *command: str, **env: str) -> subprocess.Popen[str]:
+    """``edgecam run`` (or ``command``) in a child process, on ``clip`` or the simulated camera."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("EDGECAM_")}
     environ.update(
         EDGECAM_DEVICE_ID=DEVICE,
@@ -89,7 +95,8 @@ def start_agent(mosquitto: Any, tmp_path: Path, clip: Path | None, **env: str) -
         EDGECAM_MOTION__ZONE=json.dumps(DOOR_ZONE),
         **env,
     )
-    return subprocess.Popen([sys.executable, "-m", "edgecam", "run"], env=environ, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", "edgecam", *(command or ("run",))]
+    return subprocess.Popen(argv, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(agent: subprocess.Popen[str], timeout: float = 60) -> str:
@@ -181,3 +188,21 @@ def test_an_unreachable_broker_is_one_clear_line_and_events_wait_in_the_outbox(
     assert refused, err
     assert all(len(line) < 200 for line in refused)
     assert "stay in the outbox" in err
+
+
+def test_after_calibrate_the_door_state_is_published_and_events_carry_it(
+    mosquitto: Broker, inbox: Inbox, tmp_path: Path
+) -> None:
+    clip = tmp_path / "door.avi"
+    sim = SimulatedSettings(first_opening=3.5, door_period=20.0, door_opening=1.0, door_open=1.5, door_closing=1.0)
+    render_clip(clip, sim, 9.5)  # quiet for 3.5 s, the door open from 3.5 s to 7 s
+    finish(start_agent(mosquitto, tmp_path, clip, "calibrate", EDGECAM_DOOR__CALIBRATE_SECONDS="1"))
+    assert (tmp_path / "state" / "door-reference.npz").is_file()
+    err = finish(start_agent(mosquitto, tmp_path, clip))  # paced at the clip's frame rate
+    assert "door: state from the reference" in err
+    inbox.wait(lambda b: any(e["type"] == "end" for e in b.events), 10, "the end")
+    start, end = (e for e in inbox.events if e["type"] in ("start", "end"))
+    assert end["door"] == "closed"
+    assert start["door"] in ("open", "closed")
+    inbox.wait(lambda b: b.retained.get("availability") == b"offline", 10, "availability offline")
+    assert inbox.history["door"] == [b"closed", b"open", b"closed"]

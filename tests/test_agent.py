@@ -1,0 +1,133 @@
+"""The agent in this process, with a door contact on gpiozero's mock pins, against a real Mosquitto."""
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory
+from numpy.typing import NDArray
+
+from edgecam.agent import Agent
+from edgecam.config import Settings
+from edgecam.contact import open_contact
+from edgecam.models import Frame, Topics
+from edgecam.sources.simulated import DOOR_ZONE, SimulatedSource
+from tests.conftest import Broker, Collector
+
+pytestmark = pytest.mark.integration
+
+DEVICE = "contact-door"
+TOPICS = Topics(f"edgecam/{DEVICE}")
+PIN = 17
+
+
+class ReedSwitch:
+    """The simulated hall, with the reed switch's mock pin open (high, against the pull-up) from frame to frame."""
+
+    def __init__(self, settings: Settings, factory: MockFactory, opens: int, shuts: int) -> None:
+        self._scene = SimulatedSource(settings.camera, realtime=False)
+        self._pin = factory.pin(PIN)
+        self._open = range(opens, shuts)
+
+    @property
+    def fps(self) -> float:
+        return self._scene.fps
+
+    def frames(self) -> Iterator[Frame]:
+        for frame in self._scene.frames():
+            if frame.index in self._open:
+                self._pin.drive_high()
+            else:
+                self._pin.drive_low()
+            yield frame
+
+    def still(self) -> NDArray[np.uint8]:
+        return self._scene.still()
+
+    def close(self) -> None:
+        self._scene.close()
+
+
+@pytest.fixture
+def factory() -> Iterator[MockFactory]:
+    factory = MockFactory()
+    yield factory
+    factory.close()
+
+
+def run_agent(
+    mosquitto: Broker,
+    collector_factory: Callable[..., Collector],
+    tmp_path: Path,
+    factory: MockFactory,
+    contact: tuple[int, int],
+    door: dict[str, Any],
+    simulated: dict[str, Any],
+) -> Collector:
+    settings = Settings.model_validate(
+        {
+            "device_id": DEVICE,
+            "storage": {"dir": str(tmp_path / "state")},
+            "mqtt": mosquitto.settings().model_dump(),
+            "camera": {"source": "simulated", "simulated": {"duration": 9.0, **simulated}},
+            "motion": {"zone": DOOR_ZONE},
+            "door": {"contact_pin": PIN, **door},
+        }
+    )
+    collector = collector_factory(mosquitto, (f"{TOPICS.base}/#",))
+    agent = Agent(
+        settings,
+        open_camera=lambda: ReedSwitch(settings, factory, *contact),
+        open_door_contact=lambda: open_contact(settings.door, factory),
+    )
+    agent.run(threading.Event())
+    collector.wait_for(lambda c: [m.payload for m in c.on(TOPICS.availability)][-1:] == [b"offline"])
+    return collector
+
+
+def test_the_contact_alone_makes_an_event_and_the_door_state(
+    mosquitto: Broker, collector_factory: Callable[..., Collector], tmp_path: Path, factory: MockFactory
+) -> None:
+    collector = run_agent(
+        mosquitto,
+        collector_factory,
+        tmp_path,
+        factory,
+        contact=(30, 45),  # open from 3.0 s to 4.5 s
+        door={"contact_mode": "contact_only"},
+        simulated={"first_opening": 3600.0},  # the camera sees nothing move
+    )
+    events = collector.events(TOPICS)
+    assert [(e["type"], e.get("door")) for e in events] == [("start", "open"), ("end", "closed")]
+    assert events[1]["stills"] == 0, "no still without movement in the picture"
+    assert events[1]["duration_s"] == pytest.approx(1.5 + 2.0)  # until event_gap after the contact shut
+    assert [m.payload for m in collector.on(TOPICS.door)][-1] == b"closed"
+    later = collector_factory(mosquitto, (TOPICS.door,))
+    later.wait_for(lambda c: bool(c.on(TOPICS.door)))
+    assert [(m.payload, m.retain) for m in later.on(TOPICS.door)] == [(b"closed", True)]
+
+
+@pytest.mark.parametrize(("mode", "events"), [("any", 1), ("both", 0)])
+def test_in_both_mode_a_shut_contact_vetoes_what_the_camera_sees(
+    mosquitto: Broker,
+    collector_factory: Callable[..., Collector],
+    tmp_path: Path,
+    factory: MockFactory,
+    mode: str,
+    events: int,
+) -> None:
+    collector = run_agent(
+        mosquitto,
+        collector_factory,
+        tmp_path,
+        factory,
+        contact=(0, 0),  # shut all along: the door on camera is, say, the neighbour's reflection
+        door={"contact_mode": mode},
+        simulated={"first_opening": 3.0},
+    )
+    starts = [e for e in collector.events(TOPICS) if e["type"] == "start"]
+    assert len(starts) == events
+    assert [m.payload for m in collector.on(TOPICS.door)][-1:] == [b"closed"]
