@@ -81,14 +81,7 @@ def calibrate(
             "(door.calibrate_seconds) after the detector's calibration (motion.calibration)"
         )
     reference = DoorReference.learn(frames, settings.motion.masks)
-    watcher = DoorWatcher(  # refuses a reference with too little detail to compare
-        reference,
-        settings.door,
-        settings.motion.zone,
-        settings.motion.masks,
-        cam.detect_width,
-        cam.detect_height,
-    )
+    watcher = DoorWatcher.for_settings(reference, settings)  # refuses a reference with too little detail
     picture = path.with_suffix(".png")
     try:
         write_atomically(path, reference.to_bytes())

@@ -12,7 +12,7 @@ from types import FrameType
 
 from edgecam import __version__
 from edgecam.config import Settings, config_path, load_settings, render_toml
-from edgecam.errors import ConfigError, EdgecamError
+from edgecam.errors import ConfigError, EdgecamError, StorageError
 
 logger = logging.getLogger("edgecam")
 
@@ -91,7 +91,10 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from edgecam.replay import replay
 
     out = args.out or (Path(EXPLAIN_DIR) if args.explain else None)
-    count = replay(settings, args.clip, out, progress=sys.stderr.isatty(), explain=args.explain).messages
+    try:
+        count = replay(settings, args.clip, out, progress=sys.stderr.isatty(), explain=args.explain).messages
+    except OSError as err:
+        raise StorageError(f"replay: cannot write to {out}: {err.strerror or err}") from err
     logger.info("replay: %d messages", count)
     return 0
 

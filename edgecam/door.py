@@ -44,6 +44,10 @@ HOLD = 0.3
 """Seconds a new reading must last before the state follows it."""
 
 
+def _polygons(polygons: Sequence[Sequence[Sequence[float]]]) -> tuple[Polygon, ...]:
+    return tuple(tuple((float(x), float(y)) for x, y in polygon) for polygon in polygons)
+
+
 @dataclass(frozen=True, eq=False)
 class DoorReference:
     """What the closed door looks like: the mean detection frame of a quiet scene, privacy masks burned in."""
@@ -63,8 +67,7 @@ class DoorReference:
         gray = np.asarray(np.rint(mean), np.uint8)
         height, width = gray.shape
         gray[polygon_mask(masks, width, height)] = 0
-        polygons = tuple(tuple((float(x), float(y)) for x, y in m) for m in masks)
-        return cls(gray, polygons, len(frames), iso_ms(datetime.now(UTC)))
+        return cls(gray, _polygons(masks), len(frames), iso_ms(datetime.now(UTC)))
 
     def to_bytes(self) -> bytes:
         """The reference as an ``.npz`` file."""
@@ -91,13 +94,8 @@ def load_reference(path: Path) -> DoorReference:
                     "run 'edgecam calibrate' again"
                 )
             gray = np.asarray(data["gray"], np.uint8)
-            masks = json.loads(str(data["masks"]))
-            reference = DoorReference(
-                gray,
-                tuple(tuple((float(x), float(y)) for x, y in m) for m in masks),
-                int(data["frames"]),
-                str(data["created"]),
-            )
+            masks = _polygons(json.loads(str(data["masks"])))
+            reference = DoorReference(gray, masks, int(data["frames"]), str(data["created"]))
     except OSError as err:
         raise ConfigError(f"door.reference: cannot read {path}: {err.strerror or err}") from err
     except (ValueError, KeyError, TypeError) as err:
@@ -160,16 +158,19 @@ class DoorWatcher:
             )
         self._ref_norm = math.sqrt(energy)
         self._min_energy = MIN_FRAME_DETAIL**2 * energy
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the state: the next readings decide it afresh."""
         self.state: DoorState | None = None
         """The door's state, or None until the readings have settled on one."""
         self.last: float | None = None
         """The last frame's dissimilarity, or None when it showed too little detail to say."""
         self._pending: DoorState | None = None
         self._pending_since = 0.0
+
+    @classmethod
+    def for_settings(cls, reference: DoorReference, settings: Settings) -> "DoorWatcher":
+        """The watcher for the door zone, masks and detection size of ``settings``."""
+        cam = settings.camera
+        motion = settings.motion
+        return cls(reference, settings.door, motion.zone, motion.masks, cam.detect_width, cam.detect_height)
 
     def _weighted_gradients(self, gray: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         gx, gy = _gradients(gray[self._box])
@@ -216,10 +217,7 @@ def open_watcher(settings: Settings, path: Path | None) -> DoorWatcher | None:
         )
         return None
     reference = load_reference(path)
-    camera = settings.camera
-    watcher = DoorWatcher(
-        reference, settings.door, settings.motion.zone, settings.motion.masks, camera.detect_width, camera.detect_height
-    )
+    watcher = DoorWatcher.for_settings(reference, settings)
     logger.info(
         "door: state from the reference in %s, made %s from %d frames", path, reference.created, reference.frames
     )

@@ -268,16 +268,15 @@ class Explainer:
             row[: tile.shape[0], i * EXPLAIN_TILE : (i + 1) * EXPLAIN_TILE] = tile
         times = self._trace.times
         t0, t1 = max(ev.start - PRE_ROLL, times[0]), min(ev.end + POST_ROLL, times[-1])
-        title = (
-            f"event {ev.number}: door-zone score (blue), motion.min_area {motion.min_area:g} (green), moving frames "
-            "(red ticks), light change or settling (grey), calibrating (light blue)"
+        curve = plot(self._settings, self._trace, t0, t1, row.shape[1], f"event {ev.number}", details=True)
+        legend = (
+            f"blue: door-zone score, green: motion.min_area {motion.min_area:g}, red ticks: moving frames, "
+            "grey: light change or settling, light blue: calibrating"
         )
-        if any(v is not None for v in self._trace.door_levels):
-            title += ", door dissimilarity 0..1 (purple; dashed: door.open_level)"
-        curve = plot(self._settings, self._trace, t0, t1, row.shape[1], title, details=True)
-        header = np.full((56, row.shape[1], 3), 255, np.uint8)
-        for i, text in enumerate(
-            (f"start at {ev.start:.2f} s: {ev.started_by}", f"end at {ev.end:.2f} s: {ev.ended_by}")
-        ):
-            cv2.putText(header, text, (8, 22 + 24 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, BLACK, 1, cv2.LINE_AA)
+        if any(level is not None for level in self._trace.door_levels):
+            legend += ", purple: door dissimilarity (dashed: door.open_level)"
+        lines = [(f"start at {ev.start:.2f} s: {ev.started_by}", 0.6), (f"end at {ev.end:.2f} s: {ev.ended_by}", 0.6)]
+        header = np.full((80, row.shape[1], 3), 255, np.uint8)
+        for i, (text, scale) in enumerate([*lines, (legend, 0.45)]):
+            cv2.putText(header, text, (8, 22 + 24 * i), cv2.FONT_HERSHEY_SIMPLEX, scale, BLACK, 1, cv2.LINE_AA)
         return np.vstack([header, row, curve])

@@ -121,7 +121,7 @@ class Topics:
 
     @property
     def door(self) -> str:
-        """``open`` / ``closed``, retained; only with a door reference from ``edgecam calibrate``."""
+        """``open`` / ``closed``, retained; only with a door contact or a reference from ``edgecam calibrate``."""
         return f"{self.base}/door"
 
     @property

@@ -85,8 +85,8 @@ class LightSwitch:
 
 
 @dataclass(frozen=True)
-class Walk:
-    """A person walks in from one side of the frame towards the door, turns short of it, and walks out."""
+class Person:
+    """A person in the picture from ``start`` for ``duration`` seconds, leaving to one side."""
 
     start: float
     duration: float
@@ -99,6 +99,11 @@ class Walk:
         """When the person has left the frame."""
         return self.start + self.duration
 
+
+@dataclass(frozen=True)
+class Walk(Person):
+    """A person walks in from one side of the frame towards the door, turns short of it, and walks out."""
+
     def progress(self, t: float) -> tuple[float, float]:
         """How far in (0 at the frame edge, 1 at the turning point) and the leg phase in radians at ``t``."""
         p = (t - self.start) / self.duration
@@ -106,18 +111,8 @@ class Walk:
 
 
 @dataclass(frozen=True)
-class StepOut:
+class StepOut(Person):
     """A person comes out of the room through the open door, then walks away to one side."""
-
-    start: float
-    duration: float
-    side: Literal["left", "right"]
-    colour: tuple[int, int, int]
-
-    @property
-    def end(self) -> float:
-        """When the person has left the frame."""
-        return self.start + self.duration
 
 
 @dataclass(frozen=True)
