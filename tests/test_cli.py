@@ -61,3 +61,15 @@ def test_every_command_rejects_a_bad_config_the_same_way(
         err = capsys.readouterr().err
         assert err.startswith("edgecam: motion.event_gap: 'soon' is not allowed")
         assert len(err.strip().splitlines()) == 1
+
+
+def test_run_with_a_missing_door_reference_is_one_line_naming_the_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGECAM_STORAGE__DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("EDGECAM_DOOR__REFERENCE", str(tmp_path / "nowhere.npz"))
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"edgecam: door.reference: cannot read {tmp_path / 'nowhere.npz'}")
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "state").exists(), "nothing started, nothing written"
