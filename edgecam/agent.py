@@ -11,7 +11,7 @@ from edgecam.capture import Capture, Emitted
 from edgecam.config import Settings
 from edgecam.contact import DoorContact, open_contact
 from edgecam.door import DoorWatcher, open_watcher
-from edgecam.models import Frame, MotionResult, Topics
+from edgecam.models import DoorState, Frame, MotionResult, Topics
 from edgecam.motion import MotionDetector
 from edgecam.outbox import Outbox
 from edgecam.publisher import Publisher
@@ -98,7 +98,7 @@ class Agent:
         s = self.settings
         db = s.storage.dir / "outbox.sqlite3"
         events = 0
-        door_state = None
+        door_state: DoorState | None = None
         door = open_watcher(s, s.door_reference_path)
         with ExitStack() as cleanup:  # in reverse: stop the camera, drain, disconnect, close outbox and contact
             contact = self._open_contact()

@@ -40,7 +40,8 @@ from edgecam.motion import MotionDetector
 from edgecam.replay import replay
 from edgecam.sources import open_source
 from edgecam.sources.opencv import detection_gray
-from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer, door_openings
+from edgecam.sources.scene import door_openings
+from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT.parent / "shared" / "clips"

@@ -361,7 +361,8 @@ def simulated_run(
 ) -> tuple[list[tuple[float, MotionResult]], list[tuple[float, float]]]:
     from edgecam.config import SimulatedSettings
     from edgecam.sources.opencv import detection_gray
-    from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer, door_openings
+    from edgecam.sources.scene import door_openings
+    from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer
 
     sim = SimulatedSettings.model_validate(scene)
     renderer = SceneRenderer(sim, 640, 480)

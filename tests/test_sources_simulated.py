@@ -9,7 +9,8 @@ from edgecam.config import CameraSettings, SimulatedSettings, load_settings
 from edgecam.errors import CameraError, ConfigError
 from edgecam.models import Frame
 from edgecam.sources.opencv import OpenCVSource
-from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer, SimulatedSource, door_openings, render_clip
+from edgecam.sources.scene import door_openings
+from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer, SimulatedSource, render_clip
 from edgecam.zones import polygon_mask
 
 

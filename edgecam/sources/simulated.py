@@ -2,17 +2,16 @@
 
 The scene is a textured hall wall with a door in the middle third. The door swings open into a darker room on a
 fixed script, the camera adds sensor noise, and between openings the hall light may switch (with the camera's
-exposure adapting) and a person may walk past outside the door zone. What happens when is data (a ``Script`` of
-events per door cycle), so benchmark scenarios can add kinds of events without touching the painter.
+exposure adapting) and a person may walk past outside the door zone. What happens when is data (``scene.py``: a
+``Script`` of events per door cycle), so benchmark scenarios can add kinds of events without touching the painter.
 """
 
 import logging
 import math
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
@@ -22,6 +21,17 @@ from edgecam.config import CameraSettings, SimulatedSettings
 from edgecam.errors import CameraError
 from edgecam.models import Frame
 from edgecam.sources.opencv import Pacer, detection_gray
+from edgecam.sources.scene import (
+    DARK,
+    SEED_CYCLE,
+    SceneState,
+    Script,
+    StepOut,
+    Walk,
+    build_script,
+    cycle_of,
+    door_openings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,218 +41,13 @@ DOOR_ZONE: list[tuple[float, float]] = [(0.38, 0.14), (0.62, 0.14), (0.62, 0.88)
 _DOOR_X0, _DOOR_Y0, _DOOR_X1, _DOOR_Y1 = 0.38, 0.14, 0.62, 0.88
 _ARCHITRAVE = 0.022  # door frame moulding width, fraction of the image width
 _HORIZON = 0.45  # eye level, fraction of the image height
-_DARK = 0.4  # scene brightness with the hall light off, relative to on
-_AE_STRENGTH = 0.6  # how much auto exposure makes up for a darker scene (0 none, 1 fully)
 _PERSON_HEIGHT = 0.62  # fraction of the image height
 _NOISE_PAD = 16  # noise fields are this much larger than the image; each frame takes a shifted window
-_SEED_CYCLE, _SEED_BASE, _SEED_NOISE, _SEED_FRAME, _SEED_JITTER = range(5)  # one random stream per purpose
+_SEED_BASE, _SEED_NOISE, _SEED_FRAME, _SEED_JITTER = range(SEED_CYCLE + 1, SEED_CYCLE + 5)  # a stream per purpose
 _IR_WEIGHTS = np.array([[0.1, 0.3, 0.6]], np.float32)  # B, G, R: near infrared looks much like the red channel
 _IR_GAIN = 0.75  # the infrared illuminator, relative to the hall light
 # File suffix -> (OpenCV writer backend, codec, JPEG quality or None).
 _CLIP_WRITERS = {".mkv": (cv2.CAP_FFMPEG, "FFV1", None), ".avi": (cv2.CAP_OPENCV_MJPEG, "MJPG", 95)}
-
-
-def _ease(p: float) -> float:
-    return (1.0 - math.cos(math.pi * p)) / 2.0
-
-
-@dataclass(frozen=True)
-class DoorSwing:
-    """The door swings open from ``start``, stays open, and swings shut again."""
-
-    start: float
-    opening: float
-    hold: float
-    closing: float
-    angle: float
-    """Degrees open at the widest."""
-
-    @property
-    def end(self) -> float:
-        """When the door is shut again."""
-        return self.start + self.opening + self.hold + self.closing
-
-    def angle_at(self, t: float) -> float:
-        """Degrees open at ``t`` seconds."""
-        if not self.start <= t < self.end:
-            return 0.0
-        dt = t - self.start
-        if dt < self.opening:
-            return self.angle * _ease(dt / self.opening)
-        dt -= self.opening
-        if dt < self.hold:
-            return self.angle
-        return self.angle * (1.0 - _ease((dt - self.hold) / self.closing))
-
-
-@dataclass(frozen=True)
-class LightSwitch:
-    """The hall light is switched at ``t`` seconds."""
-
-    t: float
-    on: bool
-    """The light's state after the switch."""
-
-
-@dataclass(frozen=True)
-class Person:
-    """A person in the picture from ``start`` for ``duration`` seconds, leaving to one side."""
-
-    start: float
-    duration: float
-    side: Literal["left", "right"]
-    colour: tuple[int, int, int]
-    """Clothes colour, BGR."""
-
-    @property
-    def end(self) -> float:
-        """When the person has left the frame."""
-        return self.start + self.duration
-
-
-@dataclass(frozen=True)
-class Walk(Person):
-    """A person walks in from one side of the frame towards the door, turns short of it, and walks out."""
-
-    def progress(self, t: float) -> tuple[float, float]:
-        """How far in (0 at the frame edge, 1 at the turning point) and the leg phase in radians at ``t``."""
-        p = (t - self.start) / self.duration
-        return 1.0 - abs(2.0 * p - 1.0), 2.0 * math.pi * 5.0 * p
-
-
-@dataclass(frozen=True)
-class StepOut(Person):
-    """A person comes out of the room through the open door, then walks away to one side."""
-
-
-@dataclass(frozen=True)
-class SceneState:
-    """Everything the painter needs for one frame."""
-
-    door_angle: float
-    """Degrees open."""
-    light_on: bool
-    brightness: float
-    """Scene gain as the camera sees it: light level times exposure (1.0 lit and settled)."""
-    exposure: float
-    """Exposure relative to the lit scene; rises when the light goes off."""
-    walkers: tuple[tuple[Walk, float, float], ...]
-    """Each person in view: the walk, how far in, the leg phase."""
-    infrared: bool = False
-    """The camera shows its grey infrared picture."""
-    stepping: tuple[tuple[StepOut, float], ...] = ()
-    """Each person coming out through the door: the step-out and how far through it (0..1)."""
-
-
-def _exposure(light_on: bool) -> float:
-    return 1.0 if light_on else _DARK**-_AE_STRENGTH
-
-
-@dataclass(frozen=True)
-class Script:
-    """What happens in the scene over a stretch of door cycles: plain data, events sorted by time."""
-
-    light_on: bool = True
-    """The hall light's state before the first switch in this script."""
-    swings: tuple[DoorSwing, ...] = ()
-    switches: tuple[LightSwitch, ...] = ()
-    walks: tuple[Walk, ...] = ()
-    infrared: bool = False
-    """The camera's infrared mode before the first infrared switch in this script."""
-    ir_switches: tuple[LightSwitch, ...] = ()
-    """Switches of the camera's infrared mode (``on`` = infrared)."""
-    step_outs: tuple[StepOut, ...] = ()
-
-    def state(self, t: float, light_ramp: float) -> SceneState:
-        """The scene at ``t`` seconds; the exposure adapts linearly over ``light_ramp`` s after a switch."""
-        angle = max((s.angle_at(t) for s in self.swings), default=0.0)
-        on = before = self.light_on
-        since = math.inf
-        for switch in self.switches:
-            if switch.t <= t:
-                before, on, since = on, switch.on, t - switch.t
-        exposure = _exposure(on)
-        if since < light_ramp:
-            exposure = _exposure(before) + (exposure - _exposure(before)) * since / light_ramp
-        level = 1.0 if on else _DARK
-        walkers = tuple((w, *w.progress(t)) for w in self.walks if w.start <= t < w.end)
-        infrared = self.infrared
-        for switch in self.ir_switches:
-            if switch.t <= t:
-                infrared = switch.on
-        stepping = tuple((p, (t - p.start) / p.duration) for p in self.step_outs if p.start <= t < p.end)
-        return SceneState(angle, on, level * exposure, exposure, walkers, infrared, stepping)
-
-
-def _cycle_start(sim: SimulatedSettings, k: int) -> float:
-    return sim.first_opening + k * sim.door_period
-
-
-def _cycle_of(sim: SimulatedSettings, t: float) -> int:
-    """The door cycle under way at ``t``: cycle k runs from the k-th opening to the next; -1 before the first."""
-    return max(-1, math.floor((t - sim.first_opening) / sim.door_period))
-
-
-def _light_after_cycle(sim: SimulatedSettings, k: int) -> bool:
-    # The light starts on and toggles once per cycle; with the door, it goes off in every gap.
-    if sim.light_with_door:
-        return False
-    return not sim.light_switching or k < 0 or k % 2 == 1
-
-
-def _infrared_after_cycle(sim: SimulatedSettings, k: int) -> bool:
-    return sim.infrared and k >= 0 and k % 2 == 0
-
-
-def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> Script:
-    """The events of door cycles ``first_cycle`` to ``last_cycle`` (inclusive); the same seed, the same script.
-
-    Each cycle opens the door once; in the quiet gap after it the light may switch and a person may walk past.
-    """
-    swings: list[DoorSwing] = []
-    switches: list[LightSwitch] = []
-    walks: list[Walk] = []
-    ir_switches: list[LightSwitch] = []
-    step_outs: list[StepOut] = []
-    swing_length = sim.door_opening + sim.door_open + sim.door_closing
-    gap = sim.door_period - swing_length
-    for k in range(max(0, first_cycle), last_cycle + 1):
-        start = _cycle_start(sim, k)
-        swings.append(DoorSwing(start, sim.door_opening, sim.door_open, sim.door_closing, sim.door_angle))
-        # Draw every random number whatever the flags, so turning one feature on does not move the others.
-        rng = np.random.default_rng((sim.seed, _SEED_CYCLE, k))
-        switch_at = start + swing_length + gap * rng.uniform(0.2, 0.35)
-        side: Literal["left", "right"] = "left" if rng.random() < 0.5 else "right"
-        blue, green, red = (int(c) for c in rng.integers(20, 140, size=3))
-        walk_at = start + swing_length + gap * rng.uniform(0.45, 0.5)
-        light_on_at = start + rng.uniform(-0.3, 0.3)
-        ir_at = start + swing_length + gap * rng.uniform(0.6, 0.75)
-        if sim.light_with_door:
-            switches.append(LightSwitch(max(0.0, light_on_at), True))
-        if sim.light_switching or sim.light_with_door:
-            switches.append(LightSwitch(switch_at, _light_after_cycle(sim, k)))
-        if sim.passer_by:
-            walks.append(Walk(walk_at, min(3.5, 0.4 * gap), side, (blue, green, red)))
-        if sim.infrared:
-            ir_switches.append(LightSwitch(ir_at, _infrared_after_cycle(sim, k)))
-        if sim.walk_through and sim.door_open > 0:
-            out_at = start + sim.door_opening + 0.1 * sim.door_open
-            step_outs.append(StepOut(out_at, 0.8 * sim.door_open, side, (blue, green, red)))
-    return Script(
-        _light_after_cycle(sim, first_cycle - 1),
-        tuple(swings),
-        tuple(switches),
-        tuple(walks),
-        _infrared_after_cycle(sim, first_cycle - 1),
-        tuple(ir_switches),
-        tuple(step_outs),
-    )
-
-
-def door_openings(sim: SimulatedSettings, seconds: float) -> list[tuple[float, float]]:
-    """Ground truth: (start, end) seconds of each door movement that starts within ``seconds``; ends are clipped."""
-    script = build_script(sim, 0, _cycle_of(sim, seconds))
-    return [(s.start, min(s.end, seconds)) for s in script.swings if s.start < seconds]
 
 
 class SceneRenderer:
@@ -262,7 +67,7 @@ class SceneRenderer:
 
     def script_at(self, t: float) -> Script:
         """The events around ``t``: this door cycle and the one before it (a switch's exposure ramp may reach)."""
-        k = _cycle_of(self.sim, t)
+        k = cycle_of(self.sim, t)
         if k != self._script_cycle:
             self._script = build_script(self.sim, k - 1, k)
             self._script_cycle = k
@@ -313,7 +118,7 @@ class SceneRenderer:
         frame_us = 1_000_000.0 / self.sim.fps
         gain = max(1.0, exposure_us / frame_us)
         return {
-            "Lux": round(400.0 * (1.0 if state.light_on else _DARK), 1),
+            "Lux": round(400.0 * (1.0 if state.light_on else DARK), 1),
             "ExposureTime": int(min(exposure_us, frame_us)),
             "AnalogueGain": round(gain, 3),
             "ColourGains": (1.0, 1.0) if state.infrared else (1.92, 1.61),
