@@ -2,6 +2,8 @@
 
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from edgecam.capture import Capture, Emitted
 from edgecam.config import Settings
 from edgecam.contact import DoorContact, open_contact
 from edgecam.door import DoorWatcher, open_watcher
+from edgecam.errors import StorageError
 from edgecam.models import DoorState, Frame, MotionResult, Topics
 from edgecam.motion import MotionDetector
 from edgecam.outbox import Outbox
@@ -24,6 +27,10 @@ DRAIN_AT_END_S = 10.0
 """How long a source that ended by itself (a file) waits for the broker to take what is queued."""
 DRAIN_ON_STOP_S = 2.0
 """The same on SIGTERM, kept short for systemd's stop timeout; what is left stays in the outbox."""
+SWEEP_EVERY_S = 3600.0
+"""How often delivered events past ``storage.retention_days`` are deleted."""
+RETRY_STORE_S = 5.0
+"""How often events that could not be stored (a full disk) are tried again."""
 
 
 @dataclass(frozen=True)
@@ -96,17 +103,20 @@ class Agent:
     def run(self, stop: threading.Event) -> None:
         """Run until the source ends or ``stop`` is set; raises CameraError, StorageError on fatal failures."""
         s = self.settings
-        db = s.storage.dir / "outbox.sqlite3"
         events = 0
+        topics = Topics(s.topic_base)
         door_state: DoorState | None = None
         door = open_watcher(s, s.door_reference_path)
         with ExitStack() as cleanup:  # in reverse: stop the camera, drain, disconnect, close outbox and contact
             contact = self._open_contact()
             if contact is not None:
                 cleanup.callback(contact.close)
-            outbox = Outbox(db)
+            outbox = Outbox(s.storage)
             cleanup.callback(outbox.close)
-            publisher = Publisher(s.mqtt, Topics(s.topic_base), db, s.device_id)
+            outbox.recover(topics.still)
+            outbox.sweep()
+            store = Store(outbox)
+            publisher = Publisher(s.mqtt, topics, s.storage, s.device_id, s.outbox)
             publisher.start()
             cleanup.callback(publisher.stop)
             cleanup.callback(self._drain, publisher, stop)
@@ -122,7 +132,7 @@ class Agent:
                 s.topic_base,
             )
             self._notifier.ready(f"watching {s.camera.source}")
-            for step in Pipeline(s, source, s.storage.dir / "stills", door, contact).steps(stop):
+            for step in Pipeline(s, source, None, door, contact).steps(stop):
                 result = step.result
                 if result.door is not None and result.door != door_state:
                     door_state = result.door
@@ -130,17 +140,17 @@ class Agent:
                     publisher.set_door(door_state)
                 if result.event == "start":
                     publisher.set_motion(True)
-                for event, still in step.emitted:
-                    seq = outbox.append(event, still)
+                for event, _ in step.emitted:
                     why = f" ({result.why})" if event.type != "still" and result.why else ""
-                    logger.info("agent: %s %s seq=%d score=%.3f%s", event.type, event.event_id, seq, event.score, why)
+                    logger.info("agent: %s %s score=%.3f%s", event.type, event.event_id, event.score, why)
                     events += event.type == "start"
-                if step.emitted:
+                if store.put(step.emitted):
                     publisher.wake()
                 if result.event == "end":
                     publisher.set_motion(False)
                     self._notifier.status(f"{events} door events; {outbox.depth()} messages queued")
                 self._notifier.watchdog()
+            store.flush(final=True)
         logger.info("agent: stopped after %d door events", events)
 
     @staticmethod
@@ -152,3 +162,48 @@ class Agent:
                 "agent: the broker did not take every queued message within %.0f s; they stay in the outbox",
                 timeout,
             )
+
+
+class Store:
+    """Appends events to the outbox in capture order; holds them in memory while the disk refuses them."""
+
+    def __init__(self, outbox: Outbox, clock: Callable[[], float] = time.monotonic) -> None:
+        self._outbox = outbox
+        self._clock = clock
+        self._waiting: deque[Emitted] = deque()
+        self._retry_at = 0.0
+        self._swept_at = clock()
+
+    def put(self, emitted: list[Emitted]) -> bool:
+        """Queue ``emitted`` behind anything still waiting and store what the disk takes; True if any was stored."""
+        self._waiting.extend(emitted)
+        now = self._clock()
+        if now - self._swept_at >= SWEEP_EVERY_S:
+            self._swept_at = now
+            self._guard(self._outbox.sweep)
+        if not self._waiting or (now < self._retry_at and not emitted):
+            return False
+        return self.flush()
+
+    def flush(self, final: bool = False) -> bool:
+        """Store what waits, oldest first; True if anything was stored."""
+        stored = False
+        while self._waiting:
+            event, still = self._waiting[0]
+            try:
+                seq = self._outbox.append(event, still)
+            except StorageError as err:
+                self._retry_at = self._clock() + RETRY_STORE_S
+                level = logging.ERROR if final else logging.WARNING
+                logger.log(level, "%s; %d events wait in memory", err, len(self._waiting))
+                return stored
+            self._waiting.popleft()
+            stored = True
+            logger.debug("agent: stored %s %s as seq=%d", event.type, event.event_id, seq)
+        return stored
+
+    def _guard(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except StorageError as err:
+            logger.error("%s", err)

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgecam.capture import write_atomically
 from edgecam.config import Settings
 from edgecam.contact import DoorContact
+from edgecam.disk import write_atomically
 from edgecam.door import DoorReference, DoorWatcher
 from edgecam.errors import CameraError, EdgecamError, StorageError
 from edgecam.motion import MotionDetector

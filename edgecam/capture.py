@@ -1,8 +1,7 @@
-"""When to take stills and how: masks burned in, JPEG encoded, written atomically, events assembled."""
+"""When to take stills and how: masks burned in, JPEG encoded, events assembled."""
 
 import hashlib
 import logging
-import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -13,7 +12,9 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edgecam.clock import boot_id, time_synced
 from edgecam.config import CaptureSettings
+from edgecam.disk import write_atomically
 from edgecam.errors import StorageError
 from edgecam.models import Event, EventType, Frame, MotionResult, Still, Topics, utc_now
 from edgecam.zones import Polygon, burn_masks
@@ -33,22 +34,6 @@ def encode_still(image: NDArray[np.uint8], masks: Sequence[Polygon], quality: in
     jpeg = buf.tobytes()
     height, width = masked.shape[:2]
     return Still(event_id, index, jpeg, hashlib.sha256(jpeg).hexdigest(), width, height)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the whole file or none (temp, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass
@@ -79,7 +64,9 @@ class Capture:
         stills_dir: Path | None,
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+        synced: Callable[[], bool] = time_synced,
     ) -> None:
+        """Stills go to ``stills_dir`` when given (replay); the agent's outbox writes them instead."""
         self._settings = settings
         self._masks = masks
         self._device_id = device_id
@@ -87,6 +74,7 @@ class Capture:
         self._stills_dir = stills_dir
         self._clock = clock
         self._new_id = new_id
+        self._synced = synced
         self._open: _Open | None = None
 
     @property
@@ -153,4 +141,4 @@ class Capture:
         return event, still
 
     def _event(self, ev: _Open, kind: EventType, score: float, **extra: object) -> Event:
-        return Event(kind, ev.event_id, self._device_id, self._clock(), score, extra)
+        return Event(kind, ev.event_id, self._device_id, self._clock(), score, extra, self._synced(), boot_id())

@@ -226,11 +226,39 @@ class StorageSettings(Section):
         default_factory=_default_state_dir,
         description="State directory; default $STATE_DIRECTORY (systemd) or ~/.local/state/edgecam.",
     )
+    max_bytes: int = Field(
+        1_000_000_000,
+        ge=1_000_000,
+        description="Most bytes the outbox and stills may use; past it stills are deleted (docs/reliability.md).",
+    )
+    retention_days: float = Field(
+        7.0, gt=0.0, le=3650.0, description="Days delivered events and their stills are kept before deletion."
+    )
 
     @property
     def outbox_path(self) -> Path:
         """The outbox database: events and stills waiting for the broker."""
         return self.dir / "outbox.sqlite3"
+
+    @property
+    def stills_dir(self) -> Path:
+        """Where stills wait for the broker and stay for ``retention_days``: ``<event_id>/<index>.jpg``."""
+        return self.dir / "stills"
+
+
+class OutboxSettings(Section):
+    """When a queued event counts as delivered."""
+
+    confirm: Literal["broker", "consumer"] = Field(
+        "broker",
+        description=(
+            "'broker': delivered once the broker acknowledges it (PUBACK); 'consumer': kept until a subscriber "
+            "confirms it on <base>/ack, the only guarantee that survives a broker crash (docs/reliability.md)."
+        ),
+    )
+    resend_after: float = Field(
+        300.0, ge=1.0, le=86400.0, description="With confirm = 'consumer': seconds before unconfirmed events go again."
+    )
 
 
 def _check_topic_segment(value: str) -> str:
@@ -252,14 +280,28 @@ class MqttSettings(Section):
         description="First part of every topic: <prefix>/<device_id>.",
     )
     client_id: str | None = Field(None, max_length=128, description="MQTT client id; default 'edgecam-<device_id>'.")
-    keepalive: int = Field(30, ge=5, le=3600, description="Seconds between keepalive pings.")
+    keepalive: int = Field(
+        30,
+        ge=5,
+        le=3600,
+        description="Seconds of silence before a ping; no answer within as long again means a dead link.",
+    )
     username: str | None = Field(None, max_length=256, description="Broker user name.")
     password_file: Path | None = Field(
         None, description="File holding the broker password (never put the password itself in settings)."
     )
     reconnect_min: float = Field(1.0, ge=0.1, le=60.0, description="First delay before reconnecting, seconds.")
     reconnect_max: float = Field(60.0, ge=1.0, le=3600.0, description="Longest delay between reconnects, seconds.")
-    max_inflight: int = Field(10, ge=1, le=100, description="Most unacknowledged QoS 1 messages at once.")
+    max_inflight: int = Field(10, ge=1, le=100, description="Most outbox rows published and not yet acknowledged.")
+    session_expiry: int = Field(
+        86400,
+        ge=0,
+        le=2**32 - 2,
+        description="Seconds the broker keeps this client's session (MQTT 5) after the connection drops.",
+    )
+    stats_interval: float = Field(
+        60.0, ge=1.0, le=86400.0, description="Seconds between two outbox reports on <base>/stats."
+    )
     tls: bool = Field(False, description="Connect with TLS (usually port 8883) and verify the broker's certificate.")
     ca_file: Path | None = Field(
         None, description="CA certificates (PEM) that sign the broker's certificate; default the system's."
@@ -296,6 +338,7 @@ class Settings(BaseSettings):
     door: DoorSettings = Field(default_factory=DoorSettings, description="Door state and door contact.")
     capture: CaptureSettings = Field(default_factory=CaptureSettings, description="Stills.")
     storage: StorageSettings = Field(default_factory=StorageSettings, description="State directory.")
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Delivery confirmation.")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker.")
 
     @classmethod

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgecam.capture import write_atomically
 from edgecam.config import Settings
+from edgecam.disk import write_atomically
 from edgecam.models import MotionResult
 from edgecam.zones import draw_zones
 

@@ -88,6 +88,10 @@ class Event:
     score: float
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Type-specific fields: ``duration_s`` and ``stills`` on end; ``index``, ``sha256``, ... on still."""
+    time_synced: bool = False
+    """The system clock was synchronised (NTP) when ``time`` was read; until then ``time`` may be far off."""
+    boot_id: str = ""
+    """The kernel's id of the boot ``time`` was read in."""
 
     def payload(self, seq: int) -> dict[str, Any]:
         """The JSON object published on ``<base>/events`` (docs/mqtt.md, docs/event.schema.json)."""
@@ -99,6 +103,8 @@ class Event:
             "seq": seq,
             "time": iso_ms(self.time),
             "score": round(self.score, 4),
+            "time_synced": self.time_synced,
+            "boot_id": self.boot_id,
             **self.extra,
         }
 
@@ -133,6 +139,16 @@ class Topics:
     def snapshot(self) -> str:
         """The latest still's JPEG, retained."""
         return f"{self.base}/snapshot"
+
+    @property
+    def stats(self) -> str:
+        """The outbox report (JSON), every ``mqtt.stats_interval`` seconds, retained."""
+        return f"{self.base}/stats"
+
+    @property
+    def ack(self) -> str:
+        """Where a consumer confirms events (a JSON list of event ids) with ``outbox.confirm = 'consumer'``."""
+        return f"{self.base}/ack"
 
     def still(self, event_id: str, index: int) -> str:
         """Where the JPEG of one still is published, QoS 1."""

@@ -1,33 +1,36 @@
-"""The MQTT client (the only paho import): drains the outbox, keeps availability and motion, reconnects.
+"""The MQTT client (the only paho import): drains the outbox, keeps availability and states, reconnects.
 
-Delivery: every outbox row is published with QoS 1 and removed from the outbox only when the broker has
-acknowledged all of its messages (PUBACK). Each connection gets a fresh paho client, so nothing paho kept
-from a lost connection is re-sent by paho itself (paho would re-send its unacknowledged QoS 1 messages on
-reconnect); after every (re)connect the worker re-sends all rows still in the outbox, oldest first. Within
-one connection paho sends messages in the order they were published, so a subscriber sees each event's
-first copy in seq order. A message may arrive twice (at least once); ``event_id`` + ``seq`` identify it.
+Delivery: every outbox row is published with QoS 1, at most ``mqtt.max_inflight`` rows at once, and marked
+delivered only when the broker has acknowledged all of its messages (PUBACK), or with ``outbox.confirm =
+"consumer"`` when a subscriber confirms its event on ``<base>/ack``. Each connection gets a fresh paho client,
+so nothing paho kept from a lost connection is re-sent by paho itself; after every (re)connect the worker
+re-sends all undelivered rows, oldest first. Within one connection paho sends messages in the order they were
+published, so a subscriber sees each event's first copy in seq order. A message may arrive twice (at least
+once); ``event_id`` + ``seq`` identify it. The session is persistent (clean start off, ``mqtt.session_expiry``).
 """
 
+import json
 import logging
 import queue
 import random
+import re
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edgecam.config import MqttSettings
+from edgecam.config import DEVICE_ID_PATTERN, MqttSettings, OutboxSettings, StorageSettings
 from edgecam.errors import BrokerError, ConfigError, StorageError
-from edgecam.models import Topics
+from edgecam.models import Topics, iso_ms, utc_now
 from edgecam.outbox import Outbox, Pending
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,9 @@ CONNACK_TIMEOUT = 10.0
 _POLL = 1.0
 """Seconds between two looks at the outbox when nothing wakes the worker."""
 _OK = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
+MAX_ACK_BYTES = 65536
+"""Largest confirmation accepted on ``<base>/ack``."""
+_EVENT_ID = re.compile(DEVICE_ID_PATTERN)
 
 
 def read_password(settings: MqttSettings) -> str | None:
@@ -61,11 +67,17 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
 
 
 def new_client(
-    settings: MqttSettings, client_id: str, password: str | None, tls: ssl.SSLContext | None, reconnect: bool
+    settings: MqttSettings,
+    client_id: str,
+    password: str | None,
+    tls: ssl.SSLContext | None,
+    reconnect: bool,
+    persistent: bool = False,
 ) -> paho.Client:
     """A paho client for ``settings``: protocol, credentials and TLS set, not connected.
 
-    With ``reconnect`` false, paho's network thread ends when the connection does.
+    With ``reconnect`` false, paho's network thread ends when the connection does. With ``persistent`` (MQTT
+    3.1.1) the broker keeps the session; for MQTT 5 that is chosen in ``connect``.
     """
     if settings.protocol == "5":
         client = paho.Client(
@@ -78,7 +90,7 @@ def new_client(
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id,
-            clean_session=True,
+            clean_session=not persistent,
             protocol=MQTTProtocolVersion.MQTTv311,
             reconnect_on_failure=reconnect,
         )
@@ -90,9 +102,11 @@ def new_client(
 
 
 def connect(client: paho.Client, settings: MqttSettings) -> None:
-    """Open the TCP (and TLS) connection and send CONNECT with a clean session; raises OSError."""
+    """Open the TCP (and TLS) connection and send CONNECT resuming the session; raises OSError."""
     if settings.protocol == "5":
-        client.connect(settings.host, settings.port, settings.keepalive, clean_start=True)
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = settings.session_expiry
+        client.connect(settings.host, settings.port, settings.keepalive, clean_start=False, properties=properties)
     else:
         client.connect(settings.host, settings.port, settings.keepalive)
 
@@ -121,9 +135,11 @@ class _NetEvent(NamedTuple):
 
     gen: int
     """Which connection (client) it came from."""
-    kind: Literal["connected", "refused", "lost", "ack"]
+    kind: Literal["connected", "refused", "lost", "ack", "confirm"]
     mid: int = 0
     reason: str = ""
+    payload: bytes = b""
+    """A consumer's confirmation (``confirm``)."""
 
 
 @dataclass
@@ -141,6 +157,7 @@ class _Connection:
     rows: dict[int, set[int]] = field(default_factory=dict)
     """Outbox seq -> its unacknowledged message ids."""
     last_sent: int = 0
+    """The highest seq published on this connection (or in this pass, when confirming by consumer)."""
     states_sent: dict[str, str] = field(default_factory=dict)
     """Retained state topic -> the payload the broker has acknowledged or has in flight."""
     states_in_flight: dict[int, str] = field(default_factory=dict)
@@ -150,11 +167,23 @@ class _Connection:
 class Publisher:
     """Publishes the outbox, availability and the retained states (motion, door) from one worker thread."""
 
-    def __init__(self, mqtt: MqttSettings, topics: Topics, outbox_path: Path, device_id: str) -> None:
+    def __init__(
+        self,
+        mqtt: MqttSettings,
+        topics: Topics,
+        storage: StorageSettings,
+        device_id: str,
+        delivery: OutboxSettings | None = None,
+    ) -> None:
         """Prepare the publisher; raise ConfigError for an unreadable password or CA file."""
         self._mqtt = mqtt
         self._topics = topics
-        self._outbox_path = outbox_path
+        self._storage = storage
+        self._by_consumer = delivery is not None and delivery.confirm == "consumer"
+        self._resend_after = delivery.resend_after if delivery is not None else 0.0
+        self._rewind_at: float | None = None
+        self._stats_at = 0.0
+        self._bad_acks = 0
         self._client_id = mqtt.client_id or f"edgecam-{device_id}"
         self._password = read_password(mqtt)
         self._tls = tls_context(mqtt)
@@ -183,7 +212,7 @@ class Publisher:
         """
         if self._worker is not None:
             return
-        Outbox(self._outbox_path).close()  # fail here, in the caller's thread, if the outbox is unusable
+        Outbox(self._storage, for_sending=True).close()  # fail here, in the caller's thread, if it is unusable
         self._worker = threading.Thread(target=self._run, name="edgecam-publisher", daemon=True)
         self._worker.start()
 
@@ -228,7 +257,7 @@ class Publisher:
     def _make_client(self) -> paho.Client:
         """Construct a configured paho client (the test seam)."""
         # paho would reconnect by itself and re-send what it still holds; each connection gets a new client instead.
-        client = new_client(self._mqtt, self._client_id, self._password, self._tls, reconnect=False)
+        client = new_client(self._mqtt, self._client_id, self._password, self._tls, reconnect=False, persistent=True)
         client.will_set(self._topics.availability, "offline", qos=1, retain=True)
         client.max_inflight_messages_set(self._mqtt.max_inflight)
         # A row is at most 3 messages (still, snapshot, event); plus availability and motion.
@@ -236,6 +265,7 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     # paho's network thread: hand everything to the worker, touch no state of it.
@@ -279,12 +309,17 @@ class Publisher:
         self._net.put(_NetEvent(gen, "ack", mid, str(reason) if reason.is_failure else ""))
         self._wake_event.set()
 
+    def _on_message(self, client: paho.Client, gen: int, message: paho.MQTTMessage) -> None:
+        if message.topic == self._topics.ack:
+            self._net.put(_NetEvent(gen, "confirm", payload=bytes(message.payload)))
+            self._wake_event.set()
+
     # The worker thread: owns the paho client, the outbox connection and all the bookkeeping.
 
     def _run(self) -> None:
         conn: _Connection | None = None
         try:
-            outbox = Outbox(self._outbox_path)
+            outbox = Outbox(self._storage, for_sending=True)
         except StorageError as err:
             logger.error("%s; nothing will be published", err)
             return
@@ -336,6 +371,7 @@ class Publisher:
                 return None, time.monotonic() + delay
         if conn.online:
             self._publish_states(conn)
+            self._publish_stats(conn, outbox)
             self._publish_rows(conn, outbox)
         return conn, retry_at
 
@@ -372,12 +408,22 @@ class Publisher:
             logger.error("%s; those events will be sent again", err)
 
     def _drain(self, conn: _Connection, outbox: Outbox) -> None:
-        """Apply what the network thread reported for this connection."""
+        """Apply what the network thread reported for this connection; one commit for all acknowledged rows."""
+        delivered: list[int] = []
+        try:
+            self._apply(conn, outbox, delivered)
+        finally:
+            outbox.delivered(delivered)
+
+    def _apply(self, conn: _Connection, outbox: Outbox, delivered: list[int]) -> None:
         while True:
             try:
                 event = self._net.get_nowait()
             except queue.Empty:
                 return
+            if event.kind == "confirm":
+                self._confirm(event.payload, outbox)  # a confirmation counts whichever connection brought it
+                continue
             if event.gen != conn.gen:
                 continue  # from a connection already dropped
             if event.kind == "connected":
@@ -391,7 +437,7 @@ class Publisher:
                         else event.reason
                     )
             else:
-                self._acked(conn, event, outbox)
+                self._acked(conn, event, delivered)
 
     def _on_online(self, conn: _Connection, outbox: Outbox) -> None:
         conn.online = True
@@ -406,8 +452,29 @@ class Publisher:
         info = conn.client.publish(self._topics.availability, "online", qos=1, retain=True)
         self._check(info, self._topics.availability)
         conn.mids[info.mid] = 0
+        if self._by_consumer:
+            conn.client.subscribe(self._topics.ack, qos=1)
+        self._stats_at = 0.0
 
-    def _acked(self, conn: _Connection, event: _NetEvent, outbox: Outbox) -> None:
+    def _confirm(self, payload: bytes, outbox: Outbox) -> None:
+        """A consumer's ``<base>/ack``: a JSON list of event ids it has whole."""
+        event_ids = _parse_ack(payload)
+        if event_ids is None:
+            self._bad_acks += 1
+            if self._bad_acks in (1, 10, 100) or self._bad_acks % 1000 == 0:
+                logger.warning(
+                    "mqtt: ignored %d confirmation(s) on %s that are not a JSON list of event ids (%d bytes)",
+                    self._bad_acks,
+                    self._topics.ack,
+                    len(payload),
+                )
+            return
+        if not self._by_consumer:
+            return
+        changed = outbox.confirm(event_ids)
+        logger.debug("mqtt: a consumer confirmed %d events (%d messages)", len(event_ids), changed)
+
+    def _acked(self, conn: _Connection, event: _NetEvent, delivered: list[int]) -> None:
         seq = conn.mids.pop(event.mid, None)
         if seq is None:
             return
@@ -424,7 +491,8 @@ class Publisher:
         waiting.discard(event.mid)
         if not waiting:
             del conn.rows[seq]
-            outbox.ack(seq)
+            if not self._by_consumer:
+                delivered.append(seq)
 
     def _check(self, info: paho.MQTTMessageInfo, topic: str) -> None:
         if info.rc not in _OK:
@@ -440,13 +508,37 @@ class Publisher:
             conn.states_in_flight[info.mid] = topic
             conn.mids[info.mid] = 0
 
+    def _publish_stats(self, conn: _Connection, outbox: Outbox) -> None:
+        now = time.monotonic()
+        if now < self._stats_at:
+            return
+        self._stats_at = now + self._mqtt.stats_interval
+        stats = {**outbox.stats().payload(), "time": iso_ms(utc_now())}
+        info = conn.client.publish(self._topics.stats, json.dumps(stats, separators=(",", ":")), qos=1, retain=True)
+        self._check(info, self._topics.stats)
+        conn.mids[info.mid] = 0
+
     def _publish_rows(self, conn: _Connection, outbox: Outbox) -> None:
         room = self._mqtt.max_inflight - len(conn.rows)
         if room <= 0:
             return
-        for row in outbox.pending(limit=room, after_seq=conn.last_sent):
+        rows = outbox.pending(limit=room, after_seq=conn.last_sent)
+        for row in rows:
             self._publish_row(conn, row)
             conn.last_sent = row.seq
+        if self._by_consumer and not rows and not conn.rows:
+            self._resend_unconfirmed(conn, outbox)
+
+    def _resend_unconfirmed(self, conn: _Connection, outbox: Outbox) -> None:
+        """Every ``outbox.resend_after`` seconds, go over the rows no consumer has confirmed again."""
+        now = time.monotonic()
+        if self._rewind_at is None:
+            if outbox.pending(limit=1):
+                self._rewind_at = now + self._resend_after
+        elif now >= self._rewind_at:
+            self._rewind_at = None
+            logger.info("mqtt: %d events not confirmed by a consumer; sending them again", outbox.depth())
+            conn.last_sent = 0
 
     def _publish_row(self, conn: _Connection, row: Pending) -> None:
         messages: list[tuple[str, bytes, bool]] = []
@@ -473,7 +565,10 @@ class Publisher:
 
     def _update_idle(self, conn: _Connection | None, outbox: Outbox, wakes: int) -> None:
         busy = conn is not None and bool(conn.mids)
-        idle = not busy and outbox.depth() == 0
+        if self._by_consumer:
+            idle = not busy and conn is not None and not outbox.pending(limit=1, after_seq=conn.last_sent)
+        else:
+            idle = not busy and outbox.depth() == 0
         with self._idle_cond:
             if self._wakes != wakes:
                 idle = False  # woken meanwhile: rows may have been added after the look
@@ -602,3 +697,16 @@ class Subscriber:
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         self._callback(message.topic, bytes(message.payload), bool(message.retain))
+
+
+def _parse_ack(payload: bytes) -> list[str] | None:
+    """The event ids of a confirmation, or None if it is not a JSON list of event ids."""
+    if len(payload) > MAX_ACK_BYTES:
+        return None
+    try:
+        ids = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, str) and _EVENT_ID.match(i) for i in ids):
+        return None
+    return ids

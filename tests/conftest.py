@@ -260,6 +260,13 @@ def first_arrivals(seqs: list[int]) -> list[int]:
     return order
 
 
+def fake_jpeg(seed: bytes, size: int, width: int = 640, height: int = 480) -> bytes:
+    """Bytes that look like a JPEG of ``width`` x ``height`` (a start-of-frame segment) to a parser."""
+    sof = b"\xff\xc0\x00\x11\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big") + b"\x03" + bytes(9)
+    body = hashlib.sha256(seed).digest() * (size // 32 + 1)
+    return b"\xff\xd8" + sof + body[:size] + b"\xff\xd9"
+
+
 @dataclass(frozen=True)
 class DoorEvent:
     """One door event as the capture stage hands it to the outbox: start, its stills, end."""
@@ -273,26 +280,20 @@ class DoorEvent:
 
 
 def make_door_event(
-    stills_dir: Path,
     topics: Topics,
     device_id: str,
     n_stills: int = 2,
     jpeg_size: int = 4000,
     start: datetime | None = None,
 ) -> DoorEvent:
-    """Fake JPEG stills written to disk and the events that describe them (the capture stage's output)."""
+    """Fake JPEG stills and the events that describe them (the capture stage's output)."""
     event_id = uuid.uuid4().hex
     t0 = start or datetime(2026, 11, 22, 13, 2, 3, 123000, tzinfo=UTC)
     rows: list[tuple[Event, Still | None]] = [(Event("start", event_id, device_id, t0, 0.31), None)]
-    folder = stills_dir / event_id
-    folder.mkdir(parents=True, exist_ok=True)
     for index in range(1, n_stills + 1):
-        body = hashlib.sha256(f"{event_id}-{index}".encode()).digest() * (jpeg_size // 32 + 1)
-        jpeg = b"\xff\xd8\xff\xe0" + body[:jpeg_size] + b"\xff\xd9"
-        path = folder / f"{index}.jpg"
-        path.write_bytes(jpeg)
+        jpeg = fake_jpeg(f"{event_id}-{index}".encode(), jpeg_size)
         digest = hashlib.sha256(jpeg).hexdigest()
-        still = Still(event_id, index, jpeg, digest, 640, 480, path)
+        still = Still(event_id, index, jpeg, digest, 640, 480)
         extra = {
             "index": index,
             "sha256": digest,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from edgecam.config import Settings
+from edgecam.config import Settings, StorageSettings
 from edgecam.listen import Listener, run_listen
 from edgecam.models import Event, Topics
 from edgecam.outbox import Outbox
@@ -33,7 +33,7 @@ def messages(door: DoorEvent, first_seq: int = 1) -> list[tuple[str, bytes]]:
 
 @pytest.fixture
 def door(tmp_path: Path) -> DoorEvent:
-    return make_door_event(tmp_path / "sent", TOPICS, DEVICE, n_stills=2)
+    return make_door_event(TOPICS, DEVICE, n_stills=2)
 
 
 @pytest.fixture
@@ -139,8 +139,9 @@ class Session:
 
 @pytest.fixture
 def publish(mosquitto: Broker, tmp_path: Path) -> Iterator[Callable[[list[tuple[Event, Any]]], None]]:
-    outbox = Outbox(tmp_path / "outbox.sqlite3")
-    publisher = Publisher(mosquitto.settings(), TOPICS, tmp_path / "outbox.sqlite3", DEVICE)
+    storage = StorageSettings(dir=tmp_path / "state")
+    outbox = Outbox(storage)
+    publisher = Publisher(mosquitto.settings(), TOPICS, storage, DEVICE)
     publisher.start()
     assert wait_until(lambda: publisher.connected, 5)
 

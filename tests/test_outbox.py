@@ -1,38 +1,72 @@
-"""The outbox: durable, ordered, seq never reused, one connection per thread."""
+"""The outbox: durable, ordered, seq never reused, bounded by a disk budget, repaired after a crash."""
 
+import errno
 import json
+import logging
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
+import edgecam.outbox as outbox_module
+from edgecam import disk
+from edgecam.config import StorageSettings
 from edgecam.errors import StorageError
 from edgecam.models import Event, Topics
-from edgecam.outbox import Outbox, Pending
+from edgecam.outbox import Outbox, Pending, jpeg_size
 from tests.conftest import DoorEvent, make_door_event
 
 DEVICE = "front-door"
 TOPICS = Topics(f"edgecam/{DEVICE}")
+DAY = 86400.0
+
+
+class Clock:
+    """A wall clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1_790_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
-def door(tmp_path: Path) -> DoorEvent:
-    return make_door_event(tmp_path / "stills", TOPICS, DEVICE, n_stills=2)
+def storage(tmp_path: Path) -> StorageSettings:
+    return StorageSettings(dir=tmp_path / "state")
+
+
+@pytest.fixture
+def door() -> DoorEvent:
+    return make_door_event(TOPICS, DEVICE, n_stills=2)
 
 
 def append_all(outbox: Outbox, door: DoorEvent) -> list[int]:
     return [outbox.append(event, still) for event, still in door.rows]
 
 
-def test_pending_is_oldest_first_and_carries_what_the_publisher_needs(tmp_path: Path, door: DoorEvent) -> None:
-    with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+def files(storage: StorageSettings) -> list[str]:
+    return sorted(p.relative_to(storage.dir).as_posix() for p in storage.stills_dir.rglob("*") if p.is_file())
+
+
+def payloads(outbox: Outbox) -> list[dict[str, Any]]:
+    return [json.loads(p.payload) for p in outbox.pending(limit=100_000)]
+
+
+def test_stills_are_on_disk_before_their_rows_and_pending_is_oldest_first(
+    storage: StorageSettings, door: DoorEvent
+) -> None:
+    with Outbox(storage) as outbox:
         seqs = append_all(outbox, door)
         assert seqs == sorted(seqs)
         assert len(set(seqs)) == 4
@@ -44,55 +78,53 @@ def test_pending_is_oldest_first_and_carries_what_the_publisher_needs(tmp_path: 
             if still is None:
                 assert (p.still_path, p.still_topic) == (None, None)
             else:
-                assert p.still_path == still.path
+                assert p.still_path == storage.stills_dir / door.event_id / f"{still.index}.jpg"
+                assert p.still_path.read_bytes() == still.jpeg
                 assert p.still_topic == TOPICS.still(door.event_id, still.index)
+        assert files(storage) == [f"stills/{door.event_id}/1.jpg", f"stills/{door.event_id}/2.jpg"]
         assert outbox.depth() == 4
         assert [p.seq for p in outbox.pending(limit=2)] == seqs[:2]
         assert [p.seq for p in outbox.pending(after_seq=seqs[1])] == seqs[2:]
 
 
-def test_seq_keeps_rising_after_acks_and_a_restart(tmp_path: Path, door: DoorEvent) -> None:
-    path = tmp_path / "state" / "outbox.sqlite3"
-    outbox = Outbox(path)
+def test_delivered_events_are_not_sent_again_and_seq_keeps_rising_after_a_restart(
+    storage: StorageSettings, door: DoorEvent
+) -> None:
+    outbox = Outbox(storage)
     first = append_all(outbox, door)
-    outbox.ack(first[1])
+    outbox.delivered([first[1]])
     assert [p.seq for p in outbox.pending()] == [first[0], *first[2:]]
-    for seq in first:
-        outbox.ack(seq)
-    outbox.ack(first[0])  # acknowledging twice is harmless
+    outbox.delivered(first)
+    outbox.delivered(first[:1])  # twice is harmless
     assert outbox.depth() == 0
     outbox.close()
     outbox.close()
 
-    # A restart: the highest seq was acknowledged and deleted, yet it is never used again.
-    with Outbox(path) as reopened:
+    with Outbox(storage) as reopened:
         assert reopened.pending() == []
         later = append_all(reopened, door)
         assert later[0] > first[-1]
         assert later == sorted(later)
 
 
-def test_unacknowledged_events_survive_a_restart(tmp_path: Path, door: DoorEvent) -> None:
-    path = tmp_path / "outbox.sqlite3"
-    with Outbox(path) as outbox:
+def test_undelivered_events_survive_a_restart(storage: StorageSettings, door: DoorEvent) -> None:
+    with Outbox(storage) as outbox:
         seqs = append_all(outbox, door)
         before = outbox.pending()
-    with Outbox(path) as reopened:
+    with Outbox(storage) as reopened:
         assert reopened.pending() == before
         assert [p.seq for p in before] == seqs
 
 
-def test_a_reader_thread_with_its_own_connection(tmp_path: Path, door: DoorEvent) -> None:
-    path = tmp_path / "outbox.sqlite3"
-    writer = Outbox(path)
+def test_a_sending_thread_with_its_own_connection(storage: StorageSettings, door: DoorEvent) -> None:
+    writer = Outbox(storage)
     seqs = append_all(writer, door)
     seen: list[Pending] = []
 
     def publisher_thread() -> None:  # an exception here fails the test (pytest reports it)
-        with Outbox(path) as reader:
+        with Outbox(storage, for_sending=True) as reader:
             seen.extend(reader.pending())
-            for p in seen[:2]:
-                reader.ack(p.seq)
+            reader.delivered(p.seq for p in seen[:2])
 
     thread = threading.Thread(target=publisher_thread)
     thread.start()
@@ -102,24 +134,65 @@ def test_a_reader_thread_with_its_own_connection(tmp_path: Path, door: DoorEvent
     writer.close()
 
 
-def test_a_still_needs_its_file_and_topic(tmp_path: Path, door: DoorEvent) -> None:
+def test_a_consumer_confirms_whole_events(storage: StorageSettings) -> None:
+    a, b = make_door_event(TOPICS, DEVICE, 1), make_door_event(TOPICS, DEVICE, 1)
+    with Outbox(storage) as outbox:
+        append_all(outbox, a)
+        later = append_all(outbox, b)
+        assert outbox.confirm([a.event_id, "not-an-event"]) == 3
+        assert outbox.confirm([a.event_id]) == 0
+        assert [p.seq for p in outbox.pending()] == later
+
+
+def test_a_still_event_needs_its_topic(storage: StorageSettings, door: DoorEvent) -> None:
     event, still = door.rows[1]
-    assert still is not None
-    with Outbox(tmp_path / "outbox.sqlite3") as outbox:
-        with pytest.raises(ValueError, match="path"):
-            outbox.append(event, replace(still, path=None))
+    with Outbox(storage) as outbox:
         with pytest.raises(ValueError, match="topic"):
-            outbox.append(replace(event, extra={}), still)
+            outbox.append(Event("still", event.event_id, DEVICE, event.time, 0.4, {}), still)
         assert outbox.depth() == 0
 
 
 def test_an_unusable_location_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(StorageError, match="outbox: cannot create"):
-        Outbox(tmp_path / "file" / "outbox.sqlite3")
-    (tmp_path / "garbage.sqlite3").write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StorageError, match="garbage.sqlite3"):
-        Outbox(tmp_path / "garbage.sqlite3")
+    with pytest.raises(StorageError, match="storage.dir: cannot create"):
+        Outbox(StorageSettings(dir=tmp_path / "file"))
+    state = StorageSettings(dir=tmp_path / "state")
+    state.dir.mkdir()
+    state.outbox_path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StorageError, match="outbox.sqlite3"):
+        Outbox(state)
+
+
+def test_an_outbox_from_a_newer_edgecam_is_refused(storage: StorageSettings) -> None:
+    Outbox(storage).close()
+    with sqlite3.connect(storage.outbox_path) as db:
+        db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(StorageError, match="schema 99"):
+        Outbox(storage)
+
+
+def test_an_outbox_of_the_first_schema_is_upgraded_with_its_events(storage: StorageSettings) -> None:
+    storage.dir.mkdir(parents=True)
+    still = storage.dir / "old.jpg"
+    still.write_bytes(b"\xff\xd8jpeg")
+    start = {"v": 1, "type": "start", "event_id": "e1", "device_id": DEVICE, "seq": 7, "score": 0.3}
+    still_event = {**start, "type": "still", "seq": 8, "index": 1}
+    with sqlite3.connect(storage.outbox_path) as db:
+        db.execute(
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, payload BLOB NOT NULL,"
+            " still_path TEXT, still_topic TEXT)"
+        )
+        db.execute("INSERT INTO outbox VALUES (7, ?, NULL, NULL)", (json.dumps(start).encode(),))
+        db.execute("INSERT INTO outbox VALUES (8, ?, ?, 't/1')", (json.dumps(still_event).encode(), str(still)))
+        db.execute("PRAGMA user_version=1")
+    db.close()
+    with Outbox(storage) as outbox:
+        pending = outbox.pending()
+        assert [(p.seq, json.loads(p.payload)) for p in pending] == [(7, start), (8, still_event)]
+        assert pending[1].still_path == still
+        assert outbox.confirm(["e1"]) == 2
+        assert outbox.append(Event("start", "e2", DEVICE, datetime.now(UTC), 0.5)) == 9
 
 
 WRITER = textwrap.dedent(
@@ -127,10 +200,11 @@ WRITER = textwrap.dedent(
     import sys
     from datetime import UTC, datetime
     from pathlib import Path
+    from edgecam.config import StorageSettings
     from edgecam.models import Event
     from edgecam.outbox import Outbox
 
-    outbox = Outbox(Path(sys.argv[1]))
+    outbox = Outbox(StorageSettings(dir=Path(sys.argv[1])))
     while True:
         seq = outbox.append(Event("start", "e1", "front-door", datetime.now(UTC), 0.5))
         print(seq, flush=True)
@@ -138,17 +212,16 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_a_process_killed_mid_write_loses_no_committed_event(tmp_path: Path) -> None:
-    path = tmp_path / "outbox.sqlite3"
+def test_a_process_killed_mid_write_loses_no_committed_event(storage: StorageSettings) -> None:
     repo = Path(__file__).resolve().parents[1]
-    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=repo, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", WRITER, str(storage.dir)], cwd=repo, stdout=subprocess.PIPE)
     assert child.stdout is not None
     committed = [int(child.stdout.readline()) for _ in range(50)]
     child.send_signal(signal.SIGKILL)
     child.wait(5)
     child.stdout.close()
 
-    with Outbox(path) as outbox:
+    with Outbox(storage) as outbox:
         stored = [p.seq for p in outbox.pending(limit=100_000)]
         assert set(committed) <= set(stored)
         assert stored == sorted(stored)
@@ -156,11 +229,186 @@ def test_a_process_killed_mid_write_loses_no_committed_event(tmp_path: Path) -> 
         assert outbox.append(Event("start", "e2", DEVICE, datetime.now(UTC), 0.5)) > stored[-1]
 
 
-def test_an_outbox_from_a_newer_edgecam_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "outbox.sqlite3"
-    Outbox(path).close()
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA user_version=99")
-    db.close()
-    with pytest.raises(StorageError, match="schema 99"):
-        Outbox(path)
+# The disk budget.
+
+
+def big_event(n_stills: int = 2) -> DoorEvent:
+    return make_door_event(TOPICS, DEVICE, n_stills=n_stills, jpeg_size=150_000)
+
+
+def test_past_the_budget_delivered_stills_go_first_then_undelivered_ones_oldest_first(tmp_path: Path) -> None:
+    storage = StorageSettings(dir=tmp_path / "state", max_bytes=1_000_000)
+    with Outbox(storage) as outbox:
+        delivered = big_event()
+        outbox.delivered(append_all(outbox, delivered))
+        waiting = [big_event() for _ in range(3)]
+        for door in waiting:
+            append_all(outbox, door)
+        assert outbox.used_bytes() <= storage.max_bytes
+        # 4 events of 2 stills of 150 kB do not fit in 1 MB: the delivered event's stills went first...
+        assert not (storage.stills_dir / delivered.event_id).exists()
+        # ...then the oldest undelivered one's, marked dropped in the still and in the end.
+        events = payloads(outbox)
+        assert outbox.depth() == 12, "every undelivered row is kept"
+        dropped = [e for e in events if e.get("dropped")]
+        assert dropped
+        assert {e["event_id"] for e in dropped} == {waiting[0].event_id}
+        end = next(e for e in events if e["event_id"] == waiting[0].event_id and e["type"] == "end")
+        assert end["stills_dropped"] == [e["index"] for e in dropped]
+        kept = files(storage)
+        assert all(f"stills/{door.event_id}/{i}.jpg" in kept for door in waiting[1:] for i in (1, 2))
+        pending_still = next(p for p in outbox.pending() if json.loads(p.payload).get("dropped"))
+        assert pending_still.still_path is None
+        stats = outbox.stats()
+        assert stats.stills_dropped == len(dropped)
+        assert stats.depth == 12
+        assert stats.bytes == outbox.used_bytes() <= stats.max_bytes
+
+
+def test_an_end_written_after_its_stills_were_dropped_says_which(tmp_path: Path) -> None:
+    storage = StorageSettings(dir=tmp_path / "state", max_bytes=1_000_000)
+    with Outbox(storage) as outbox:
+        door = big_event(n_stills=8)  # 1.2 MB of stills in one event: the first ones make room for the last
+        append_all(outbox, door)
+        end = payloads(outbox)[-1]
+        assert end["type"] == "end"
+        dropped = end["stills_dropped"]
+        assert dropped == list(range(1, len(dropped) + 1)), "oldest first"
+        assert files(storage) == [f"stills/{door.event_id}/{i}.jpg" for i in range(len(dropped) + 1, 9)]
+        assert outbox.used_bytes() <= storage.max_bytes
+
+
+def test_retention_deletes_delivered_events_and_never_undelivered_ones(tmp_path: Path) -> None:
+    clock = Clock()
+    storage = StorageSettings(dir=tmp_path / "state", retention_days=2)
+    with Outbox(storage, clock=clock) as outbox:
+        old = make_door_event(TOPICS, DEVICE, 1)
+        outbox.delivered(append_all(outbox, old))
+        stuck = append_all(outbox, make_door_event(TOPICS, DEVICE, 1))
+        clock.now += 1 * DAY
+        recent = make_door_event(TOPICS, DEVICE, 1)
+        outbox.delivered(append_all(outbox, recent))
+        clock.now += 1.5 * DAY
+        outbox.sweep()
+        assert not (storage.stills_dir / old.event_id).exists()
+        assert (storage.stills_dir / recent.event_id / "1.jpg").exists()
+        assert [p.seq for p in outbox.pending()] == stuck
+        (rows,) = sqlite3.connect(storage.outbox_path).execute("SELECT COUNT(*) FROM outbox").fetchone()
+        assert rows == 6, "the old event's 3 rows are gone; the stuck and the recent ones stay"
+
+
+def test_a_warning_at_80_percent_of_the_budget(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="edgecam.outbox")
+    storage = StorageSettings(dir=tmp_path / "state", max_bytes=1_000_000)
+    with Outbox(storage) as outbox:
+        append_all(outbox, big_event(n_stills=4))
+        assert outbox.used_bytes() < 800_000
+        assert "%" not in caplog.text
+        append_all(outbox, big_event(n_stills=1))
+        assert outbox.used_bytes() >= 800_000
+        assert re.search(r"outbox: \d+ of storage.max_bytes 1000000 bytes used \(\d+ %\)", caplog.text)
+
+
+def test_a_full_disk_drops_the_oldest_undelivered_still_and_keeps_the_row(
+    storage: StorageSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Outbox(storage) as outbox:
+        first = make_door_event(TOPICS, DEVICE, 1)
+        append_all(outbox, first)
+        real = disk.write_atomically
+        refusals = iter([True])
+
+        def full_once(path: Path, data: bytes) -> None:
+            if next(refusals, False):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(path, data)
+
+        monkeypatch.setattr(outbox_module, "write_atomically", full_once)
+        second = make_door_event(TOPICS, DEVICE, 1)
+        append_all(outbox, second)
+        assert files(storage) == [f"stills/{second.event_id}/1.jpg"]
+        first_still = payloads(outbox)[1]
+        assert first_still["dropped"] is True
+        assert outbox.depth() == 6
+
+
+def test_a_still_the_disk_refuses_for_good_leaves_its_row_marked_dropped(
+    storage: StorageSettings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(path: Path, data: bytes) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(outbox_module, "write_atomically", broken)
+    with Outbox(storage) as outbox:
+        append_all(outbox, make_door_event(TOPICS, DEVICE, 1))
+        still, end = payloads(outbox)[1:]
+        assert still["dropped"] is True
+        assert end["stills_dropped"] == [1]
+    assert "Input/output error" in caplog.text
+
+
+# Recovery on start.
+
+
+def test_recovery_removes_temporary_files_and_makes_rows_and_stills_agree(
+    storage: StorageSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    interrupted = make_door_event(TOPICS, DEVICE, 3)
+    lost_still = make_door_event(TOPICS, DEVICE, 1)
+    with Outbox(storage) as outbox:
+        append_all(outbox, lost_still)
+        (start, _), (still_1, jpeg_1), (still_2, jpeg_2), (still_3, jpeg_3), _ = interrupted.rows
+        outbox.append(start)
+        outbox.append(still_1, jpeg_1)
+    # As a crash would leave it: still 2 renamed but its row not committed, still 3 half written, no end.
+    assert jpeg_2 is not None
+    folder = storage.stills_dir / interrupted.event_id
+    (folder / "2.jpg").write_bytes(jpeg_2.jpeg)
+    (folder / ".3.jpg.tmp").write_bytes(b"\xff\xd8half")
+    (storage.stills_dir / lost_still.event_id / "1.jpg").unlink()  # lost, say, on a card that lied about fsync
+    (storage.stills_dir / "stranger").mkdir()
+    (storage.stills_dir / "stranger" / "1.jpg").write_bytes(b"not ours")
+
+    with Outbox(storage) as outbox:
+        outbox.recover(TOPICS.still)
+        events = payloads(outbox)
+        assert files(storage) == [f"stills/{interrupted.event_id}/1.jpg", f"stills/{interrupted.event_id}/2.jpg"]
+        lost = next(e for e in events if e["event_id"] == lost_still.event_id and e["type"] == "still")
+        assert lost["dropped"] is True
+        assert next(e for e in events if e["event_id"] == lost_still.event_id and e["type"] == "end")[
+            "stills_dropped"
+        ] == [1]
+        mine = [e for e in events if e["event_id"] == interrupted.event_id]
+        assert [e["type"] for e in mine] == ["start", "still", "still", "end"]
+        recovered = mine[2]
+        assert recovered["recovered"] is True
+        assert (recovered["index"], recovered["sha256"], recovered["bytes"]) == (2, jpeg_2.sha256, len(jpeg_2.jpeg))
+        assert (recovered["width"], recovered["height"]) == (640, 480)
+        assert recovered["topic"] == TOPICS.still(interrupted.event_id, 2)
+        assert mine[3]["interrupted"] is True
+        assert mine[3]["stills"] == 2
+        outbox.recover(TOPICS.still)
+        assert payloads(outbox) == events, "recovering twice changes nothing"
+    assert "a crash after it was saved" in caplog.text
+
+
+def test_a_damaged_database_is_one_clear_error(storage: StorageSettings, door: DoorEvent) -> None:
+    with Outbox(storage) as outbox:
+        append_all(outbox, door)
+    data = bytearray(storage.outbox_path.read_bytes())
+    data[4096 : 4096 + 512] = b"\x55" * 512  # scribble over a page after the header
+    storage.outbox_path.write_bytes(bytes(data))
+
+    def start() -> None:
+        with Outbox(storage) as outbox:
+            outbox.recover(TOPICS.still)
+
+    with pytest.raises(StorageError, match=r"outbox.sqlite3 .*damaged|outbox.sqlite3: database disk image"):
+        start()
+
+
+def test_jpeg_size_reads_a_real_jpeg() -> None:
+    ok, buf = cv2.imencode(".jpg", np.zeros((120, 200, 3), np.uint8))
+    assert ok
+    assert jpeg_size(buf.tobytes()) == (200, 120)
+    assert jpeg_size(b"not a jpeg") is None

@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt import publish
 
 import edgecam.publisher as publisher_module
-from edgecam.config import MqttSettings
+from edgecam.config import MqttSettings, StorageSettings
 from edgecam.errors import StorageError
 from edgecam.models import Topics
 from edgecam.outbox import Outbox
@@ -36,18 +36,18 @@ class Rig:
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        self.outbox_path = tmp_path / "state" / "outbox.sqlite3"
-        self.outbox = Outbox(self.outbox_path)
+        self.storage = StorageSettings(dir=tmp_path / "state")
+        self.outbox = Outbox(self.storage)
         self.publishers: list[Publisher] = []
 
     def publisher(self, settings: MqttSettings) -> Publisher:
-        publisher = Publisher(settings, TOPICS, self.outbox_path, DEVICE)
+        publisher = Publisher(settings, TOPICS, self.storage, DEVICE)
         self.publishers.append(publisher)
         publisher.start()
         return publisher
 
     def door_event(self, n_stills: int = 2, jpeg_size: int = 4000) -> DoorEvent:
-        return make_door_event(self.tmp_path / "stills", TOPICS, DEVICE, n_stills, jpeg_size)
+        return make_door_event(TOPICS, DEVICE, n_stills, jpeg_size)
 
     def append(self, event: DoorEvent, publisher: Publisher | None = None) -> list[int]:
         seqs = [self.outbox.append(e, s) for e, s in event.rows]
@@ -97,8 +97,8 @@ def test_delivers_a_door_event_with_its_stills(mosquitto: Broker, collector_fact
         )
         assert order.index(topic) < json_at
     assert rig.outbox.depth() == 0
-    # Stills stay on disk after delivery (retention is not the outbox's job).
-    assert all(still.path is not None and still.path.exists() for still in door.stills)
+    # Stills stay on disk after delivery, for storage.retention_days.
+    assert all((rig.storage.stills_dir / door.event_id / f"{s.index}.jpg").exists() for s in door.stills)
 
     # A subscriber arriving later gets the retained state: online, motion, the latest still.
     late: Collector = collector_factory(mosquitto)
@@ -165,12 +165,12 @@ CHILD = textwrap.dedent(
     """
     import sys, threading
     from pathlib import Path
-    from edgecam.config import MqttSettings
+    from edgecam.config import MqttSettings, StorageSettings
     from edgecam.models import Topics
     from edgecam.publisher import Publisher
 
     settings = MqttSettings(host=sys.argv[1], port=int(sys.argv[2]), keepalive=5)
-    Publisher(settings, Topics(sys.argv[3]), Path(sys.argv[4]), "front-door").start()
+    Publisher(settings, Topics(sys.argv[3]), StorageSettings(dir=Path(sys.argv[4])), "front-door").start()
     threading.Event().wait()
     """
 )
@@ -187,7 +187,7 @@ def test_last_will_says_offline_when_the_process_dies(
     collector: Collector = collector_factory(mosquitto, (TOPICS.availability,))
     repo = Path(__file__).resolve().parents[1]
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, mosquitto.host, str(mosquitto.port), TOPICS.base, str(tmp_path / "o.db")],
+        [sys.executable, "-c", CHILD, mosquitto.host, str(mosquitto.port), TOPICS.base, str(tmp_path / "state")],
         cwd=repo,
     )
     try:
@@ -351,8 +351,8 @@ def test_a_missing_still_file_does_not_hold_up_the_event(
     collector: Collector = collector_factory(mosquitto)
     door = rig.door_event(n_stills=1)
     seqs = rig.append(door)
-    assert door.stills[0].path is not None
-    door.stills[0].path.unlink()
+    still = rig.storage.stills_dir / door.event_id / "1.jpg"
+    still.unlink()
     publisher = rig.publisher(mosquitto.settings())
     assert publisher.wait_idle(10)
     collector.wait_for(lambda c: c.seqs(TOPICS) == seqs)
@@ -362,8 +362,8 @@ def test_a_missing_still_file_does_not_hold_up_the_event(
 
 def test_an_unusable_outbox_fails_at_start(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
-    publisher = Publisher(MqttSettings(), TOPICS, tmp_path / "file" / "outbox.sqlite3", DEVICE)
-    with pytest.raises(StorageError, match="outbox: cannot create"):
+    publisher = Publisher(MqttSettings(), TOPICS, StorageSettings(dir=tmp_path / "file"), DEVICE)
+    with pytest.raises(StorageError, match="storage.dir: cannot create"):
         publisher.start()
     publisher.stop()
 
