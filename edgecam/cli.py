@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--out", type=Path, default=Path("edgecam-stills"), help="folder for stills")
     listen.add_argument("--device", default="+", help="device id to follow (default: every device)")
     listen.add_argument("--count", type=int, help="exit after this many event messages")
+    listen.add_argument(
+        "--ack", action="store_true", help="confirm each whole event on <base>/ack (for outbox.confirm = 'consumer')"
+    )
     simulate = sub.add_parser("simulate", parents=[common], help="render the simulated door scene to a video file")
     simulate.add_argument("out", type=Path, help="video file to write (.mkv or .avi)")
     simulate.add_argument("--seconds", type=float, default=60.0, help="length of the clip (default 60)")
@@ -124,7 +127,7 @@ def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
 def _listen(settings: Settings, args: argparse.Namespace) -> int:
     from edgecam.listen import run_listen
 
-    return run_listen(settings, args.out, stop=_stop_on_signals(), count=args.count, device=args.device)
+    return run_listen(settings, args.out, _stop_on_signals(), args.count, args.device, args.ack)
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,4 +1,8 @@
-"""``edgecam listen``: a reference subscriber that prints events, saves stills and checks their sha256."""
+"""``edgecam listen``: a reference subscriber that prints events, saves stills and checks their sha256.
+
+With ``--ack`` it also confirms each door event it has whole (its end and every still, verified) on
+``<prefix>/<device>/ack``, for agents with ``outbox.confirm = "consumer"``.
+"""
 
 import hashlib
 import json
@@ -35,6 +39,17 @@ def _event_clock(value: Any) -> str:
 
 
 @dataclass
+class _Whole:
+    """How much of one door event has arrived, to confirm it once it is all here."""
+
+    stills: set[int]
+    """Still indices received and verified, or announced as dropped."""
+    expected: int | None = None
+    """The ``stills`` count of the end, once the end has arrived."""
+    confirmed: bool = False
+
+
+@dataclass
 class _StillParts:
     """What has arrived of one still: its event JSON and its JPEG, in either order."""
 
@@ -56,10 +71,27 @@ class Listener:
         self._seen: set[tuple[str, str, int]] = set()
         self._stills: dict[tuple[str, str, int], _StillParts] = {}
         self._done: set[tuple[str, str, int]] = set()
+        self._whole: dict[tuple[str, str], _Whole] = {}
+        self._to_confirm: dict[str, list[str]] = {}
         self.events = 0
         """Event lines produced so far (start, still, end)."""
         self.mismatches = 0
         """Stills whose JPEG did not match the sha256 of their event."""
+
+    def take_confirmations(self) -> dict[str, list[str]]:
+        """Per device, the event ids that have arrived whole since the last call (or came again after it)."""
+        confirmations, self._to_confirm = self._to_confirm, {}
+        return confirmations
+
+    def _progress(self, device: str, event_id: str, still: int | None = None, end: int | None = None) -> None:
+        whole = self._whole.setdefault((device, event_id), _Whole(set()))
+        if still is not None:
+            whole.stills.add(still)
+        if end is not None:
+            whole.expected = end
+        if whole.expected is not None and len(whole.stills) >= whole.expected and not whole.confirmed:
+            whole.confirmed = True
+            self._to_confirm.setdefault(device, []).append(event_id)
 
     def handle(self, topic: str, payload: bytes, retain: bool) -> list[str]:
         """The lines one message produces (often none)."""
@@ -92,6 +124,9 @@ class Listener:
         except (ValueError, TypeError, KeyError) as err:
             return [f"{_clock(self._now())} {device} unreadable event ({err}): {payload[:80]!r}"]
         if key in self._seen:
+            whole = self._whole.get(key[:2])
+            if whole is not None and whole.confirmed:
+                self._to_confirm.setdefault(device, []).append(key[1])  # sent again: our confirmation was lost
             return []  # a duplicate: delivery is at least once
         self._seen.add(key)
         if kind == "still":
@@ -99,6 +134,10 @@ class Listener:
                 index = int(event["index"])
             except (KeyError, TypeError, ValueError) as err:
                 return [f"{_event_clock(event.get('time'))} {device} still without an index ({err})"]
+            if event.get("dropped"):
+                self.events += 1
+                self._progress(device, key[1], still=index)
+                return [f"{self._describe(device, event)} #{index} dropped by the agent (disk full or over budget)"]
             return self._still_part(device, key[1], index, event=event)
         self.events += 1
         line = self._describe(device, event)
@@ -106,6 +145,12 @@ class Listener:
             line += f" door={event['door']}"
         if kind == "end":
             line += f" duration={event.get('duration_s')}s stills={event.get('stills')}"
+            if event.get("stills_dropped"):
+                line += f" dropped={event['stills_dropped']}"
+            if event.get("interrupted"):
+                line += " (cut off by an agent restart)"
+            stills = event.get("stills")
+            self._progress(device, key[1], end=stills if isinstance(stills, int) else 0)
         return [line]
 
     def _describe(self, device: str, event: dict[str, Any]) -> str:
@@ -159,6 +204,7 @@ class Listener:
         expected = parts.event.get("sha256")
         if digest == expected:
             check = "sha256 ok"
+            self._progress(device, event_id, still=index)
         else:
             self.mismatches += 1
             check = f"sha256 MISMATCH (event says {str(expected)[:12]}, JPEG is {digest[:12]})"
@@ -172,8 +218,12 @@ def run_listen(
     stop: threading.Event | None = None,
     count: int | None = None,
     device: str = "+",
+    ack: bool = False,
 ) -> int:
-    """Print events of one device (or all: ``+``) until ``stop`` or ``count`` events; 1 if a sha256 failed."""
+    """Print events of one device (or all: ``+``) until ``stop`` or ``count`` events; 1 if a sha256 failed.
+
+    With ``ack``, confirm every whole event on ``<prefix>/<device>/ack``.
+    """
     if device != "+" and not re.match(DEVICE_ID_PATTERN, device):
         raise ConfigError(f"listen: {device!r} is not a device id (letters, digits, '_' and '-', or '+' for all)")
     base = f"{settings.mqtt.topic_prefix}/{device}"
@@ -191,6 +241,9 @@ def run_listen(
                 continue
             for line in listener.handle(topic, payload, retain):
                 print(line, flush=True)
+            if ack:
+                for name, event_ids in listener.take_confirmations().items():
+                    subscriber.publish(f"{settings.mqtt.topic_prefix}/{name}/ack", json.dumps(event_ids).encode())
     finally:
         subscriber.stop()
     return 1 if listener.mismatches else 0

@@ -155,6 +155,11 @@ class Outbox:
         script = _SCHEMA if version == 0 else _V1_TO_V2.format(schema=_SCHEMA)
         db.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
         if version:
+            prefix = f"{self.storage.dir}/"  # schema 1 kept absolute still paths; 2 keeps them relative to dir
+            db.execute(
+                "UPDATE outbox SET still_path = substr(still_path, ?) WHERE substr(still_path, 1, ?) = ?",
+                (len(prefix) + 1, len(prefix), prefix),
+            )
             logger.info("outbox: upgraded %s from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
     def _conn(self) -> sqlite3.Connection:
@@ -456,17 +461,17 @@ class Outbox:
         for tmp in [*self.storage.dir.glob(f".*{TMP_SUFFIX}"), *self.storage.stills_dir.glob(f"*/.*{TMP_SUFFIX}")]:
             logger.info("outbox: removing %s, left by an interrupted write", tmp)
             tmp.unlink(missing_ok=True)
-        known = {
-            rel: (seq, payload)
-            for seq, rel, payload in self._read(
-                "SELECT seq, still_path, payload FROM outbox WHERE still_state = 'kept'"
-            )
-        }
-        for rel, (seq, payload) in known.items():
-            if not (self.storage.dir / rel).is_file():
-                event_id = json.loads(payload)["event_id"]
+        known = set()
+        for seq, event_id, rel, state, payload in self._read(
+            "SELECT seq, event_id, still_path, still_state, payload FROM outbox WHERE still_path IS NOT NULL"
+        ):
+            known.add(rel)
+            on_disk = (self.storage.dir / rel).is_file()
+            if state == "kept" and not on_disk:
                 logger.warning("outbox: the still %s of seq=%d is missing; its event says dropped", rel, seq)
                 self._write("record a missing still", self._mark, "dropped", seq, event_id, payload)
+            elif state != "kept" and on_disk:
+                self._unlink(rel)  # deleted before, but the unlink did not reach the disk
         for path in sorted(self.storage.stills_dir.glob("*/*.jpg"), key=lambda p: p.stat().st_mtime):
             rel = path.relative_to(self.storage.dir).as_posix()
             if rel not in known:

@@ -23,6 +23,11 @@ ensure_mosquitto() {
   [[ -n $MOSQUITTO ]] || { echo "Mosquitto could not be installed; install the Debian package 'mosquitto'" >&2; exit 1; }
 }
 
+# Tools the tests compare against: adjtimex (the kernel's clock status, for time_synced).
+ensure_test_tools() {
+  command -v adjtimex >/dev/null 2>&1 || [[ -x /usr/sbin/adjtimex ]] || apt_install adjtimex
+}
+
 # Creates .venv and installs edgecam with its dev tools; reinstalls only when pyproject.toml changed.
 ensure_venv() {
   if [[ ! -x $VENV/bin/python ]]; then

@@ -102,3 +102,13 @@ def test_an_unwritable_state_dir_skips_the_still_not_the_event(tmp_path: Path) -
     emitted = feed(make_capture(blocker, stills_per_event=2), [moving("start"), quiet("end", False)])
     assert [e.type for _, (e, _) in emitted] == ["start", "end"]
     assert emitted[-1][1][0].payload(3)["stills"] == 0
+
+
+def test_events_say_whether_the_clock_was_synchronised_and_which_boot_they_are_from() -> None:
+    synced = iter([False, True, True])
+    capture = Capture(CaptureSettings(), [], "front", Topics("edgecam/front"), None, synced=lambda: next(synced, True))
+    results = [moving("start"), quiet(), quiet("end", False)]
+    events = [e.payload(1) for _, (e, _) in feed(capture, results)]
+    assert [e["time_synced"] for e in events] == [False, True, True]
+    with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+        assert {e["boot_id"] for e in events} == {fh.read().strip()}

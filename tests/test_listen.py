@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from edgecam.config import Settings, StorageSettings
+from edgecam.config import OutboxSettings, Settings, StorageSettings
 from edgecam.listen import Listener, run_listen
 from edgecam.models import Event, Topics
 from edgecam.outbox import Outbox
@@ -113,13 +113,20 @@ def test_never_writes_outside_its_folder(listener: Listener, tmp_path: Path) -> 
 class Session:
     """run_listen in a thread, with its output collected."""
 
-    def __init__(self, settings: Settings, out_dir: Path, capsys: pytest.CaptureFixture[str], count: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        out_dir: Path,
+        capsys: pytest.CaptureFixture[str],
+        count: int | None,
+        ack: bool = False,
+    ) -> None:
         self.stop = threading.Event()
         self.capsys = capsys
         self.output = ""
         self.result: list[int] = []
         self.thread = threading.Thread(
-            target=lambda: self.result.append(run_listen(settings, out_dir, self.stop, count, device=DEVICE))
+            target=lambda: self.result.append(run_listen(settings, out_dir, self.stop, count, DEVICE, ack))
         )
         self.thread.start()
 
@@ -192,3 +199,58 @@ def test_listen_reports_a_mismatch(
     publish([start, (wrong, still)])
     assert session.join() == 1
     assert "sha256 MISMATCH" in session.output
+
+
+def test_confirms_an_event_once_it_is_whole_and_again_when_it_comes_again(listener: Listener, door: DoorEvent) -> None:
+    sent = messages(door)
+    for topic, payload in sent[:-1]:
+        listener.handle(topic, payload, False)
+    assert listener.take_confirmations() == {}, "no end yet"
+    listener.handle(*sent[-1], False)
+    assert listener.take_confirmations() == {DEVICE: [door.event_id]}
+    assert listener.take_confirmations() == {}
+    listener.handle(*sent[-1], False)  # the agent sent it again: our confirmation was lost
+    assert listener.take_confirmations() == {DEVICE: [door.event_id]}
+
+
+def test_a_still_with_a_wrong_sha256_is_not_confirmed(listener: Listener, door: DoorEvent) -> None:
+    sent = messages(door)
+    topic, jpeg = sent[1]
+    sent[1] = (topic, jpeg[:-10] + b"corrupted!")
+    for topic, payload in sent:
+        listener.handle(topic, payload, False)
+    assert listener.take_confirmations() == {}
+
+
+def test_a_dropped_still_is_shown_and_counts_as_arrived(listener: Listener, door: DoorEvent) -> None:
+    sent = messages(door)
+    dropped = {**json.loads(sent[4][1]), "dropped": True}
+    end = {**json.loads(sent[5][1]), "stills_dropped": [2]}
+    lines = [line for topic, payload in sent[:3] for line in listener.handle(topic, payload, False)]
+    lines += listener.handle(TOPICS.events, json.dumps(dropped).encode(), False)
+    lines += listener.handle(TOPICS.events, json.dumps(end).encode(), False)
+    assert "#2 dropped by the agent" in lines[2]
+    assert lines[3].endswith("stills=2 dropped=[2]")
+    assert listener.take_confirmations() == {DEVICE: [door.event_id]}
+
+
+@pytest.mark.integration
+def test_listen_ack_confirms_to_an_agent_that_waits_for_its_consumer(
+    mosquitto: Broker, door: DoorEvent, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    storage = StorageSettings(dir=tmp_path / "state")
+    settings = Settings(device_id=DEVICE, mqtt=mosquitto.settings())
+    session = Session(settings, tmp_path / "received", capsys, count=None, ack=True)
+    with Outbox(storage) as outbox:
+        for event, still in door.rows:
+            outbox.append(event, still)
+        publisher = Publisher(
+            mosquitto.settings(), TOPICS, storage, DEVICE, OutboxSettings(confirm="consumer", resend_after=1)
+        )
+        publisher.start()
+        try:
+            assert wait_until(lambda: outbox.depth() == 0, 10), session.read()
+        finally:
+            publisher.stop()
+            session.stop.set()
+            session.join()

@@ -191,8 +191,12 @@ def test_an_outbox_of_the_first_schema_is_upgraded_with_its_events(storage: Stor
         pending = outbox.pending()
         assert [(p.seq, json.loads(p.payload)) for p in pending] == [(7, start), (8, still_event)]
         assert pending[1].still_path == still
-        assert outbox.confirm(["e1"]) == 2
-        assert outbox.append(Event("start", "e2", DEVICE, datetime.now(UTC), 0.5)) == 9
+        outbox.recover(TOPICS.still)
+        after = outbox.pending()
+        assert after[:2] == pending, "the old still is known, not an orphan"
+        assert json.loads(after[2].payload)["interrupted"] is True  # e1 had no end
+        assert outbox.confirm(["e1"]) == 3
+        assert outbox.append(Event("start", "e2", DEVICE, datetime.now(UTC), 0.5)) == 10
 
 
 WRITER = textwrap.dedent(

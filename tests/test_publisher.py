@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt import publish
 
 import edgecam.publisher as publisher_module
-from edgecam.config import MqttSettings, StorageSettings
+from edgecam.config import MqttSettings, OutboxSettings, StorageSettings
 from edgecam.errors import StorageError
 from edgecam.models import Topics
 from edgecam.outbox import Outbox
@@ -40,8 +40,8 @@ class Rig:
         self.outbox = Outbox(self.storage)
         self.publishers: list[Publisher] = []
 
-    def publisher(self, settings: MqttSettings) -> Publisher:
-        publisher = Publisher(settings, TOPICS, self.storage, DEVICE)
+    def publisher(self, settings: MqttSettings, delivery: OutboxSettings | None = None) -> Publisher:
+        publisher = Publisher(settings, TOPICS, self.storage, DEVICE, delivery)
         self.publishers.append(publisher)
         publisher.start()
         return publisher
@@ -399,3 +399,69 @@ def test_subscriber_hands_on_messages_and_subscribes_again_after_a_broker_restar
     finally:
         subscriber.stop()
         subscriber.stop()
+
+
+def test_stats_report_the_outbox_retained(mosquitto: Broker, collector_factory: Any, rig: Rig) -> None:
+    rig.append(rig.door_event(n_stills=1))
+    publisher = rig.publisher(mosquitto.settings(stats_interval=1.0))
+    collector: Collector = collector_factory(mosquitto, (TOPICS.stats,))
+    assert publisher.wait_idle(10)
+    collector.wait_for(lambda c: bool(c.received) and json.loads(c.received[-1].payload)["depth"] == 0)
+    stats = json.loads(collector.received[-1].payload)
+    assert stats["bytes"] == rig.outbox.used_bytes()
+    assert stats["max_bytes"] == rig.storage.max_bytes
+    assert stats["oldest_waiting_s"] is None
+    assert stats["stills_dropped"] == 0
+    assert 0 < stats["used"] < 0.01
+
+
+CONSUMER = OutboxSettings(confirm="consumer", resend_after=1.0)
+
+
+def test_with_consumer_confirmation_events_stay_until_confirmed_and_go_again_meanwhile(
+    mosquitto: Broker, collector_factory: Any, rig: Rig
+) -> None:
+    collector: Collector = collector_factory(mosquitto, (TOPICS.events,))
+    door = rig.door_event(n_stills=1)
+    seqs = rig.append(door)
+    rig.publisher(mosquitto.settings(), CONSUMER)
+    collector.wait_for(lambda c: c.seqs(TOPICS)[:3] == seqs)
+    assert rig.outbox.depth() == len(seqs), "the broker's PUBACK is not enough"
+    collector.wait_for(lambda c: c.seqs(TOPICS)[:6] == seqs + seqs, timeout=5)  # sent again after resend_after
+
+    publish.single(TOPICS.ack, json.dumps([door.event_id]), qos=1, hostname=mosquitto.host, port=mosquitto.port)
+    assert wait_until(lambda: rig.outbox.depth() == 0, 5)
+    sent = len(collector.seqs(TOPICS))
+    later = rig.append(rig.door_event(n_stills=0))
+    collector.wait_for(lambda c: later[-1] in c.seqs(TOPICS))
+    assert set(collector.seqs(TOPICS)[sent:]).isdisjoint(seqs), "a confirmed event is not sent again"
+
+
+def test_a_confirmation_sent_while_the_agent_is_away_waits_in_its_session(mosquitto: Broker, rig: Rig) -> None:
+    door = rig.door_event(n_stills=0)
+    rig.append(door)
+    first = rig.publisher(mosquitto.settings(), CONSUMER)
+    assert first.wait_idle(10)  # sent, subscribed to <base>/ack, not confirmed
+    first.stop()
+    publish.single(TOPICS.ack, json.dumps([door.event_id]), qos=1, hostname=mosquitto.host, port=mosquitto.port)
+    assert rig.outbox.depth() == 2
+    rig.publisher(mosquitto.settings(), CONSUMER)  # the same client id resumes the session the broker kept
+    assert wait_until(lambda: rig.outbox.depth() == 0, 10)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"not json", b'{"event_id": "x"}', b'["../../etc"]', b"[1, 2]", b"[" + b'"a",' * 20000 + b'"a"]'],
+    ids=["garbage", "object", "bad-id", "numbers", "huge"],
+)
+def test_a_malformed_confirmation_is_ignored_with_a_warning(
+    mosquitto: Broker, rig: Rig, caplog: pytest.LogCaptureFixture, payload: bytes
+) -> None:
+    caplog.set_level(logging.WARNING, logger="edgecam.publisher")
+    rig.append(rig.door_event(n_stills=0))
+    publisher = rig.publisher(mosquitto.settings(), CONSUMER)
+    assert publisher.wait_idle(10)
+    publish.single(TOPICS.ack, payload, qos=1, hostname=mosquitto.host, port=mosquitto.port)
+    assert wait_until(lambda: "not a JSON list of event ids" in caplog.text, 5)
+    assert publisher.connected
+    assert rig.outbox.depth() == 2
