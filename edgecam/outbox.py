@@ -40,7 +40,7 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_waiting ON outbox (seq) WHERE delivered IS NULL;
 CREATE INDEX outbox_event ON outbox (event_id);
-CREATE INDEX outbox_kept ON outbox (seq) WHERE still_state = 'kept';
+CREATE INDEX outbox_kept ON outbox (seq, still_bytes) WHERE still_state = 'kept';
 """
 # still_state: NULL (no still), 'kept' (on disk), 'dropped' (deleted before delivery), 'deleted' (after delivery).
 _V1_TO_V2 = """
@@ -53,6 +53,8 @@ INSERT INTO outbox (seq, event_id, type, payload, created, still_path, still_top
     FROM outbox_v1;
 DROP TABLE outbox_v1;
 """
+HEADROOM = 65536
+"""Bytes kept free under ``storage.max_bytes`` for what a write adds to the database before the budget is enforced."""
 WARN_AT = 0.8
 """Fraction of ``storage.max_bytes`` at which a warning is logged."""
 _BATCH = 64
@@ -311,16 +313,16 @@ class Outbox:
     # The budget.
 
     def used_bytes(self) -> int:
-        """Bytes of the stills kept and of the database files."""
+        """Bytes of the stills kept and of the database files (its WAL and shared-memory index included)."""
         (stills,) = self._read("SELECT COALESCE(SUM(still_bytes), 0) FROM outbox WHERE still_state = 'kept'")[0]
         files = 0
-        for suffix in ("", "-wal"):
+        for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 files += self.path.with_name(self.path.name + suffix).stat().st_size
         return int(stills) + files
 
     def _room(self) -> int:
-        return self.storage.max_bytes - self.used_bytes()
+        return self.storage.max_bytes - HEADROOM - self.used_bytes()
 
     def sweep(self) -> None:
         """Delete delivered stills and rows past ``retention_days``, then enforce ``max_bytes``."""
@@ -430,9 +432,10 @@ class Outbox:
 
     def _keep_budget(self) -> None:
         """Delete stills (in the documented order) while over ``max_bytes``; warn once at 80 %."""
-        self._make_room(-self._room(), "storage.max_bytes is exceeded")
         used = self.used_bytes()
         limit = self.storage.max_bytes
+        if used > limit - HEADROOM and self._make_room(used - limit + HEADROOM, "storage.max_bytes is exceeded"):
+            used = self.used_bytes()
         if used >= WARN_AT * limit and not self._warned:
             self._warned = True
             logger.warning(

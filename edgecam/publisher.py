@@ -236,7 +236,7 @@ class Publisher:
         self._wake_event.set()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until the outbox is empty and nothing is in flight; False on timeout."""
+        """Wait until every event is delivered (or confirmed) and nothing is in flight; False on timeout."""
         with self._idle_cond:
             return self._idle_cond.wait_for(lambda: self._idle, timeout)
 
@@ -542,6 +542,7 @@ class Publisher:
 
     def _publish_row(self, conn: _Connection, row: Pending) -> None:
         messages: list[tuple[str, bytes, bool]] = []
+        event = row.payload
         if row.still_path is not None and row.still_topic is not None:
             try:
                 jpeg = row.still_path.read_bytes()
@@ -552,9 +553,11 @@ class Publisher:
                     row.still_path,
                     err.strerror or err,
                 )
+                # Deleted for the budget after the row was read: say so, as the outbox now does.
+                event = json.dumps({**json.loads(event), "dropped": True}, separators=(",", ":")).encode()
             else:
                 messages += [(row.still_topic, jpeg, False), (self._topics.snapshot, jpeg, True)]
-        messages.append((self._topics.events, row.payload, False))
+        messages.append((self._topics.events, event, False))
         mids: set[int] = set()
         for topic, payload, retain in messages:
             info = conn.client.publish(topic, payload, qos=1, retain=retain)
@@ -565,10 +568,7 @@ class Publisher:
 
     def _update_idle(self, conn: _Connection | None, outbox: Outbox, wakes: int) -> None:
         busy = conn is not None and bool(conn.mids)
-        if self._by_consumer:
-            idle = not busy and conn is not None and not outbox.pending(limit=1, after_seq=conn.last_sent)
-        else:
-            idle = not busy and outbox.depth() == 0
+        idle = not busy and outbox.depth() == 0  # with confirm = "consumer": every event confirmed
         with self._idle_cond:
             if self._wakes != wakes:
                 idle = False  # woken meanwhile: rows may have been added after the look

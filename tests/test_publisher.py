@@ -357,6 +357,7 @@ def test_a_missing_still_file_does_not_hold_up_the_event(
     assert publisher.wait_idle(10)
     collector.wait_for(lambda c: c.seqs(TOPICS) == seqs)
     assert not collector.on(TOPICS.still(door.event_id, 1))
+    assert collector.events(TOPICS)[1]["dropped"] is True, "the subscriber knows no JPEG is coming"
     assert "cannot read the still of event seq=2" in caplog.text
 
 
@@ -437,11 +438,15 @@ def test_with_consumer_confirmation_events_stay_until_confirmed_and_go_again_mea
     assert set(collector.seqs(TOPICS)[sent:]).isdisjoint(seqs), "a confirmed event is not sent again"
 
 
-def test_a_confirmation_sent_while_the_agent_is_away_waits_in_its_session(mosquitto: Broker, rig: Rig) -> None:
+def test_a_confirmation_sent_while_the_agent_is_away_waits_in_its_session(
+    mosquitto: Broker, collector_factory: Any, rig: Rig
+) -> None:
     door = rig.door_event(n_stills=0)
     rig.append(door)
+    collector: Collector = collector_factory(mosquitto, (TOPICS.events,))
     first = rig.publisher(mosquitto.settings(), CONSUMER)
-    assert first.wait_idle(10)  # sent, subscribed to <base>/ack, not confirmed
+    collector.wait_for(lambda c: len(c.seqs(TOPICS)) >= 2)  # sent, and subscribed to <base>/ack first
+    assert not first.wait_idle(0.5), "not idle until confirmed"
     first.stop()
     publish.single(TOPICS.ack, json.dumps([door.event_id]), qos=1, hostname=mosquitto.host, port=mosquitto.port)
     assert rig.outbox.depth() == 2
@@ -455,12 +460,13 @@ def test_a_confirmation_sent_while_the_agent_is_away_waits_in_its_session(mosqui
     ids=["garbage", "object", "bad-id", "numbers", "huge"],
 )
 def test_a_malformed_confirmation_is_ignored_with_a_warning(
-    mosquitto: Broker, rig: Rig, caplog: pytest.LogCaptureFixture, payload: bytes
+    mosquitto: Broker, collector_factory: Any, rig: Rig, caplog: pytest.LogCaptureFixture, payload: bytes
 ) -> None:
     caplog.set_level(logging.WARNING, logger="edgecam.publisher")
     rig.append(rig.door_event(n_stills=0))
+    collector: Collector = collector_factory(mosquitto, (TOPICS.events,))
     publisher = rig.publisher(mosquitto.settings(), CONSUMER)
-    assert publisher.wait_idle(10)
+    collector.wait_for(lambda c: len(c.seqs(TOPICS)) >= 2)
     publish.single(TOPICS.ack, payload, qos=1, hostname=mosquitto.host, port=mosquitto.port)
     assert wait_until(lambda: "not a JSON list of event ids" in caplog.text, 5)
     assert publisher.connected

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 DEVICE = "itest-door"
 BASE = f"edgecam/{DEVICE}"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -83,8 +84,13 @@ def door_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tupl
     return path, render_clip(path, SimulatedSettings(first_opening=3.0, door_period=9.0), 20.0)
 
 
-def start_agent(mosquitto: Any, tmp_path: Path, clip: Path | None, *command: str, **env: str) -> subprocess.Popen[str]:
-    """``edgecam run`` (or ``command``) in a child process, on ``clip`` or the simulated camera."""
+def start_agent(
+    mosquitto: Any, tmp_path: Path, clip: Path | None, *command: str, module: str = "edgecam", **env: str
+) -> subprocess.Popen[str]:
+    """``edgecam run`` (or ``command``) in a child process, on ``clip`` or the simulated camera.
+
+    ``module`` is what ``python -m`` runs, from the repository's root: ``tests.crashpoint`` kills edgecam on cue.
+    """
     environ = {k: v for k, v in os.environ.items() if not k.startswith("EDGECAM_")}
     environ.update(
         EDGECAM_DEVICE_ID=DEVICE,
@@ -95,8 +101,8 @@ def start_agent(mosquitto: Any, tmp_path: Path, clip: Path | None, *command: str
         EDGECAM_MOTION__ZONE=json.dumps(DOOR_ZONE),
         **env,
     )
-    argv = [sys.executable, "-m", "edgecam", *(command or ("run",))]
-    return subprocess.Popen(argv, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", module, *(command or ("run",))]
+    return subprocess.Popen(argv, env=environ, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(agent: subprocess.Popen[str], timeout: float = 60) -> str:
