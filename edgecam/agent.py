@@ -6,7 +6,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgecam.capture import Capture, Emitted
@@ -31,6 +31,8 @@ SWEEP_EVERY_S = 3600.0
 """How often delivered events past ``storage.retention_days`` are deleted."""
 RETRY_STORE_S = 5.0
 """How often events that could not be stored (a full disk) are tried again."""
+MAX_WAITING_STILLS = 20
+"""Stills whose JPEG is kept in memory while the disk refuses even event rows."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,10 @@ class Store:
         now = self._clock()
         if now - self._swept_at >= SWEEP_EVERY_S:
             self._swept_at = now
-            self._guard(self._outbox.sweep)
+            try:
+                self._outbox.sweep()
+            except StorageError as err:
+                logger.error("%s", err)
         if not self._waiting or (now < self._retry_at and not emitted):
             return False
         return self.flush()
@@ -191,19 +196,23 @@ class Store:
         while self._waiting:
             event, still = self._waiting[0]
             try:
-                seq = self._outbox.append(event, still)
+                self._outbox.append(event, still)
             except StorageError as err:
                 self._retry_at = self._clock() + RETRY_STORE_S
-                level = logging.ERROR if final else logging.WARNING
-                logger.log(level, "%s; %d events wait in memory", err, len(self._waiting))
+                if final:
+                    logger.error("%s; %d events could not be stored and are lost", err, len(self._waiting))
+                else:
+                    logger.warning("%s; %d events wait in memory", err, len(self._waiting))
+                    self._trim()
                 return stored
             self._waiting.popleft()
             stored = True
-            logger.debug("agent: stored %s %s as seq=%d", event.type, event.event_id, seq)
         return stored
 
-    def _guard(self, fn: Callable[[], None]) -> None:
-        try:
-            fn()
-        except StorageError as err:
-            logger.error("%s", err)
+    def _trim(self) -> None:
+        """Keep the JPEGs of only the newest waiting stills: the events matter more than memory for pictures."""
+        stills = [i for i, (_, still) in enumerate(self._waiting) if still is not None and still.jpeg]
+        for i in stills[: max(0, len(stills) - MAX_WAITING_STILLS)]:
+            event, still = self._waiting[i]
+            assert still is not None
+            self._waiting[i] = (event, replace(still, jpeg=b""))  # stored as dropped once the disk takes rows

@@ -186,7 +186,7 @@ class Outbox:
                     return result
             except sqlite3.Error as err:
                 full = getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-                if not full or attempt == 2 or not self._make_room(1 << 20, "the disk is full"):
+                if not full or attempt == 2 or not self._make_room(1 << 20, disk_full=True):
                     raise StorageError(f"outbox: cannot {what} in {self.path}: {err}") from err
         raise AssertionError("unreachable")
 
@@ -201,8 +201,8 @@ class Outbox:
     def append(self, event: Event, still: Still | None = None) -> int:
         """Store an event (and its still: on disk first, then the row) durably; return its ``seq``.
 
-        A still event needs ``event.extra["topic"]``. A still that cannot be written (full disk, I/O error)
-        is recorded as dropped; the event row is kept whatever happens to the still.
+        A still event needs ``event.extra["topic"]``. A still that cannot be written (full disk, I/O error), or
+        has no bytes, is recorded as dropped; the event row is kept whatever happens to the still.
         """
         rel: str | None = None
         state: str | None = None
@@ -213,7 +213,8 @@ class Outbox:
             if not isinstance(topic, str):
                 raise ValueError("a still event needs extra['topic']")
             rel = f"stills/{event.event_id}/{still.index}.jpg"
-            state, size = ("kept", len(still.jpeg)) if self._save_still(rel, still.jpeg) else ("dropped", 0)
+            saved = bool(still.jpeg) and self._save_still(rel, still.jpeg)  # no bytes: dropped while waiting
+            state, size = ("kept", len(still.jpeg)) if saved else ("dropped", 0)
         seq: int = self._write(f"store a {event.type} event", self._insert, event, rel, topic, size, state)
         logger.debug("outbox: appended %s seq=%d", event.type, seq)
         self._keep_budget()
@@ -227,7 +228,6 @@ class Outbox:
         topic: str | None,
         size: int,
         state: str | None,
-        extra: dict[str, Any] | None = None,
     ) -> int:
         cursor = db.execute(
             "INSERT INTO outbox"
@@ -237,7 +237,7 @@ class Outbox:
         )
         seq = cursor.lastrowid
         assert seq is not None
-        payload = {**event.payload(seq), **(extra or {})}
+        payload = event.payload(seq)
         if state == "dropped":
             payload["dropped"] = True
         if event.type == "end":
@@ -250,12 +250,12 @@ class Outbox:
     def _save_still(self, rel: str, jpeg: bytes) -> bool:
         """Write a still within the budget; on a full disk free room (in the documented order) and retry."""
         path = self.storage.dir / rel
-        self._make_room(len(jpeg) - self._room(), "storage.max_bytes is reached")
+        self._make_room(len(jpeg) - self._room())
         for _ in range(3):
             try:
                 write_atomically(path, jpeg)
             except OSError as err:
-                if is_full(err) and self._make_room(2 * len(jpeg) + (1 << 20), "the disk is full"):
+                if is_full(err) and self._make_room(2 * len(jpeg) + (1 << 20), disk_full=True):
                     continue
                 logger.error("outbox: still %s not saved, its event goes without it: %s", rel, err.strerror or err)
                 return False
@@ -335,8 +335,12 @@ class Outbox:
             )
         self._keep_budget()
 
-    def _make_room(self, need: int, why: str) -> bool:
-        """Free ``need`` bytes in the documented order; True if anything was freed."""
+    def _make_room(self, need: int, disk_full: bool = False) -> bool:
+        """Free ``need`` bytes in the documented order; True if anything was freed.
+
+        Within the budget this is routine once it is full (old delivered stills make way for new ones); a full
+        disk is not, and is logged as a warning. Each undelivered still dropped is a warning of its own.
+        """
         if need <= 0:
             return False
         cutoff = self._clock() - self.storage.retention_days * _DAY
@@ -351,8 +355,10 @@ class Outbox:
             if freed >= need:
                 break
             freed += step(need - freed)
-        if freed:
-            logger.warning("outbox: %s: freed %d bytes (docs/reliability.md says what goes first)", why, freed)
+        if disk_full:
+            logger.warning("outbox: the disk is full: freed %d bytes of stills (docs/reliability.md)", freed)
+        elif freed:
+            logger.debug("outbox: storage.max_bytes reached: freed %d bytes", freed)
         return freed > 0
 
     def _delete_stills(
@@ -434,7 +440,7 @@ class Outbox:
         """Delete stills (in the documented order) while over ``max_bytes``; warn once at 80 %."""
         used = self.used_bytes()
         limit = self.storage.max_bytes
-        if used > limit - HEADROOM and self._make_room(used - limit + HEADROOM, "storage.max_bytes is exceeded"):
+        if used > limit - HEADROOM and self._make_room(used - limit + HEADROOM):
             used = self.used_bytes()
         if used >= WARN_AT * limit and not self._warned:
             self._warned = True

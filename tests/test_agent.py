@@ -1,5 +1,6 @@
 """The agent in this process, with a door contact on gpiozero's mock pins, against a real Mosquitto."""
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,12 +11,14 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from numpy.typing import NDArray
 
-from edgecam.agent import Agent
-from edgecam.config import Settings
+from edgecam.agent import MAX_WAITING_STILLS, RETRY_STORE_S, Agent, Store
+from edgecam.config import Settings, StorageSettings
 from edgecam.contact import open_contact
-from edgecam.models import Frame, Topics
+from edgecam.errors import StorageError
+from edgecam.models import Event, Frame, Still, Topics
+from edgecam.outbox import Outbox
 from edgecam.sources.simulated import DOOR_ZONE, SimulatedSource
-from tests.conftest import Broker, Collector
+from tests.conftest import Broker, Collector, make_door_event
 
 pytestmark = pytest.mark.integration
 
@@ -131,3 +134,45 @@ def test_in_both_mode_a_shut_contact_vetoes_what_the_camera_sees(
     starts = [e for e in collector.events(TOPICS) if e["type"] == "start"]
     assert len(starts) == events
     assert [m.payload for m in collector.on(TOPICS.door)][-1:] == [b"closed"]
+
+
+class RefusingOutbox(Outbox):
+    """A real outbox whose disk refuses every row while ``full`` is set, as a disk full of someone else's files."""
+
+    full = True
+
+    def append(self, event: Event, still: Still | None = None) -> int:
+        if self.full:
+            raise StorageError(f"outbox: cannot store a {event.type} event in {self.path}: database or disk is full")
+        return super().append(event, still)
+
+
+def test_events_the_disk_refuses_wait_in_memory_in_order_and_keep_only_the_newest_jpegs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [0.0]
+    outbox = RefusingOutbox(StorageSettings(dir=tmp_path / "state"))
+    store = Store(outbox, clock=lambda: now[0])
+    doors = [make_door_event(TOPICS, DEVICE, n_stills=3) for _ in range(10)]
+    for door in doors:
+        assert not store.put(door.rows)
+    assert "40 events wait in memory" in caplog.text
+    outbox.full = False
+    assert not store.put([]), "not tried again before RETRY_STORE_S"
+    now[0] += RETRY_STORE_S
+    assert store.put([])
+    stored = [json.loads(p.payload) for p in outbox.pending(limit=100)]
+    assert [(e["event_id"], e["type"]) for e in stored] == [(e.event_id, e.type) for d in doors for e, _ in d.rows]
+    stills = [e for e in stored if e["type"] == "still"]
+    assert [bool(e.get("dropped")) for e in stills] == [True] * (30 - MAX_WAITING_STILLS) + [False] * MAX_WAITING_STILLS
+    outbox.close()
+
+
+def test_events_still_refused_when_the_agent_stops_are_reported_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with RefusingOutbox(StorageSettings(dir=tmp_path / "state")) as outbox:
+        store = Store(outbox)
+        store.put(make_door_event(TOPICS, DEVICE, n_stills=0).rows)
+        store.flush(final=True)
+    assert "2 events could not be stored and are lost" in caplog.text
