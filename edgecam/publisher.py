@@ -162,6 +162,8 @@ class _Connection:
     """Retained state topic -> the payload the broker has acknowledged or has in flight."""
     states_in_flight: dict[int, str] = field(default_factory=dict)
     """Message id -> the retained state topic it carries."""
+    stats_mid: int | None = None
+    """The last stats message; the next waits until the broker has it (a silent link queues nothing more)."""
 
 
 class Publisher:
@@ -260,8 +262,8 @@ class Publisher:
         client = new_client(self._mqtt, self._client_id, self._password, self._tls, reconnect=False, persistent=True)
         client.will_set(self._topics.availability, "offline", qos=1, retain=True)
         client.max_inflight_messages_set(self._mqtt.max_inflight)
-        # A row is at most 3 messages (still, snapshot, event); plus availability and motion.
-        client.max_queued_messages_set(3 * self._mqtt.max_inflight + 4)
+        # A row is at most 3 messages (still, snapshot, event); plus availability, motion, door, stats and offline.
+        client.max_queued_messages_set(3 * self._mqtt.max_inflight + 8)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -510,13 +512,14 @@ class Publisher:
 
     def _publish_stats(self, conn: _Connection, outbox: Outbox) -> None:
         now = time.monotonic()
-        if now < self._stats_at:
+        if now < self._stats_at or conn.stats_mid in conn.mids:
             return
         self._stats_at = now + self._mqtt.stats_interval
         stats = {**outbox.stats().payload(), "time": iso_ms(utc_now())}
         info = conn.client.publish(self._topics.stats, json.dumps(stats, separators=(",", ":")), qos=1, retain=True)
         self._check(info, self._topics.stats)
         conn.mids[info.mid] = 0
+        conn.stats_mid = info.mid
 
     def _publish_rows(self, conn: _Connection, outbox: Outbox) -> None:
         room = self._mqtt.max_inflight - len(conn.rows)
