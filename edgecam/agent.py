@@ -16,8 +16,8 @@ from edgecam.door import DoorWatcher, open_watcher
 from edgecam.errors import StorageError
 from edgecam.models import DoorState, Frame, MotionResult, Topics
 from edgecam.motion import MotionDetector
+from edgecam.mqtt.publisher import Publisher
 from edgecam.outbox import Outbox
-from edgecam.publisher import Publisher
 from edgecam.sources import FrameSource, open_source
 from edgecam.systemd import Notifier
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from edgecam.config import DEVICE_ID_PATTERN, Settings
 from edgecam.errors import ConfigError
-from edgecam.publisher import Subscriber
+from edgecam.mqtt.client import Subscriber
 
 logger = logging.getLogger(__name__)
 

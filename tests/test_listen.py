@@ -13,8 +13,8 @@ import pytest
 from edgecam.config import OutboxSettings, Settings, StorageSettings
 from edgecam.listen import Listener, run_listen
 from edgecam.models import Event, Topics
+from edgecam.mqtt.publisher import Publisher
 from edgecam.outbox import Outbox
-from edgecam.publisher import Publisher
 from tests.conftest import Broker, DoorEvent, make_door_event, wait_until
 
 DEVICE = "front-door"

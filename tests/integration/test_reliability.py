@@ -19,8 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edgecam.config import StorageSettings
 from edgecam.models import Topics
+from edgecam.mqtt.publisher import Publisher
 from edgecam.outbox import Outbox
-from edgecam.publisher import Publisher
 from tests.conftest import Broker, make_door_event
 from tests.faults import SilentLink, mount_tmpfs, unmount, used_bytes
 from tests.integration.test_agent import BASE, DEVICE, Inbox, check_events, start_agent

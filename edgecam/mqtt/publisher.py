@@ -1,4 +1,4 @@
-"""The MQTT client (the only paho import): drains the outbox, keeps availability and states, reconnects.
+"""The publisher: drains the outbox to the broker, keeps availability and the retained states, reconnects.
 
 Delivery: every outbox row is published with QoS 1, at most ``mqtt.max_inflight`` rows at once, and marked
 delivered only when the broker has acknowledged all of its messages (PUBACK), or with ``outbox.confirm =
@@ -14,23 +14,21 @@ import logging
 import queue
 import random
 import re
-import socket
-import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgecam.config import DEVICE_ID_PATTERN, MqttSettings, OutboxSettings, StorageSettings
-from edgecam.errors import BrokerError, ConfigError, StorageError
+from edgecam.errors import BrokerError, StorageError
 from edgecam.models import Topics, iso_ms, utc_now
+from edgecam.mqtt.client import connect, describe_connect_error, new_client, read_password, tls_context
 from edgecam.outbox import Outbox, Pending
 
 logger = logging.getLogger(__name__)
@@ -43,91 +41,6 @@ _OK = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 MAX_ACK_BYTES = 65536
 """Largest confirmation accepted on ``<base>/ack``."""
 _EVENT_ID = re.compile(DEVICE_ID_PATTERN)
-
-
-def read_password(settings: MqttSettings) -> str | None:
-    """The broker password from ``mqtt.password_file`` (trailing newline stripped), or None."""
-    if settings.password_file is None:
-        return None
-    try:
-        return settings.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
-        raise ConfigError(f"mqtt.password_file: cannot read {settings.password_file}: {reason}") from err
-
-
-def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
-    """The TLS context that verifies the broker, or None without ``mqtt.tls``."""
-    if not settings.tls:
-        return None
-    try:
-        return ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
-    except (OSError, ssl.SSLError) as err:
-        raise ConfigError(f"mqtt.ca_file: cannot load {settings.ca_file}: {err}") from err
-
-
-def new_client(
-    settings: MqttSettings,
-    client_id: str,
-    password: str | None,
-    tls: ssl.SSLContext | None,
-    reconnect: bool,
-    persistent: bool = False,
-) -> paho.Client:
-    """A paho client for ``settings``: protocol, credentials and TLS set, not connected.
-
-    With ``reconnect`` false, paho's network thread ends when the connection does. With ``persistent`` (MQTT
-    3.1.1) the broker keeps the session; for MQTT 5 that is chosen in ``connect``.
-    """
-    if settings.protocol == "5":
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            reconnect_on_failure=reconnect,
-        )
-    else:
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id,
-            clean_session=not persistent,
-            protocol=MQTTProtocolVersion.MQTTv311,
-            reconnect_on_failure=reconnect,
-        )
-    if settings.username is not None:
-        client.username_pw_set(settings.username, password)
-    if tls is not None:
-        client.tls_set_context(tls)
-    return client
-
-
-def connect(client: paho.Client, settings: MqttSettings) -> None:
-    """Open the TCP (and TLS) connection and send CONNECT resuming the session; raises OSError."""
-    if settings.protocol == "5":
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = settings.session_expiry
-        client.connect(settings.host, settings.port, settings.keepalive, clean_start=False, properties=properties)
-    else:
-        client.connect(settings.host, settings.port, settings.keepalive)
-
-
-def describe_connect_error(settings: MqttSettings, err: Exception) -> str:
-    """One line saying why a connection attempt failed, without a traceback."""
-    where = f"{settings.host}:{settings.port}"
-    if isinstance(err, socket.gaierror):
-        return f"mqtt: cannot resolve broker host {settings.host}: {err.strerror or err}"
-    if isinstance(err, ssl.SSLCertVerificationError):
-        return f"mqtt: TLS: the certificate of broker {where} is not trusted: {err.verify_message or err}"
-    if isinstance(err, ssl.SSLError):
-        return f"mqtt: TLS handshake with broker {where} failed: {err.reason or err}"
-    if settings.tls and isinstance(err, ConnectionResetError):
-        # The TCP connection was up, so the handshake failed: most likely a listener without TLS.
-        return f"mqtt: TLS handshake with broker {where} failed: {err.strerror} (is it a TLS port?)"
-    if isinstance(err, TimeoutError):
-        return f"mqtt: cannot reach broker {where}: timed out"
-    if isinstance(err, OSError):
-        return f"mqtt: cannot reach broker {where}: {err.strerror or err}"
-    return f"mqtt: cannot connect to broker {where}: {err}"
 
 
 class _NetEvent(NamedTuple):
@@ -603,107 +516,6 @@ class Publisher:
             self._wake_event.wait(min(remaining, 0.1))
             self._wake_event.clear()
             self._drain(conn, outbox)
-
-
-MessageCallback = Callable[[str, bytes, bool], None]
-"""Receives (topic, payload, retained) of each message."""
-
-
-class Subscriber:
-    """A small MQTT client: subscribes to topic filters (again on every reconnect) and hands messages on."""
-
-    def __init__(
-        self, mqtt: MqttSettings, filters: Sequence[str], on_message: MessageCallback, client_id: str = ""
-    ) -> None:
-        """Prepare the client; raise ConfigError for an unreadable password or CA file."""
-        self._mqtt = mqtt
-        self._filters = list(filters)
-        self._callback = on_message
-        self._subscribed = threading.Event()
-        self._connected = False
-        self._client = new_client(mqtt, client_id, read_password(mqtt), tls_context(mqtt), reconnect=True)
-        self._client.reconnect_delay_set(max(1, round(mqtt.reconnect_min)), max(1, round(mqtt.reconnect_max)))
-        self._client.on_connect = self._on_connect
-        self._client.on_connect_fail = self._on_connect_fail
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
-        self._started = False
-
-    def start(self) -> None:
-        """Connect in the background; reconnects by itself."""
-        if self._started:
-            return
-        self._started = True
-        if self._mqtt.protocol == "5":
-            self._client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive, clean_start=True)
-        else:
-            self._client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive)
-        self._client.loop_start()
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Publish at QoS 1, not retained; paho sends it once connected."""
-        self._client.publish(topic, payload, qos=1)
-
-    def wait_subscribed(self, timeout: float) -> bool:
-        """Wait until the broker has confirmed the subscriptions; False on timeout."""
-        return self._subscribed.wait(timeout)
-
-    def stop(self) -> None:
-        """Disconnect and stop the network thread; idempotent."""
-        if not self._started:
-            return
-        self._started = False
-        self._client.disconnect()
-        self._client.loop_stop()
-
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        where = f"{self._mqtt.host}:{self._mqtt.port}"
-        if reason.is_failure:
-            logger.warning("mqtt: broker %s refused the connection: %s", where, reason)
-            return
-        logger.debug("mqtt: connected to broker %s", where)
-        self._connected = True
-        client.subscribe([(f, 1) for f in self._filters])
-
-    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        logger.warning("mqtt: cannot reach broker %s:%d; retrying", self._mqtt.host, self._mqtt.port)
-
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.DisconnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self._subscribed.clear()
-        was_connected, self._connected = self._connected, False
-        if self._started and was_connected:
-            logger.warning("mqtt: lost the connection to broker %s:%d; reconnecting", self._mqtt.host, self._mqtt.port)
-
-    def _on_subscribe(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reasons: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        refused = [f for f, r in zip(self._filters, reasons, strict=False) if r.is_failure]
-        if refused:
-            logger.warning("mqtt: the broker refused the subscription to %s", ", ".join(refused))
-        self._subscribed.set()
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._callback(message.topic, bytes(message.payload), bool(message.retain))
 
 
 def _parse_ack(payload: bytes) -> list[str] | None:

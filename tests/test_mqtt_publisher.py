@@ -15,12 +15,12 @@ import jsonschema
 import pytest
 from paho.mqtt import publish
 
-import edgecam.publisher as publisher_module
+import edgecam.mqtt.publisher as publisher_module
 from edgecam.config import MqttSettings, OutboxSettings, StorageSettings
 from edgecam.errors import StorageError
 from edgecam.models import Topics
+from edgecam.mqtt.publisher import Publisher
 from edgecam.outbox import Outbox
-from edgecam.publisher import Publisher, Subscriber
 from tests.conftest import Broker, Collector, DoorEvent, first_arrivals, free_port, make_door_event, wait_until
 
 pytestmark = pytest.mark.integration
@@ -167,7 +167,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from edgecam.config import MqttSettings, StorageSettings
     from edgecam.models import Topics
-    from edgecam.publisher import Publisher
+    from edgecam.mqtt.publisher import Publisher
 
     settings = MqttSettings(host=sys.argv[1], port=int(sys.argv[2]), keepalive=5)
     Publisher(settings, Topics(sys.argv[3]), StorageSettings(dir=Path(sys.argv[4])), "front-door").start()
@@ -209,7 +209,7 @@ def test_broker_down_at_start_gets_everything_once_it_is_up(
     rig: Rig,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="edgecam.publisher")
+    caplog.set_level(logging.INFO, logger="edgecam.mqtt")
     broker = mosquitto_factory(persistence=True)
     collector: Collector = collector_factory(broker, (f"{TOPICS.base}/#",), persistent=True)
     broker.stop()
@@ -310,7 +310,7 @@ def test_user_name_and_password_file(
 def test_connection_failures_are_one_clear_line(
     mosquitto: Broker, rig: Rig, caplog: pytest.LogCaptureFixture, overrides: dict[str, Any], expected: str
 ) -> None:
-    caplog.set_level(logging.INFO, logger="edgecam.publisher")
+    caplog.set_level(logging.INFO, logger="edgecam.mqtt")
     publisher = rig.publisher(mosquitto.settings(**overrides))
     assert wait_until(lambda: expected in caplog.text, 5)
     publisher.stop()
@@ -321,7 +321,7 @@ def test_connection_failures_are_one_clear_line(
 
 
 def test_reconnect_delays_double_with_jitter_up_to_the_maximum(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="edgecam.publisher")
+    caplog.set_level(logging.WARNING, logger="edgecam.mqtt")
     nobody = MqttSettings(host="127.0.0.1", port=free_port(), reconnect_min=0.1, reconnect_max=1.0)
     publisher = rig.publisher(nobody)
     assert wait_until(lambda: len(caplog.records) >= 5, 10)
@@ -335,7 +335,7 @@ def test_reconnect_delays_double_with_jitter_up_to_the_maximum(rig: Rig, caplog:
 
 def test_a_silent_server_is_given_up_on(rig: Rig, caplog: pytest.LogCaptureFixture, monkeypatch: Any) -> None:
     monkeypatch.setattr(publisher_module, "CONNACK_TIMEOUT", 0.5)
-    caplog.set_level(logging.WARNING, logger="edgecam.publisher")
+    caplog.set_level(logging.WARNING, logger="edgecam.mqtt")
     with socket.create_server(("127.0.0.1", 0)) as server:  # accepts TCP, never answers MQTT
         port = server.getsockname()[1]
         publisher = rig.publisher(MqttSettings(host="127.0.0.1", port=port))
@@ -347,7 +347,7 @@ def test_a_silent_server_is_given_up_on(rig: Rig, caplog: pytest.LogCaptureFixtu
 def test_a_missing_still_file_does_not_hold_up_the_event(
     mosquitto: Broker, collector_factory: Any, rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edgecam.publisher")
+    caplog.set_level(logging.WARNING, logger="edgecam.mqtt")
     collector: Collector = collector_factory(mosquitto)
     door = rig.door_event(n_stills=1)
     seqs = rig.append(door)
@@ -378,28 +378,6 @@ def test_the_examples_in_the_docs_follow_the_schema() -> None:
         VALIDATOR.validate(example)
     with pytest.raises(jsonschema.ValidationError):
         VALIDATOR.validate({**examples[1], "sha256": "not hex"})
-
-
-def test_subscriber_hands_on_messages_and_subscribes_again_after_a_broker_restart(mosquitto: Broker) -> None:
-    received: list[tuple[str, bytes, bool]] = []
-    subscriber = Subscriber(
-        mosquitto.settings(), [TOPICS.motion, TOPICS.events], lambda t, p, r: received.append((t, p, r))
-    )
-    subscriber.start()
-    try:
-        assert subscriber.wait_subscribed(5)
-        publish.single(TOPICS.motion, "ON", retain=True, hostname=mosquitto.host, port=mosquitto.port)
-        assert wait_until(lambda: received == [(TOPICS.motion, b"ON", False)], 5)
-
-        mosquitto.stop()
-        assert wait_until(lambda: not subscriber.wait_subscribed(0), 5)
-        mosquitto.start()
-        assert subscriber.wait_subscribed(10)
-        publish.single(TOPICS.events, b'{"v":1}', qos=1, hostname=mosquitto.host, port=mosquitto.port)
-        assert wait_until(lambda: received[-1:] == [(TOPICS.events, b'{"v":1}', False)], 5)
-    finally:
-        subscriber.stop()
-        subscriber.stop()
 
 
 def test_stats_report_the_outbox_retained(mosquitto: Broker, collector_factory: Any, rig: Rig) -> None:
@@ -462,7 +440,7 @@ def test_a_confirmation_sent_while_the_agent_is_away_waits_in_its_session(
 def test_a_malformed_confirmation_is_ignored_with_a_warning(
     mosquitto: Broker, collector_factory: Any, rig: Rig, caplog: pytest.LogCaptureFixture, payload: bytes
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="edgecam.publisher")
+    caplog.set_level(logging.WARNING, logger="edgecam.mqtt")
     rig.append(rig.door_event(n_stills=0))
     collector: Collector = collector_factory(mosquitto, (TOPICS.events,))
     publisher = rig.publisher(mosquitto.settings(), CONSUMER)
