@@ -10,8 +10,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgecam.capture import Capture, Emitted
+from edgecam.commands import Commands
 from edgecam.config import Settings
 from edgecam.contact import DoorContact, open_contact
+from edgecam.disk import write_atomically
 from edgecam.door import DoorWatcher, open_watcher
 from edgecam.errors import StorageError
 from edgecam.models import DoorState, Frame, MotionResult, Topics
@@ -60,19 +62,36 @@ class Pipeline:
         door: DoorWatcher | None = None,
         contact: DoorContact | None = None,
     ) -> None:
-        cam = settings.camera
+        self.settings = settings
         self.source = source
         self.door = door
         self.contact = contact
-        self.detector = MotionDetector(settings.motion, cam.detect_width, cam.detect_height, settings.door)
+        self.detecting = True
+        """False while detection is switched off (``<base>/set/detect``): frames are read, nothing is detected."""
+        self.detector = self._new_detector()
         self.capture = Capture(
             settings.capture, settings.motion.masks, settings.device_id, Topics(settings.topic_base), stills_dir
         )
+
+    def _new_detector(self) -> MotionDetector:
+        cam = self.settings.camera
+        return MotionDetector(self.settings.motion, cam.detect_width, cam.detect_height, self.settings.door)
+
+    def set_detecting(self, on: bool) -> None:
+        """Switch detection on (with a background learnt afresh) or off (ending the event under way)."""
+        if on and not self.detecting:
+            self.detector = self._new_detector()
+        self.detecting = on
 
     def steps(self, stop: threading.Event | None = None) -> Iterator[Step]:
         """Process frames until the source ends or ``stop`` is set; the last step closes an open event."""
         frame: Frame | None = None
         for frame in self.source.frames():
+            if not self.detecting:
+                yield self._paused(frame)
+                if stop is not None and stop.is_set():
+                    break
+                continue
             contact_open = self.contact.is_open() if self.contact is not None else None
             door = self.door.update(frame) if self.door is not None else None
             if contact_open is not None:
@@ -85,6 +104,12 @@ class Pipeline:
         if frame is not None and self.capture.in_event:
             end = MotionResult(score=0.0, moving=False, event="end", why="the source ended")
             yield Step(frame, end, self.capture.finish(frame.t))
+
+    def _paused(self, frame: Frame) -> Step:
+        if self.capture.in_event:
+            end = MotionResult(score=0.0, moving=False, event="end", why="detection switched off")
+            return Step(frame, end, self.capture.finish(frame.t))
+        return Step(frame, MotionResult(score=0.0, moving=False), [])
 
 
 class Agent:
@@ -134,7 +159,10 @@ class Agent:
                 s.topic_base,
             )
             self._notifier.ready(f"watching {s.camera.source}")
-            for step in Pipeline(s, source, None, door, contact).steps(stop):
+            pipeline = Pipeline(s, source, None, door, contact)
+            switch = DetectSwitch(s.storage.dir / "detect", pipeline, publisher)
+            for step in pipeline.steps(stop):
+                switch.apply(publisher.take_commands())
                 result = step.result
                 if result.door is not None and result.door != door_state:
                     door_state = result.door
@@ -164,6 +192,40 @@ class Agent:
                 "agent: the broker did not take every queued message within %.0f s; they stay in the outbox",
                 timeout,
             )
+
+
+class DetectSwitch:
+    """``<base>/set/detect``: switches detection off and on, remembered across restarts in the state directory."""
+
+    def __init__(self, path: Path, pipeline: Pipeline, publisher: Publisher) -> None:
+        self._path = path
+        self._pipeline = pipeline
+        self._publisher = publisher
+        self._commands = Commands()
+        try:
+            on = path.read_text(encoding="ascii").strip() != "OFF"
+        except (OSError, UnicodeDecodeError):
+            on = True
+        if not on:
+            logger.warning("agent: detection is switched off (%s says OFF); send ON to set/detect to resume", path)
+        pipeline.set_detecting(on)
+        publisher.set_detect(on)
+
+    def apply(self, received: list[tuple[str, bytes]]) -> None:
+        """Act on the valid commands among ``received``; the rest are refused and logged by ``Commands``."""
+        for name, payload in received:
+            command = self._commands.parse(name, payload)
+            if command is None:
+                continue
+            on = command.value == "ON"
+            if on != self._pipeline.detecting:
+                logger.info("agent: detection switched %s by set/detect", command.value)
+                try:
+                    write_atomically(self._path, command.value.encode())
+                except OSError as err:
+                    logger.error("agent: cannot remember detection %s in %s: %s", command.value, self._path, err)
+            self._pipeline.set_detecting(on)
+            self._publisher.set_detect(on)
 
 
 class Store:

@@ -83,6 +83,22 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _check_config(settings: Settings) -> int:
+    """Print the effective settings; check that secret files are private and TLS files load."""
+    from edgecam.mqtt.client import read_password, tls_context
+
+    print(render_toml(settings), end="")
+    try:
+        read_password(settings.mqtt)
+        tls_context(settings.mqtt)
+    except ConfigError as err:
+        print(f"edgecam: {err}", file=sys.stderr)
+        return 2
+    if settings.mqtt.tls_insecure:
+        print("edgecam: warning: mqtt.tls_insecure is on: the broker is not verified; for tests only", file=sys.stderr)
+    return 0
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from edgecam.agent import Agent
 
@@ -152,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"edgecam: {line}", file=sys.stderr)
         return 2
     if args.command == "check-config":
-        print(render_toml(settings), end="")
-        return 0
+        return _check_config(settings)
     try:
         return COMMANDS[args.command](settings, args)
     except EdgecamError as err:

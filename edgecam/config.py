@@ -302,16 +302,51 @@ class MqttSettings(Section):
     stats_interval: float = Field(
         60.0, ge=1.0, le=86400.0, description="Seconds between two outbox reports on <base>/stats."
     )
-    tls: bool = Field(False, description="Connect with TLS (usually port 8883) and verify the broker's certificate.")
+    tls: bool = Field(
+        False, description="Connect with TLS (port 8883) and verify the broker's certificate and host name."
+    )
     ca_file: Path | None = Field(
         None, description="CA certificates (PEM) that sign the broker's certificate; default the system's."
     )
+    cert_file: Path | None = Field(None, description="This device's client certificate (PEM), for brokers that ask.")
+    key_file: Path | None = Field(
+        None,
+        description=(
+            "The client certificate's private key (PEM, mode 0600); default the systemd credential "
+            "'mqtt-client-key', else in cert_file."
+        ),
+    )
+    tls_insecure: bool = Field(
+        False, description="For tests only: accept any broker certificate and host name (warned on every connect)."
+    )
 
     @model_validator(mode="after")
-    def _backoff_order(self) -> "MqttSettings":
+    def _consistent(self) -> "MqttSettings":
         if self.reconnect_max < self.reconnect_min:
-            raise ValueError("reconnect_max must be >= reconnect_min")
+            raise ValueError("mqtt.reconnect_max must be >= mqtt.reconnect_min")
+        if self.port == 8883 and not self.tls:
+            raise ValueError("mqtt.port 8883 is MQTT over TLS: set mqtt.tls = true, or use port 1883")
+        tls_keys = [k for k in ("ca_file", "cert_file", "key_file", "tls_insecure") if getattr(self, k)]
+        if tls_keys and not self.tls:
+            raise ValueError(f"mqtt.{tls_keys[0]} needs mqtt.tls = true")
+        if self.tls and self.port == 1883:
+            raise ValueError("mqtt.tls on port 1883, the plain MQTT port: use port 8883, or mqtt.tls = false")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("mqtt.key_file needs mqtt.cert_file, the certificate it belongs to")
         return self
+
+    def secret_file(self, name: Literal["password", "key"]) -> Path | None:
+        """``mqtt.password_file`` / ``mqtt.key_file``, else the systemd credential (``LoadCredential=``) if any."""
+        path = self.password_file if name == "password" else self.key_file
+        if path is not None:
+            return path
+        if name == "key" and self.cert_file is None:
+            return None
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not credentials:
+            return None
+        candidate = Path(credentials) / ("mqtt-password" if name == "password" else "mqtt-client-key")
+        return candidate if candidate.is_file() else None
 
 
 def _default_device_id() -> str:
@@ -428,7 +463,10 @@ def describe_errors(err: ValidationError) -> list[str]:
             lines.append(f"{key}: unknown key (allowed here: {_allowed_keys(e['loc'])})")
             continue
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{key}: {e['input']!r} is not allowed: {msg}")
+        if isinstance(e["input"], dict):  # a rule across keys: the message names them
+            lines.append(msg)
+        else:
+            lines.append(f"{key}: {e['input']!r} is not allowed: {msg}")
     return lines
 
 

@@ -101,7 +101,7 @@ class Listener:
         device = parts[0]
         if not _NAME.match(device):
             return []
-        if parts[1:] in (["availability"], ["motion"], ["door"]):
+        if parts[1:] in (["availability"], ["motion"], ["door"], ["detect"]):
             return self._state_change(device, parts[1], payload)
         if parts[1:] == ["events"]:
             return self._event(device, payload)
@@ -227,7 +227,9 @@ def run_listen(
     if device != "+" and not re.match(DEVICE_ID_PATTERN, device):
         raise ConfigError(f"listen: {device!r} is not a device id (letters, digits, '_' and '-', or '+' for all)")
     base = f"{settings.mqtt.topic_prefix}/{device}"
-    filters = [f"{base}/{topic}" for topic in ("events", "events/+/stills/+", "availability", "motion", "door")]
+    filters = [
+        f"{base}/{topic}" for topic in ("events", "events/+/stills/+", "availability", "motion", "door", "detect")
+    ]
     inbox: queue.SimpleQueue[tuple[str, bytes, bool]] = queue.SimpleQueue()
     listener = Listener(settings.mqtt.topic_prefix, out_dir)
     subscriber = Subscriber(settings.mqtt, filters, lambda topic, payload, retain: inbox.put((topic, payload, retain)))

@@ -146,6 +146,16 @@ class Topics:
         return f"{self.base}/stats"
 
     @property
+    def detect(self) -> str:
+        """``ON`` / ``OFF``, retained: whether door events are being detected (``<base>/set/detect`` switches it)."""
+        return f"{self.base}/detect"
+
+    @property
+    def commands(self) -> str:
+        """The filter of the commands the agent accepts: ``<base>/set/<name>``."""
+        return f"{self.base}/set/#"
+
+    @property
     def ack(self) -> str:
         """Where a consumer confirms events (a JSON list of event ids) with ``outbox.confirm = 'consumer'``."""
         return f"{self.base}/ack"

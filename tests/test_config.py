@@ -83,3 +83,23 @@ def test_rendered_settings_round_trip_and_redact_secrets(tmp_path: Path) -> None
     assert "hunter2" not in text
     again = load_settings(write(tmp_path, text))
     assert again.model_dump() == s.model_dump()
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "line"),
+    [
+        ("port = 8883", "mqtt.port 8883 is MQTT over TLS: set mqtt.tls = true, or use port 1883"),
+        ("tls = true", "mqtt.tls on port 1883, the plain MQTT port: use port 8883, or mqtt.tls = false"),
+        ('ca_file = "/etc/ssl/ca.pem"', "mqtt.ca_file needs mqtt.tls = true"),
+        ("tls_insecure = true", "mqtt.tls_insecure needs mqtt.tls = true"),
+        (
+            'tls = true\nport = 8883\nkey_file = "/k"',
+            "mqtt.key_file needs mqtt.cert_file, the certificate it belongs to",
+        ),
+    ],
+    ids=["8883-plain", "tls-on-1883", "ca-without-tls", "insecure-without-tls", "key-without-cert"],
+)
+def test_tls_settings_that_contradict_each_other_are_one_line(tmp_path: Path, mqtt: str, line: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, f"[mqtt]\n{mqtt}\n"))
+    assert str(err.value) == line

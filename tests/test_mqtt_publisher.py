@@ -17,8 +17,9 @@ from paho.mqtt import publish
 
 import edgecam.mqtt.publisher as publisher_module
 from edgecam.config import MqttSettings, OutboxSettings, StorageSettings
-from edgecam.errors import StorageError
+from edgecam.errors import ConfigError, StorageError
 from edgecam.models import Topics
+from edgecam.mqtt.client import read_password
 from edgecam.mqtt.publisher import Publisher
 from edgecam.outbox import Outbox
 from tests.conftest import Broker, Collector, DoorEvent, first_arrivals, free_port, make_door_event, wait_until
@@ -167,7 +168,8 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from edgecam.config import MqttSettings, StorageSettings
     from edgecam.models import Topics
-    from edgecam.mqtt.publisher import Publisher
+    from edgecam.mqtt.client import read_password
+from edgecam.mqtt.publisher import Publisher
 
     settings = MqttSettings(host=sys.argv[1], port=int(sys.argv[2]), keepalive=5)
     Publisher(settings, Topics(sys.argv[3]), StorageSettings(dir=Path(sys.argv[4])), "front-door").start()
@@ -280,9 +282,11 @@ def test_user_name_and_password_file(
     broker = mosquitto_factory(config=f"allow_anonymous false\npassword_file {passwords}")
     secret = tmp_path / "mqtt-password"
     secret.write_text("s3cret-door\n")
+    secret.chmod(0o600)
 
     wrong = tmp_path / "wrong-password"
     wrong.write_text("guess\n")
+    wrong.chmod(0o600)
     refused = rig.publisher(broker.settings(username="edgecam", password_file=wrong))
     assert wait_until(lambda: "refused the connection" in caplog.text, 5)
     refused.stop()
@@ -295,6 +299,31 @@ def test_user_name_and_password_file(
     publisher.stop()
     assert "s3cret-door" not in caplog.text
     assert "guess" not in caplog.text
+
+
+def test_a_password_file_others_can_read_is_refused_naming_the_file_and_the_fix(rig: Rig, tmp_path: Path) -> None:
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret-door\n")
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError) as refused:
+        Publisher(MqttSettings(username="edgecam", password_file=secret), TOPICS, rig.storage, DEVICE)
+    assert str(refused.value) == (
+        f"mqtt.password_file: {secret} is readable by group or others (mode 0644); "
+        f"fix: chmod 600 {secret} (owned by the user edgecam runs as)"
+    )
+
+
+def test_the_password_comes_from_the_systemd_credential_when_no_file_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "mqtt-password").write_text("from-systemd\n")
+    (credentials / "mqtt-password").chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert read_password(MqttSettings(username="edgecam")) == "from-systemd"
+    with pytest.raises(ConfigError, match="mqtt.password_file: cannot read"):
+        read_password(MqttSettings(username="edgecam", password_file=tmp_path / "none"))  # a named file wins
 
 
 # paho leaves the socket of a failed TLS handshake to the garbage collector, which warns about it.

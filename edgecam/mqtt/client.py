@@ -3,8 +3,10 @@
 import logging
 import socket
 import ssl
+import stat
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -19,25 +21,62 @@ from edgecam.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
-def read_password(settings: MqttSettings) -> str | None:
-    """The broker password from ``mqtt.password_file`` (trailing newline stripped), or None."""
-    if settings.password_file is None:
-        return None
+def check_private(key: str, path: Path) -> None:
+    """Refuse a secret file that group or others may read, naming the file and the fix."""
     try:
-        return settings.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot read {path}: {err.strerror or err}") from err
+    if mode & 0o077:
+        raise ConfigError(
+            f"{key}: {path} is readable by group or others (mode {stat.S_IMODE(mode):04o}); "
+            f"fix: chmod 600 {path} (owned by the user edgecam runs as)"
+        )
+
+
+def read_password(settings: MqttSettings) -> str | None:
+    """The broker password from ``mqtt.password_file`` or the systemd credential (newline stripped), or None."""
+    path = settings.secret_file("password")
+    if path is None:
+        return None
+    check_private("mqtt.password_file", path)
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
-        raise ConfigError(f"mqtt.password_file: cannot read {settings.password_file}: {reason}") from err
+        raise ConfigError(f"mqtt.password_file: cannot read {path}: {reason}") from err
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
-    """The TLS context that verifies the broker, or None without ``mqtt.tls``."""
+    """The TLS context that verifies the broker's certificate and host name, or None without ``mqtt.tls``."""
     if not settings.tls:
         return None
     try:
-        return ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
     except (OSError, ssl.SSLError) as err:
         raise ConfigError(f"mqtt.ca_file: cannot load {settings.ca_file}: {err}") from err
+    if settings.cert_file is not None:
+        key = settings.secret_file("key")
+        if key is not None:
+            check_private("mqtt.key_file", key)
+        try:
+            context.load_cert_chain(settings.cert_file, key)
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(f"mqtt.cert_file: cannot load {settings.cert_file} with its key {key}: {err}") from err
+    if settings.tls_insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def warn_if_insecure(settings: MqttSettings) -> None:
+    """Say on every connect that the broker is not verified, when ``mqtt.tls_insecure`` is on."""
+    if settings.tls and settings.tls_insecure:
+        logger.warning(
+            "mqtt: mqtt.tls_insecure is on: the certificate of broker %s:%d is NOT verified (for tests only)",
+            settings.host,
+            settings.port,
+        )
 
 
 def new_client(
@@ -169,6 +208,7 @@ class Subscriber:
             logger.warning("mqtt: broker %s refused the connection: %s", where, reason)
             return
         logger.debug("mqtt: connected to broker %s", where)
+        warn_if_insecure(self._mqtt)
         self._connected = True
         client.subscribe([(f, 1) for f in self._filters])
 

@@ -25,10 +25,18 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edgecam.commands import MAX_COMMAND_BYTES
 from edgecam.config import DEVICE_ID_PATTERN, MqttSettings, OutboxSettings, StorageSettings
 from edgecam.errors import BrokerError, StorageError
 from edgecam.models import Topics, iso_ms, utc_now
-from edgecam.mqtt.client import connect, describe_connect_error, new_client, read_password, tls_context
+from edgecam.mqtt.client import (
+    connect,
+    describe_connect_error,
+    new_client,
+    read_password,
+    tls_context,
+    warn_if_insecure,
+)
 from edgecam.outbox import Outbox, Pending
 
 logger = logging.getLogger(__name__)
@@ -39,6 +47,9 @@ _POLL = 1.0
 """Seconds between two looks at the outbox when nothing wakes the worker."""
 _OK = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 MAX_ACK_BYTES = 65536
+MAX_WAITING_COMMANDS = 256
+"""Commands held for the agent's frame loop; more are dropped."""
+MAX_TOPIC_NAME = 256
 """Largest confirmation accepted on ``<base>/ack``."""
 _EVENT_ID = re.compile(DEVICE_ID_PATTERN)
 
@@ -99,6 +110,9 @@ class Publisher:
         self._rewind_at: float | None = None
         self._stats_at = 0.0
         self._bad_acks = 0
+        self._commands_prefix = topics.commands.removesuffix("#")
+        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=MAX_WAITING_COMMANDS)
+        self._dropped_commands = 0
         self._client_id = mqtt.client_id or f"edgecam-{device_id}"
         self._password = read_password(mqtt)
         self._tls = tls_context(mqtt)
@@ -141,6 +155,10 @@ class Publisher:
     def set_motion(self, on: bool) -> None:
         """Set the retained motion state (``ON``/``OFF``), published now or on the next connect."""
         self._set_state(self._topics.motion, "ON" if on else "OFF")
+
+    def set_detect(self, on: bool) -> None:
+        """Set the retained detection state (``ON``/``OFF``), published now or on the next connect."""
+        self._set_state(self._topics.detect, "ON" if on else "OFF")
 
     def set_door(self, state: str) -> None:
         """Set the retained door state (``open``/``closed``), published now or on the next connect."""
@@ -228,6 +246,25 @@ class Publisher:
         if message.topic == self._topics.ack:
             self._net.put(_NetEvent(gen, "confirm", payload=bytes(message.payload)))
             self._wake_event.set()
+        elif message.topic.startswith(self._commands_prefix):
+            name = message.topic[len(self._commands_prefix) :]
+            try:  # cut to just over the cap: the agent refuses it without this thread holding a huge payload
+                self._commands.put_nowait((name[:MAX_TOPIC_NAME], bytes(message.payload[: MAX_COMMAND_BYTES + 1])))
+            except queue.Full:
+                self._dropped_commands += 1
+                if self._dropped_commands in (1, 100) or self._dropped_commands % 10000 == 0:
+                    logger.warning(
+                        "mqtt: %d commands dropped: they come faster than the agent reads them", self._dropped_commands
+                    )
+
+    def take_commands(self) -> list[tuple[str, bytes]]:
+        """The ``<base>/set/<name>`` messages received since the last call, as (name, payload), unchecked."""
+        taken: list[tuple[str, bytes]] = []
+        while True:
+            try:
+                taken.append(self._commands.get_nowait())
+            except queue.Empty:
+                return taken
 
     # The worker thread: owns the paho client, the outbox connection and all the bookkeeping.
 
@@ -305,6 +342,7 @@ class Publisher:
         client = self._make_client()
         client.user_data_set(self._gen)
         logger.debug("mqtt: connecting to %s as %s", self._where, self._client_id)
+        warn_if_insecure(self._mqtt)
         connect(client, self._mqtt)
         client.loop_start()
         return _Connection(client, self._gen, time.monotonic())
@@ -367,6 +405,7 @@ class Publisher:
         info = conn.client.publish(self._topics.availability, "online", qos=1, retain=True)
         self._check(info, self._topics.availability)
         conn.mids[info.mid] = 0
+        conn.client.subscribe(self._topics.commands, qos=1)
         if self._by_consumer:
             conn.client.subscribe(self._topics.ack, qos=1)
         self._stats_at = 0.0

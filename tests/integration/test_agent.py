@@ -85,7 +85,13 @@ def door_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tupl
 
 
 def start_agent(
-    mosquitto: Any, tmp_path: Path, clip: Path | None, *command: str, module: str = "edgecam", **env: str
+    mosquitto: Any,
+    tmp_path: Path,
+    clip: Path | None,
+    *command: str,
+    module: str = "edgecam",
+    cwd: Path | str = ROOT,
+    **env: str,
 ) -> subprocess.Popen[str]:
     """``edgecam run`` (or ``command``) in a child process, on ``clip`` or the simulated camera.
 
@@ -102,7 +108,7 @@ def start_agent(
         **env,
     )
     argv = [sys.executable, "-m", module, *(command or ("run",))]
-    return subprocess.Popen(argv, env=environ, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(argv, env=environ, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(agent: subprocess.Popen[str], timeout: float = 60) -> str:
