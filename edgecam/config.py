@@ -262,8 +262,14 @@ class OutboxSettings(Section):
 
 
 def _check_topic_segment(value: str) -> str:
-    if any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/") or "//" in value:
-        raise ValueError("must not contain '+', '#' or NUL, nor start, end or repeat '/'")
+    if any(c in value for c in "/+#\0"):
+        raise ValueError("one topic level: must not contain '/', '+', '#' or NUL")
+    return value
+
+
+def _check_no_nul(value: str | None) -> str | None:
+    if value is not None and "\0" in value:
+        raise ValueError("must not contain NUL")
     return value
 
 
@@ -279,14 +285,18 @@ class MqttSettings(Section):
         max_length=128,
         description="First part of every topic: <prefix>/<device_id>.",
     )
-    client_id: str | None = Field(None, max_length=128, description="MQTT client id; default 'edgecam-<device_id>'.")
+    client_id: Annotated[str | None, AfterValidator(_check_no_nul)] = Field(
+        None, max_length=128, description="MQTT client id; default 'edgecam-<device_id>'."
+    )
     keepalive: int = Field(
         30,
         ge=5,
         le=3600,
         description="Seconds of silence before a ping; no answer within as long again means a dead link.",
     )
-    username: str | None = Field(None, max_length=256, description="Broker user name.")
+    username: Annotated[str | None, AfterValidator(_check_no_nul)] = Field(
+        None, max_length=256, description="Broker user name."
+    )
     password_file: Path | None = Field(
         None, description="File holding the broker password (never put the password itself in settings)."
     )

@@ -52,6 +52,8 @@ def test_toml_file_then_environment_override(tmp_path: Path, monkeypatch: pytest
         ("[mqtt]\nhots = 'x'\n", "mqtt.hots: unknown key (allowed here: host, port,"),
         ("[motion]\nzone = [[0, 0], [2, 0], [1, 1]]\n", "motion.zone: [[0, 0], [2, 0], [1, 1]] is not allowed: point"),
         ("[mqtt]\ntopic_prefix = 'a/#'\n", "mqtt.topic_prefix: 'a/#' is not allowed"),
+        ("[mqtt]\ntopic_prefix = 'home/cams'\n", "mqtt.topic_prefix: 'home/cams' is not allowed: one topic level"),
+        ('[mqtt]\nclient_id = "cam\\u0000"\n', "mqtt.client_id: 'cam\\x00' is not allowed: must not contain NUL"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(tmp_path: Path, toml: str, expected: str) -> None:
