@@ -1,7 +1,10 @@
 """The agent in this process, with a door contact on gpiozero's mock pins, against a real Mosquitto."""
 
+import contextlib
 import json
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from edgecam.errors import StorageError
 from edgecam.models import Event, Frame, Still, Topics
 from edgecam.outbox import Outbox
 from edgecam.sources.simulated import DOOR_ZONE, SimulatedSource
+from edgecam.systemd import Notifier
 from tests.conftest import Broker, Collector, make_door_event
 
 pytestmark = pytest.mark.integration
@@ -176,3 +180,60 @@ def test_events_still_refused_when_the_agent_stops_are_reported_lost(
         store.put(make_door_event(TOPICS, DEVICE, n_stills=0).rows)
         store.flush(final=True)
     assert "2 events could not be stored and are lost" in caplog.text
+
+
+class StallingCamera:
+    """The simulated scene in real time, until ``stall`` is set: then the next frame never comes (a hung camera)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._scene = SimulatedSource(settings.camera, realtime=True)
+        self.stall = threading.Event()
+        self.release = threading.Event()
+        self.fps = self._scene.fps
+
+    def frames(self) -> Iterator[Frame]:
+        for frame in self._scene.frames():
+            if self.stall.is_set():
+                self.release.wait()
+                return
+            yield frame
+
+    def still(self) -> NDArray[np.uint8]:
+        return self._scene.still()
+
+    def close(self) -> None:
+        self.release.set()
+        self._scene.close()
+
+
+def test_a_stalled_camera_stops_the_watchdog_pings(mosquitto: Broker, tmp_path: Path) -> None:
+    notify = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(0.1)
+    settings = Settings.model_validate(
+        {"device_id": DEVICE, "storage": {"dir": str(tmp_path / "state")}, "mqtt": mosquitto.settings().model_dump()}
+    )
+    camera = StallingCamera(settings)
+    notifier = Notifier({"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "200000"})  # a ping every 0.1 s
+    stop = threading.Event()
+    agent = threading.Thread(target=Agent(settings, lambda: camera, notifier, lambda: None).run, args=(stop,))
+    agent.start()
+
+    def pings(seconds: float) -> int:
+        count, deadline = 0, time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                count += sock.recv(256) == b"WATCHDOG=1"
+        return count
+
+    try:
+        assert pings(1.0) >= 5, "the frame loop pings while frames come"
+        camera.stall.set()
+        pings(0.3)  # the frame under way, if any, may still ping
+        assert pings(1.5) == 0, "no frame, no ping: systemd's watchdog would restart the agent"
+    finally:
+        stop.set()
+        camera.release.set()
+        agent.join(20)
+        sock.close()
