@@ -168,8 +168,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from edgecam.config import MqttSettings, StorageSettings
     from edgecam.models import Topics
-    from edgecam.mqtt.client import read_password
-from edgecam.mqtt.publisher import Publisher
+    from edgecam.mqtt.publisher import Publisher
 
     settings = MqttSettings(host=sys.argv[1], port=int(sys.argv[2]), keepalive=5)
     Publisher(settings, Topics(sys.argv[3]), StorageSettings(dir=Path(sys.argv[4])), "front-door").start()

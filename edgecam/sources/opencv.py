@@ -62,11 +62,19 @@ def redact(source: str) -> str:
     return _URL_PASSWORD.sub(r"\1:***@", source)
 
 
+_CV4_LOG_LEVEL_ERROR = 2
+"""OpenCV 4's ``cv::utils::logging::LOG_LEVEL_ERROR`` (silent 0, fatal 1, error 2)."""
+
+
 def _make_capture(target: str | int, api: int, params: list[int]) -> Any:
     """Open a ``cv2.VideoCapture``: the one place captures are made (tests replace it)."""
     # FFmpeg and OpenCV print their own warnings to stderr; we report failures ourselves, in one line.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    opencv_logging = getattr(getattr(cv2, "utils", None), "logging", None)  # OpenCV 5; 4.x has cv2.setLogLevel
+    if opencv_logging is not None:
+        opencv_logging.setLogLevel(opencv_logging.LOG_LEVEL_ERROR)
+    else:
+        cv2.setLogLevel(_CV4_LOG_LEVEL_ERROR)
     return cv2.VideoCapture(target, api, params)
 
 
