@@ -23,9 +23,12 @@ ensure_mosquitto() {
   [[ -n $MOSQUITTO ]] || { echo "Mosquitto could not be installed; install the Debian package 'mosquitto'" >&2; exit 1; }
 }
 
-# Tools the tests compare against: adjtimex (the kernel's clock status, for time_synced).
+# Tools the tests compare against: adjtimex (the kernel's clock status, for time_synced), and systemd-analyze
+# (package systemd), which checks systemd/edgecam.service and scores its sandbox.
 ensure_test_tools() {
   command -v adjtimex >/dev/null 2>&1 || [[ -x /usr/sbin/adjtimex ]] || apt_install adjtimex
+  command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+  command -v systemd-analyze >/dev/null 2>&1 || { echo "systemd-analyze is missing; install the package 'systemd'" >&2; exit 1; }
 }
 
 # Creates .venv and installs edgecam with its dev tools; reinstalls only when pyproject.toml changed.

@@ -74,7 +74,7 @@ def _make_capture(target: str | int, api: int, params: list[int]) -> Any:
     if opencv_logging is not None:
         opencv_logging.setLogLevel(opencv_logging.LOG_LEVEL_ERROR)
     else:
-        cv2.setLogLevel(_CV4_LOG_LEVEL_ERROR)
+        cv2.setLogLevel(_CV4_LOG_LEVEL_ERROR)  # type: ignore[attr-defined]
     return cv2.VideoCapture(target, api, params)
 
 
