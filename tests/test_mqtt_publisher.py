@@ -318,7 +318,7 @@ def test_the_password_comes_from_the_systemd_credential_when_no_file_is_named(
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     (credentials / "mqtt-password").write_text("from-systemd\n")
-    (credentials / "mqtt-password").chmod(0o400)
+    (credentials / "mqtt-password").chmod(0o440)  # how systemd's ACL for the service's user shows in stat
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     assert read_password(MqttSettings(username="edgecam")) == "from-systemd"
     with pytest.raises(ConfigError, match="mqtt.password_file: cannot read"):

@@ -1,6 +1,7 @@
 """Connecting to the broker: credentials, TLS, configured paho clients, one-line errors; and a small subscriber."""
 
 import logging
+import os
 import socket
 import ssl
 import stat
@@ -22,7 +23,14 @@ logger = logging.getLogger(__name__)
 
 
 def check_private(key: str, path: Path) -> None:
-    """Refuse a secret file that group or others may read, naming the file and the fix."""
+    """Refuse a secret file that group or others may read, naming the file and the fix.
+
+    systemd's credentials are trusted as they are: it makes them readable by the service's user alone, with an
+    access control list that ``stat`` shows in the group bits.
+    """
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and path.parent == Path(credentials):
+        return
     try:
         mode = path.stat().st_mode
     except OSError as err:
@@ -130,7 +138,8 @@ def describe_connect_error(settings: MqttSettings, err: Exception) -> str:
     if isinstance(err, socket.gaierror):
         return f"mqtt: cannot resolve broker host {settings.host}: {err.strerror or err}"
     if isinstance(err, ssl.SSLCertVerificationError):
-        return f"mqtt: TLS: the certificate of broker {where} is not trusted: {err.verify_message or err}"
+        reason = (err.verify_message or str(err)).rstrip(".")
+        return f"mqtt: TLS: the certificate of broker {where} is not trusted: {reason}"
     if isinstance(err, ssl.SSLError):
         return f"mqtt: TLS handshake with broker {where} failed: {err.reason or err}"
     if settings.tls and isinstance(err, ConnectionResetError):

@@ -126,6 +126,8 @@ class Publisher:
         self._connected = False
         self._gen = 0
         self._failures = 0
+        self._refusals = 0
+        """Connections in a row that ended with a refused event: they keep the reconnect delay growing."""
         self._stop_timeout = 5.0
         self._worker: threading.Thread | None = None
 
@@ -394,7 +396,7 @@ class Publisher:
 
     def _on_online(self, conn: _Connection, outbox: Outbox) -> None:
         conn.online = True
-        self._failures = 0
+        self._failures = self._refusals
         depth = outbox.depth()
         logger.info(
             "mqtt: connected to broker %s (MQTT %s)%s",
@@ -432,11 +434,19 @@ class Publisher:
         seq = conn.mids.pop(event.mid, None)
         if seq is None:
             return
-        if conn.states_in_flight.pop(event.mid, None) is not None and event.reason:
-            conn.states_sent.clear()  # send the states again rather than trust a rejected one
+        state = conn.states_in_flight.pop(event.mid, None)
+        if event.reason and seq == 0:
+            # Not sent again on this connection: the answer would be the same (and would come back at once).
+            logger.warning("mqtt: the broker refused %s: %s", state or "a state message", event.reason)
+            return
         if event.reason:
-            # Sending it again would get the same answer and hold up every later event.
-            logger.warning("mqtt: the broker rejected a message (event seq=%d): %s", seq, event.reason)
+            self._refusals += 1
+            if conn.ended is None:
+                conn.ended = (
+                    f"the broker refused event seq={seq}: {event.reason}; it stays in the outbox (does the "
+                    f"broker's ACL let this device write {self._topics.base}/#?)"
+                )
+            return
         if seq == 0:
             return
         waiting = conn.rows.get(seq)
@@ -445,6 +455,7 @@ class Publisher:
         waiting.discard(event.mid)
         if not waiting:
             del conn.rows[seq]
+            self._refusals = 0
             if not self._by_consumer:
                 delivered.append(seq)
 
