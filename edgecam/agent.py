@@ -134,6 +134,7 @@ class Agent:
         topics = Topics(s.topic_base)
         door_state: DoorState | None = None
         door = open_watcher(s, s.door_reference_path)
+        publisher = Publisher(s.mqtt, topics, s.storage, s.device_id, s.outbox)  # first: secrets fail fast
         with ExitStack() as cleanup:  # in reverse: stop the camera, drain, disconnect, close outbox and contact
             contact = self._open_contact()
             if contact is not None:
@@ -143,7 +144,6 @@ class Agent:
             outbox.recover(topics.still)
             outbox.sweep()
             store = Store(outbox)
-            publisher = Publisher(s.mqtt, topics, s.storage, s.device_id, s.outbox)
             publisher.start()
             cleanup.callback(publisher.stop)
             cleanup.callback(self._drain, publisher, stop)

@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,42 @@ def test_run_with_a_missing_door_reference_is_one_line_naming_the_setting(
     assert err.startswith(f"edgecam: door.reference: cannot read {tmp_path / 'nowhere.npz'}")
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "state").exists(), "nothing started, nothing written"
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate and its key, made with the openssl command."""
+    cert, key = folder / "cam.crt", folder / "cam.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=porch", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_check_config_flags_tls_insecure_and_refuses_a_key_others_can_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert, key = self_signed(tmp_path)
+    key.chmod(0o600)
+    config = tmp_path / "edgecam.toml"
+    storage = f'[storage]\ndir = "{tmp_path / "state"}"\n'
+    mqtt = storage + f'[mqtt]\nport = 8883\ntls = true\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+    config.write_text(mqtt + "tls_insecure = true\n")
+    assert main(["check-config", "--config", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert err == "edgecam: warning: mqtt.tls_insecure is on: the broker is not verified; for tests only\n"
+
+    config.write_text(mqtt)
+    key.chmod(0o644)
+    assert main(["check-config", "--config", str(config)]) == 2
+    out, err = capsys.readouterr()
+    assert err == (
+        f"edgecam: mqtt.key_file: {key} is readable by group or others (mode 0644); "
+        f"fix: chmod 600 {key} (owned by the user edgecam runs as)\n"
+    )
+    assert "PRIVATE KEY" not in out + err
+    assert main(["run", "--config", str(config)]) == 2, "the agent refuses to start the same way"
+    assert capsys.readouterr().err.endswith(f"fix: chmod 600 {key} (owned by the user edgecam runs as)\n")
+    assert not (tmp_path / "state").exists(), "refused before touching the state directory"
