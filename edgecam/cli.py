@@ -11,8 +11,9 @@ from pathlib import Path
 from types import FrameType
 
 from edgecam import __version__
-from edgecam.config import Settings, config_path, load_settings, render_toml
+from edgecam.config import Settings
 from edgecam.errors import ConfigError, EdgecamError, StorageError
+from edgecam.settings_file import config_path, load_settings, render_toml
 
 logger = logging.getLogger("edgecam")
 

@@ -1,22 +1,17 @@
 """Settings: one TOML file plus ``EDGECAM_<SECTION>__<KEY>`` environment overrides, validated at start."""
 
 import os
-import re
 import socket
-import tomllib
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-
-from edgecam.errors import ConfigError
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -407,111 +402,3 @@ class Settings(BaseSettings):
     def topic_base(self) -> str:
         """``<mqtt.topic_prefix>/<device_id>``: the root of every topic this device uses."""
         return f"{self.mqtt.topic_prefix}/{self.device_id}"
-
-
-def config_path(cli_path: Path | None) -> Path | None:
-    """The TOML file to read: ``--config`` first, then ``$EDGECAM_CONFIG``, else none."""
-    if cli_path is not None:
-        return cli_path
-    env = os.environ.get("EDGECAM_CONFIG")
-    return Path(env) if env else None
-
-
-def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Load and validate the settings; raise ConfigError with one line per problem."""
-    if path is not None:
-        try:
-            tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"config: cannot read {path}: {err.strerror or err}") from err
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"config: {path} is not valid TOML: {err}") from err
-
-    class FromFile(Settings):
-        model_config = SettingsConfigDict(toml_file=path)
-
-    # EDGECAM_CONFIG names the file; it is not a setting, so hide it from the environment source.
-    saved = os.environ.pop("EDGECAM_CONFIG", None)
-    try:
-        return FromFile(**overrides)
-    except ValidationError as err:
-        raise ConfigError("\n".join(describe_errors(err))) from err
-    finally:
-        if saved is not None:
-            os.environ["EDGECAM_CONFIG"] = saved
-
-
-def _key(loc: Sequence[int | str]) -> str:
-    parts: list[str] = []
-    for part in loc:
-        if isinstance(part, int):
-            parts.append(f"[{part}]")
-        elif re.fullmatch(r"function-after\[.*\]|list\[.*\]|tuple\[.*\]", part):
-            continue
-        else:
-            parts.append(("." if parts else "") + part)
-    return "".join(parts)
-
-
-def _allowed_keys(loc: Sequence[int | str]) -> str:
-    model: type[BaseModel] = Settings
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return ""
-        model = annotation
-    return ", ".join(model.model_fields)
-
-
-def describe_errors(err: ValidationError) -> list[str]:
-    """One line per problem: the key, the bad value and what is allowed."""
-    lines = []
-    for e in err.errors(include_url=False):
-        key = _key(e["loc"]) or "config"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key (allowed here: {_allowed_keys(e['loc'])})")
-            continue
-        msg = e["msg"].removeprefix("Value error, ")
-        if isinstance(e["input"], dict):  # a rule across keys: the message names them
-            lines.append(msg)
-        else:
-            lines.append(f"{key}: {e['input']!r} is not allowed: {msg}")
-    return lines
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-SECRET_KEYS = frozenset({"password", "key"})
-
-
-def render_toml(settings: Settings) -> str:
-    """The effective settings as TOML, secrets redacted, unset optional keys commented out."""
-    out: list[str] = []
-
-    def emit(prefix: str, data: dict[str, Any]) -> None:
-        tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-        for k, v in data.items():
-            if k in tables:
-                continue
-            if v is None:
-                out.append(f"# {k} = (not set)")
-            elif k in SECRET_KEYS:
-                out.append(f'{k} = "***"')
-            else:
-                out.append(f"{k} = {_toml_value(v)}")
-        for k, v in tables.items():
-            name = f"{prefix}.{k}" if prefix else k
-            out.extend(["", f"[{name}]"])
-            emit(name, v)
-
-    emit("", settings.model_dump(mode="json"))
-    return "\n".join(out) + "\n"

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecam.config import load_settings, render_toml
 from edgecam.errors import ConfigError
+from edgecam.settings_file import load_settings, render_toml
 
 
 @pytest.fixture(autouse=True)

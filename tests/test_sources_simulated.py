@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edgecam.config import CameraSettings, SimulatedSettings, load_settings
+from edgecam.config import CameraSettings, SimulatedSettings
 from edgecam.errors import CameraError, ConfigError
 from edgecam.models import Frame
+from edgecam.settings_file import load_settings
 from edgecam.sources.opencv import OpenCVSource
 from edgecam.sources.scene import door_openings
 from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer, SimulatedSource, render_clip
