@@ -1,12 +1,16 @@
-"""What the agent accepts from the network: ``<base>/set/<name>`` messages, each against an explicit schema.
+"""What the agent accepts from the network, each against an explicit schema: commands and confirmations.
 
-Everything else is refused: logged (at most a few times per reason, with a count) and ignored.
+``<base>/set/<name>`` commands and ``<base>/ack`` confirmations; everything else is refused: logged (a few times
+per kind, with a count) and ignored.
 """
 
+import json
 import logging
 import re
 from dataclasses import dataclass
 from typing import Literal
+
+from edgecam.config import DEVICE_ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +20,14 @@ _SCHEMA: dict[str, re.Pattern[bytes]] = {
     "detect": re.compile(rb"ON|OFF"),
 }
 """Command name -> the whole payload it accepts. ``detect``: ``OFF`` pauses door events and stills, ``ON`` resumes."""
+MAX_ACK_BYTES = 65536
+"""Largest confirmation read on ``<base>/ack``."""
+_EVENT_ID = re.compile(DEVICE_ID_PATTERN)
+
+
+def sparingly(count: int) -> bool:
+    """Whether the ``count``-th of a repeated complaint is worth a log line: the 1st, 10th, 100th, every 1000th."""
+    return count in (1, 10, 100) or count % 1000 == 0
 
 
 @dataclass(frozen=True)
@@ -27,7 +39,7 @@ class Command:
 
 
 class Commands:
-    """Parses inbound commands; counts and logs what it refuses, without letting a flood fill the log."""
+    """Parses inbound messages; counts and logs what it refuses, without letting a flood fill the log."""
 
     def __init__(self) -> None:
         self.refused: dict[str, int] = {}
@@ -46,7 +58,20 @@ class Commands:
             return Command("detect", payload.strip().decode())
         return None
 
+    def parse_ack(self, payload: bytes) -> list[str] | None:
+        """The event ids of a consumer's confirmation (a JSON list of them), or None (refused and logged)."""
+        ids = None
+        if len(payload) <= MAX_ACK_BYTES:
+            try:
+                ids = json.loads(payload)
+            except (ValueError, UnicodeDecodeError):
+                ids = None
+        if isinstance(ids, list) and all(isinstance(i, str) and _EVENT_ID.match(i) for i in ids):
+            return ids
+        self._refuse("ack", f"ack: {len(payload)} bytes that are not a JSON list of event ids")
+        return None
+
     def _refuse(self, kind: str, detail: str) -> None:
         seen = self.refused[kind] = self.refused.get(kind, 0) + 1
-        if seen in (1, 10, 100) or seen % 1000 == 0:
+        if sparingly(seen):
             logger.warning("commands: ignored %d %s message(s), the latest: %s", seen, kind, detail)

@@ -13,7 +13,6 @@ import json
 import logging
 import queue
 import random
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -25,8 +24,8 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edgecam.commands import MAX_COMMAND_BYTES
-from edgecam.config import DEVICE_ID_PATTERN, MqttSettings, OutboxSettings, StorageSettings
+from edgecam.commands import MAX_ACK_BYTES, MAX_COMMAND_BYTES, Commands, sparingly
+from edgecam.config import MqttSettings, OutboxSettings, StorageSettings
 from edgecam.errors import BrokerError, StorageError
 from edgecam.models import Topics, iso_ms, utc_now
 from edgecam.mqtt.client import (
@@ -46,12 +45,10 @@ CONNACK_TIMEOUT = 10.0
 _POLL = 1.0
 """Seconds between two looks at the outbox when nothing wakes the worker."""
 _OK = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
-MAX_ACK_BYTES = 65536
 MAX_WAITING_COMMANDS = 256
 """Commands held for the agent's frame loop; more are dropped."""
 MAX_TOPIC_NAME = 256
-"""Largest confirmation accepted on ``<base>/ack``."""
-_EVENT_ID = re.compile(DEVICE_ID_PATTERN)
+"""Longest command name (the topic after ``<base>/set/``) handed to the agent; a longer one is cut and refused."""
 
 
 class _NetEvent(NamedTuple):
@@ -109,7 +106,7 @@ class Publisher:
         self._resend_after = delivery.resend_after if delivery is not None else 0.0
         self._rewind_at: float | None = None
         self._stats_at = 0.0
-        self._bad_acks = 0
+        self._confirmations = Commands()
         self._commands_prefix = topics.commands.removesuffix("#")
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=MAX_WAITING_COMMANDS)
         self._dropped_commands = 0
@@ -246,7 +243,7 @@ class Publisher:
 
     def _on_message(self, client: paho.Client, gen: int, message: paho.MQTTMessage) -> None:
         if message.topic == self._topics.ack:
-            self._net.put(_NetEvent(gen, "confirm", payload=bytes(message.payload)))
+            self._net.put(_NetEvent(gen, "confirm", payload=bytes(message.payload[: MAX_ACK_BYTES + 1])))
             self._wake_event.set()
         elif message.topic.startswith(self._commands_prefix):
             name = message.topic[len(self._commands_prefix) :]
@@ -254,7 +251,7 @@ class Publisher:
                 self._commands.put_nowait((name[:MAX_TOPIC_NAME], bytes(message.payload[: MAX_COMMAND_BYTES + 1])))
             except queue.Full:
                 self._dropped_commands += 1
-                if self._dropped_commands in (1, 100) or self._dropped_commands % 10000 == 0:
+                if sparingly(self._dropped_commands):
                     logger.warning(
                         "mqtt: %d commands dropped: they come faster than the agent reads them", self._dropped_commands
                     )
@@ -414,18 +411,8 @@ class Publisher:
 
     def _confirm(self, payload: bytes, outbox: Outbox) -> None:
         """A consumer's ``<base>/ack``: a JSON list of event ids it has whole."""
-        event_ids = _parse_ack(payload)
-        if event_ids is None:
-            self._bad_acks += 1
-            if self._bad_acks in (1, 10, 100) or self._bad_acks % 1000 == 0:
-                logger.warning(
-                    "mqtt: ignored %d confirmation(s) on %s that are not a JSON list of event ids (%d bytes)",
-                    self._bad_acks,
-                    self._topics.ack,
-                    len(payload),
-                )
-            return
-        if not self._by_consumer:
+        event_ids = self._confirmations.parse_ack(payload)
+        if event_ids is None or not self._by_consumer:
             return
         changed = outbox.confirm(event_ids)
         logger.debug("mqtt: a consumer confirmed %d events (%d messages)", len(event_ids), changed)
@@ -566,16 +553,3 @@ class Publisher:
             self._wake_event.wait(min(remaining, 0.1))
             self._wake_event.clear()
             self._drain(conn, outbox)
-
-
-def _parse_ack(payload: bytes) -> list[str] | None:
-    """The event ids of a confirmation, or None if it is not a JSON list of event ids."""
-    if len(payload) > MAX_ACK_BYTES:
-        return None
-    try:
-        ids = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(ids, list) or not all(isinstance(i, str) and _EVENT_ID.match(i) for i in ids):
-        return None
-    return ids
