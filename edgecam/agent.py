@@ -1,5 +1,6 @@
 """The one place that knows the order of the stages: source -> motion -> capture -> outbox -> publisher."""
 
+import functools
 import logging
 import threading
 import time
@@ -9,17 +10,19 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgecam.capture import Capture, Emitted
+from edgecam.capture import Capture, Emitted, fit_jpeg
 from edgecam.commands import Commands
 from edgecam.config import Settings
 from edgecam.contact import DoorContact, open_contact
+from edgecam.credentials import camera_url
 from edgecam.disk import write_atomically
 from edgecam.door import DoorWatcher, open_watcher
-from edgecam.errors import StorageError
-from edgecam.models import DoorState, Frame, MotionResult, Topics
+from edgecam.errors import CameraError, StorageError
+from edgecam.models import DoorState, Event, Frame, MotionResult, Still, Topics
 from edgecam.motion import MotionDetector
-from edgecam.mqtt.publisher import Publisher
-from edgecam.outbox import Outbox
+from edgecam.mqtt.client import read_password, tls_context
+from edgecam.mqtt.publisher import InMemory, Publisher
+from edgecam.outbox import Outbox, check_state_dir, payload_bytes, storage_fault
 from edgecam.sources import FrameSource, open_source
 from edgecam.systemd import Notifier
 
@@ -86,23 +89,30 @@ class Pipeline:
     def steps(self, stop: threading.Event | None = None) -> Iterator[Step]:
         """Process frames until the source ends or ``stop`` is set; the last step closes an open event."""
         frame: Frame | None = None
-        for frame in self.source.frames():
-            if not self.detecting:
-                yield self._paused(frame)
+        try:
+            for frame in self.source.frames():
+                if not self.detecting:
+                    yield self._paused(frame)
+                    if stop is not None and stop.is_set():
+                        break
+                    continue
+                contact_open = self.contact.is_open() if self.contact is not None else None
+                door = self.door.update(frame) if self.door is not None else None
+                if contact_open is not None:
+                    door = "open" if contact_open else "closed"
+                result = self.detector.process(frame, door, contact_open)
+                emitted = self.capture.on_frame(frame, result, self.source.still)
+                yield Step(frame, result, emitted, self.door.last if self.door is not None else None)
                 if stop is not None and stop.is_set():
                     break
-                continue
-            contact_open = self.contact.is_open() if self.contact is not None else None
-            door = self.door.update(frame) if self.door is not None else None
-            if contact_open is not None:
-                door = "open" if contact_open else "closed"
-            result = self.detector.process(frame, door, contact_open)
-            emitted = self.capture.on_frame(frame, result, self.source.still)
-            yield Step(frame, result, emitted, self.door.last if self.door is not None else None)
-            if stop is not None and stop.is_set():
-                break
+        except CameraError:
+            if frame is not None and self.capture.in_event:  # closed and stored before the error ends the run
+                end = MotionResult(score=0.0, moving=False, event="end", why="the camera failed")
+                yield Step(frame, end, self.capture.finish(frame.t))
+            raise
         if frame is not None and self.capture.in_event:
-            end = MotionResult(score=0.0, moving=False, event="end", why="the source ended")
+            why = "the agent is stopping" if stop is not None and stop.is_set() else "the source ended"
+            end = MotionResult(score=0.0, moving=False, event="end", why=why)
             yield Step(frame, end, self.capture.finish(frame.t))
 
     def _paused(self, frame: Frame) -> Step:
@@ -110,6 +120,22 @@ class Pipeline:
             end = MotionResult(score=0.0, moving=False, event="end", why="detection switched off")
             return Step(frame, end, self.capture.finish(frame.t))
         return Step(frame, MotionResult(score=0.0, moving=False), [])
+
+
+def check_settings(settings: Settings, command: str = "run") -> DoorWatcher | None:
+    """What ``run`` checks before it starts, shared with ``check-config`` so that the two cannot disagree.
+
+    Secret files (private, readable), TLS files, the camera password's place in the URL, the state directory
+    (enterable by this user), the door zone against the masks and the door reference. Returns the door watcher
+    (None without a reference); raises ConfigError or StorageError with one line.
+    """
+    read_password(settings.mqtt)
+    tls_context(settings.mqtt)
+    camera_url(settings.camera)
+    check_state_dir(settings.storage, command)
+    cam = settings.camera
+    MotionDetector(settings.motion, cam.detect_width, cam.detect_height, settings.door)  # refuses a hidden zone
+    return open_watcher(settings, settings.door_reference_path)
 
 
 class Agent:
@@ -133,8 +159,9 @@ class Agent:
         events = 0
         topics = Topics(s.topic_base)
         door_state: DoorState | None = None
-        door = open_watcher(s, s.door_reference_path)
-        publisher = Publisher(s.mqtt, topics, s.storage, s.device_id, s.outbox)  # first: secrets fail fast
+        door = check_settings(s)
+        fit_still = functools.partial(fit_jpeg, quality=s.capture.jpeg_quality)
+        publisher = Publisher(s.mqtt, topics, s.storage, s.device_id, s.outbox, fit_still)  # first: secrets fail fast
         with ExitStack() as cleanup:  # in reverse: stop the camera, drain, disconnect, close outbox and contact
             contact = self._open_contact()
             if contact is not None:
@@ -143,7 +170,7 @@ class Agent:
             cleanup.callback(outbox.close)
             outbox.recover(topics.still)
             outbox.sweep()
-            store = Store(outbox)
+            store = Store(outbox, announce=publisher.send_unstored)
             publisher.start()
             cleanup.callback(publisher.stop)
             cleanup.callback(self._drain, publisher, stop)
@@ -153,12 +180,12 @@ class Agent:
             logger.info(
                 "agent: %s watching %s, publishing to %s:%d under %s/",
                 s.device_id,
-                s.camera.source,
+                s.camera.shown,
                 s.mqtt.host,
                 s.mqtt.port,
                 s.topic_base,
             )
-            self._notifier.ready(f"watching {s.camera.source}")
+            self._notifier.ready(f"watching {s.camera.shown}")
             pipeline = Pipeline(s, source, None, door, contact)
             switch = DetectSwitch(s.storage.dir / "detect", pipeline, publisher)
             for step in pipeline.steps(stop):
@@ -228,19 +255,36 @@ class DetectSwitch:
             self._publisher.set_detect(on)
 
 
-class Store:
-    """Appends events to the outbox in capture order; holds them in memory while the disk refuses them."""
+Announce = Callable[[list[InMemory], str | None], None]
+"""Receives what waits in memory (to publish it from there) and the storage fault, or ([], None) once stored."""
 
-    def __init__(self, outbox: Outbox, clock: Callable[[], float] = time.monotonic) -> None:
+
+class Store:
+    """Appends events to the outbox in capture order; holds them in memory while the disk refuses them.
+
+    Each event gets its seq here, from the outbox's counter, when it is captured: one that waits in memory (and
+    may be published from there) keeps it when the disk takes it later, so the same seq is the same message.
+    A seq given out in memory and lost with the process (the agent stopped before the disk came back) may be
+    given again after a restart.
+    """
+
+    def __init__(
+        self, outbox: Outbox, clock: Callable[[], float] = time.monotonic, announce: Announce | None = None
+    ) -> None:
         self._outbox = outbox
         self._clock = clock
-        self._waiting: deque[Emitted] = deque()
+        self._announce = announce
+        self._waiting: deque[tuple[int, Event, Still | None]] = deque()
+        self._seq = outbox.last_seq()
+        self._fault: str | None = None
         self._retry_at = 0.0
         self._swept_at = clock()
 
     def put(self, emitted: list[Emitted]) -> bool:
         """Queue ``emitted`` behind anything still waiting and store what the disk takes; True if any was stored."""
-        self._waiting.extend(emitted)
+        for event, still in emitted:
+            self._seq += 1
+            self._waiting.append((self._seq, event, still))
         now = self._clock()
         if now - self._swept_at >= SWEEP_EVERY_S:
             self._swept_at = now
@@ -256,25 +300,47 @@ class Store:
         """Store what waits, oldest first; True if anything was stored."""
         stored = False
         while self._waiting:
-            event, still = self._waiting[0]
+            seq, event, still = self._waiting[0]
             try:
-                self._outbox.append(event, still)
+                self._outbox.append(event, still, seq)
             except StorageError as err:
                 self._retry_at = self._clock() + RETRY_STORE_S
                 if final:
                     logger.error("%s; %d events could not be stored and are lost", err, len(self._waiting))
                 else:
-                    logger.warning("%s; %d events wait in memory", err, len(self._waiting))
+                    fault = storage_fault(self._outbox.storage)
+                    self._fault = err.args[0] if fault == "ok" else fault
+                    waiting = len(self._waiting)
+                    logger.warning("%s; %d events wait in memory and go to the broker from there", err, waiting)
                     self._trim()
+                    if self._announce is not None:
+                        self._announce(self._in_memory(), self._fault)
                 return stored
             self._waiting.popleft()
             stored = True
+        if self._fault is not None:
+            self._fault = None
+            logger.info("agent: the state directory takes events again; nothing waits in memory")
+            if self._announce is not None:
+                self._announce([], None)
         return stored
+
+    def _in_memory(self) -> list[InMemory]:
+        """What waits, as the messages the outbox would publish (a still whose JPEG was let go says dropped)."""
+        rows = []
+        for seq, event, still in self._waiting:
+            payload = event.payload(seq)
+            topic = event.extra.get("topic")
+            jpeg = still.jpeg if still is not None else b""
+            if still is not None and not jpeg:
+                payload["dropped"] = True
+            rows.append(InMemory(seq, payload_bytes(payload), topic if isinstance(topic, str) and jpeg else None, jpeg))
+        return rows
 
     def _trim(self) -> None:
         """Keep the JPEGs of only the newest waiting stills: the events matter more than memory for pictures."""
-        stills = [i for i, (_, still) in enumerate(self._waiting) if still is not None and still.jpeg]
+        stills = [i for i, (_, _, still) in enumerate(self._waiting) if still is not None and still.jpeg]
         for i in stills[: max(0, len(stills) - MAX_WAITING_STILLS)]:
-            event, still = self._waiting[i]
+            seq, event, still = self._waiting[i]
             assert still is not None
-            self._waiting[i] = (event, replace(still, jpeg=b""))  # stored as dropped once the disk takes rows
+            self._waiting[i] = (seq, event, replace(still, jpeg=b""))  # stored as dropped once the disk takes rows

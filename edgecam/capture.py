@@ -36,6 +36,42 @@ def encode_still(image: NDArray[np.uint8], masks: Sequence[Polygon], quality: in
     return Still(event_id, index, jpeg, hashlib.sha256(jpeg).hexdigest(), width, height)
 
 
+REFIT_QUALITIES = (85, 70, 55, 40)
+"""JPEG qualities tried, highest first (those at or above the still's own quality are skipped), at each size."""
+MIN_REFIT_WIDTH = 160
+"""Narrowest still a re-encode may make; below it the still is too large for the broker and is dropped."""
+
+
+def fit_jpeg(jpeg: bytes, max_bytes: int, quality: int) -> tuple[bytes, int, int] | None:
+    """Re-encode a JPEG so that it takes at most ``max_bytes``: lower quality first, then smaller.
+
+    ``quality`` is the quality the still was taken at (``capture.jpeg_quality``). Returns (JPEG, width, height),
+    or None when it cannot be read or would have to be narrower than ``MIN_REFIT_WIDTH`` pixels. The masks are
+    already burned into ``jpeg``. The same input gives the same bytes (libjpeg is deterministic), so a still
+    sent again arrives with the same ``sha256``.
+    """
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    qualities = [q for q in REFIT_QUALITIES if q < quality] or [min(REFIT_QUALITIES)]
+    height, width = image.shape[:2]
+    scale = 1.0
+    while round(width * scale) >= MIN_REFIT_WIDTH:
+        size = (round(width * scale), max(1, round(height * scale)))
+        resized = image if scale == 1.0 else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        smallest = len(jpeg)
+        for q in qualities:
+            ok, buf = cv2.imencode(".jpg", resized, [cv2.IMWRITE_JPEG_QUALITY, q])
+            if not ok:
+                return None
+            if buf.size <= max_bytes:
+                return buf.tobytes(), size[0], size[1]
+            smallest = min(smallest, int(buf.size))
+        # Bytes go roughly with the area: shrink both sides by the square root of what is still too much.
+        scale *= min(0.9, max(0.5, 0.95 * (max_bytes / smallest) ** 0.5))
+    return None
+
+
 @dataclass
 class _Open:
     """The event under way."""

@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from edgecam import __version__
-from edgecam.config import Settings
+from edgecam.config import DISTRIBUTION_HOST_NAMES, Settings
 from edgecam.errors import ConfigError, EdgecamError, StorageError
 from edgecam.settings_file import config_path, load_settings, render_toml
 
@@ -38,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", parents=[common], help="run the detector over a recorded clip, no broker")
     replay.add_argument("clip", help="a video file OpenCV reads (raw .h264, .mp4, .mkv, ...)")
     replay.add_argument("--out", type=Path, help="also save the stills and a PNG sheet of the run here")
+    replay.add_argument(
+        "--fps",
+        type=_frame_rate,
+        help="frame rate the clip was recorded at, for a file without timestamps (raw .h264); default camera.fps "
+        "when set, else OpenCV's guess",
+    )
     replay.add_argument(
         "--explain",
         action="store_true",
@@ -85,18 +92,24 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _check_config(settings: Settings) -> int:
-    """Print the effective settings; check that secret files are private and TLS files load."""
-    from edgecam.mqtt.client import read_password, tls_context
+    """Print the effective settings; make every check ``run`` makes before it starts (``check_settings``)."""
+    from edgecam.agent import check_settings
 
     print(render_toml(settings), end="")
     try:
-        read_password(settings.mqtt)
-        tls_context(settings.mqtt)
-    except ConfigError as err:
+        check_settings(settings, "check-config")
+    except (ConfigError, StorageError) as err:
         print(f"edgecam: {err}", file=sys.stderr)
         return 2
     if settings.mqtt.tls_insecure:
         print("edgecam: warning: mqtt.tls_insecure is on: the broker is not verified; for tests only", file=sys.stderr)
+    if settings.device_id.lower() in DISTRIBUTION_HOST_NAMES:
+        print(
+            f"edgecam: warning: device_id '{settings.device_id}' is the default host name of a Linux distribution, "
+            "so other cameras may have it too, and two agents with one device_id take turns "
+            "(docs/mqtt.md#connection): set device_id in the settings file, or EDGECAM_DEVICE_ID",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -107,12 +120,25 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _frame_rate(text: str) -> float:
+    """``replay --fps``: a frame rate as camera.fps allows it."""
+    try:
+        fps = float(text)
+    except ValueError:
+        fps = math.nan
+    if not 0 < fps <= 120:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate above 0 and at most 120")
+    return fps
+
+
 def _replay(settings: Settings, args: argparse.Namespace) -> int:
     from edgecam.replay import replay
 
     out = args.out or (Path(EXPLAIN_DIR) if args.explain else None)
     try:
-        count = replay(settings, args.clip, out, progress=sys.stderr.isatty(), explain=args.explain).messages
+        count = replay(
+            settings, args.clip, out, progress=sys.stderr.isatty(), explain=args.explain, fps=args.fps
+        ).messages
     except OSError as err:
         raise StorageError(f"replay: cannot write to {out}: {err.strerror or err}") from err
     logger.info("replay: %d messages", count)

@@ -1,8 +1,9 @@
-"""What the system clock can be trusted for: is it synchronised, and which boot is this."""
+"""What the system clock can be trusted for: is it synchronised, which boot is this, how long since it began."""
 
 import ctypes
 import ctypes.util
 import logging
+import time
 from collections.abc import Callable
 from functools import cache
 
@@ -42,3 +43,8 @@ def boot_id() -> str:
             return fh.read().strip()
     except OSError:
         return ""
+
+
+def since_boot() -> float:
+    """Seconds since this boot, counting suspend (CLOCK_BOOTTIME, clock_gettime(2)); never set by NTP or a person."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)

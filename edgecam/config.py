@@ -1,6 +1,7 @@
 """Settings: one TOML file plus ``EDGECAM_<SECTION>__<KEY>`` environment overrides, validated at start."""
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,6 +15,8 @@ from pydantic_settings import (
 )
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MIN_PACKET_SIZE = 4096
+"""Smallest ``mqtt.max_packet_size`` accepted: an event JSON and its topic must fit with room to spare."""
 
 
 def _check_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -26,6 +29,24 @@ def _check_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float
 
 
 Polygon = Annotated[list[tuple[float, float]], AfterValidator(_check_polygon)]
+
+_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^/?#\s]*)@", re.IGNORECASE)
+"""A URL's scheme and user information: up to the authority's last '@' (RFC 3986 section 3.2.1)."""
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URL in it hidden, fit for logs, status lines and ``check-config``.
+
+    ``user:password@`` becomes ``user:***@``; a user alone (it may be a token) becomes ``***@``.
+    """
+
+    def hide(match: re.Match[str]) -> str:
+        user, colon, _ = match[2].partition(":")
+        return f"{match[1]}{user}:***@" if colon else f"{match[1]}***@"
+
+    return _USERINFO.sub(hide, text)
+
+
 WHOLE_FRAME: list[tuple[float, float]] = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
 
 
@@ -100,13 +121,38 @@ class CameraSettings(Section):
     detect_height: int = Field(240, ge=48, le=1080, description="Height of the detection (lores) image.")
     still_width: int = Field(2028, ge=64, le=9152, description="Width of a still from the Pi's main stream.")
     still_height: int = Field(1520, ge=48, le=6944, description="Height of a still from the Pi's main stream.")
-    fps: float = Field(10.0, gt=0, le=120, description="Frame rate asked of a live camera.")
+    fps: float = Field(
+        10.0,
+        gt=0,
+        le=120,
+        description="Frame rate asked of a live camera; when set, also that of a file without timestamps (raw .h264).",
+    )
     frame_timeout: float = Field(
         5.0, ge=0.5, le=300.0, description="Seconds a live camera may go without a frame before it has failed."
+    )
+    password_file: Path | None = Field(
+        None,
+        description=(
+            "File (mode 0600) holding the password of the user named in an rtsp:// or http:// source; default the "
+            "systemd credential 'camera-password'. Keeps the password out of the settings."
+        ),
     )
     simulated: SimulatedSettings = Field(
         default_factory=SimulatedSettings, description="The scene when source = 'simulated'."
     )
+
+    @property
+    def shown(self) -> str:
+        """``source`` as logs and status lines show it: URL credentials hidden."""
+        return redact(self.source)
+
+    def secret_file(self) -> Path | None:
+        """``camera.password_file``, else the systemd credential ``camera-password`` (``LoadCredential=``) if any."""
+        if self.password_file is not None:
+            return self.password_file
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        candidate = Path(credentials) / "camera-password" if credentials else None
+        return candidate if candidate is not None and candidate.is_file() else None
 
 
 class MotionSettings(Section):
@@ -262,6 +308,15 @@ def _check_topic_segment(value: str) -> str:
     return value
 
 
+def _check_not_reserved(value: str) -> str:
+    if value.startswith("$"):
+        raise ValueError(
+            "must not start with '$': brokers reserve such topics (MQTT 5 section 4.7.2) and a '#' subscriber "
+            "never sees them"
+        )
+    return value
+
+
 def _check_no_nul(value: str | None) -> str | None:
     if value is not None and "\0" in value:
         raise ValueError("must not contain NUL")
@@ -274,7 +329,7 @@ class MqttSettings(Section):
     host: str = Field("localhost", min_length=1, max_length=253, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version: '5' or '3.1.1'.")
-    topic_prefix: Annotated[str, AfterValidator(_check_topic_segment)] = Field(
+    topic_prefix: Annotated[str, AfterValidator(_check_topic_segment), AfterValidator(_check_not_reserved)] = Field(
         "edgecam",
         min_length=1,
         max_length=128,
@@ -298,6 +353,15 @@ class MqttSettings(Section):
     reconnect_min: float = Field(1.0, ge=0.1, le=60.0, description="First delay before reconnecting, seconds.")
     reconnect_max: float = Field(60.0, ge=1.0, le=3600.0, description="Longest delay between reconnects, seconds.")
     max_inflight: int = Field(10, ge=1, le=100, description="Most outbox rows published and not yet acknowledged.")
+    max_packet_size: int = Field(
+        0,
+        ge=0,
+        le=268_435_460,
+        description=(
+            "Largest MQTT packet the broker takes, bytes (its max_packet_size); 0: what the broker states (MQTT 5), "
+            "else found out. Larger stills are re-encoded to fit."
+        ),
+    )
     session_expiry: int = Field(
         86400,
         ge=0,
@@ -338,6 +402,8 @@ class MqttSettings(Section):
             raise ValueError("mqtt.tls on port 1883, the plain MQTT port: use port 8883, or mqtt.tls = false")
         if self.key_file is not None and self.cert_file is None:
             raise ValueError("mqtt.key_file needs mqtt.cert_file, the certificate it belongs to")
+        if 0 < self.max_packet_size < MIN_PACKET_SIZE:
+            raise ValueError(f"mqtt.max_packet_size must be 0 (the broker's own) or at least {MIN_PACKET_SIZE} bytes")
         return self
 
     def secret_file(self, name: Literal["password", "key"]) -> Path | None:
@@ -352,6 +418,22 @@ class MqttSettings(Section):
             return None
         candidate = Path(credentials) / ("mqtt-password" if name == "password" else "mqtt-client-key")
         return candidate if candidate.is_file() else None
+
+
+DISTRIBUTION_HOST_NAMES = frozenset(
+    {
+        "raspberrypi",  # Raspberry Pi OS (pi-gen: TARGET_HOSTNAME defaults to raspberrypi)
+        "dietpi",  # DietPi (dietpi.txt: AUTO_SETUP_NET_HOSTNAME=DietPi)
+        "ubuntu",  # Ubuntu's Raspberry Pi and cloud images
+        "debian",  # Debian's installer and cloud images
+        "alarm",  # Arch Linux ARM
+        "fedora",  # Fedora (systemd's fallback host name there)
+        "localhost",  # no host name set (systemd's and Alpine's fallback)
+        "openwrt",  # OpenWrt
+        "homeassistant",  # Home Assistant OS
+    }
+)
+"""Host names that distributions give every install (compared in lower case): as a device_id, not unique."""
 
 
 def _default_device_id() -> str:

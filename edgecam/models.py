@@ -156,6 +156,11 @@ class Topics:
         return f"{self.base}/set/#"
 
     @property
+    def agent(self) -> str:
+        """The claim of the agent publishing as this device (JSON, retained; ``edgecam.mqtt.claim``)."""
+        return f"{self.base}/agent"
+
+    @property
     def ack(self) -> str:
         """Where a consumer confirms events (a JSON list of event ids) with ``outbox.confirm = 'consumer'``."""
         return f"{self.base}/ack"

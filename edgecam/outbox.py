@@ -6,9 +6,11 @@ committed (WAL, ``synchronous=FULL``); only then can the publisher see it. A row
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from edgecam.clock import boot_id, since_boot
 from edgecam.config import StorageSettings
 from edgecam.disk import TMP_SUFFIX, is_full, write_atomically
 from edgecam.errors import StorageError
@@ -24,7 +27,7 @@ from edgecam.models import Event, Still
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -36,13 +39,16 @@ CREATE TABLE outbox (
     still_path TEXT,
     still_topic TEXT,
     still_bytes INTEGER NOT NULL DEFAULT 0,
-    still_state TEXT
+    still_state TEXT,
+    boot_id TEXT,
+    created_since_boot REAL
 );
 CREATE INDEX outbox_waiting ON outbox (seq) WHERE delivered IS NULL;
 CREATE INDEX outbox_event ON outbox (event_id);
 CREATE INDEX outbox_kept ON outbox (seq, still_bytes) WHERE still_state = 'kept';
 """
 # still_state: NULL (no still), 'kept' (on disk), 'dropped' (deleted before delivery), 'deleted' (after delivery).
+# boot_id, created_since_boot: the boot and its CLOCK_BOOTTIME at creation (NULL in rows from before schema 3).
 _V1_TO_V2 = """
 ALTER TABLE outbox RENAME TO outbox_v1;
 {schema}
@@ -52,6 +58,10 @@ INSERT INTO outbox (seq, event_id, type, payload, created, still_path, still_top
            CASE WHEN still_path IS NULL THEN NULL ELSE 'kept' END
     FROM outbox_v1;
 DROP TABLE outbox_v1;
+"""
+_V2_TO_V3 = """
+ALTER TABLE outbox ADD COLUMN boot_id TEXT;
+ALTER TABLE outbox ADD COLUMN created_since_boot REAL;
 """
 HEADROOM = 65536
 """Bytes kept free under ``storage.max_bytes`` for what a write adds to the database before the budget is enforced."""
@@ -85,7 +95,8 @@ class Stats:
     """Bytes of the database and the stills."""
     max_bytes: int
     oldest_waiting_s: float | None
-    """Age of the oldest undelivered event (wall clock), or None when nothing waits."""
+    """Age of the oldest undelivered event, or None when nothing waits: from the boot clock if it was created in
+    this boot, else from the wall clock."""
     stills_dropped: int
     """Undelivered stills deleted to stay within the budget or because the disk was full."""
 
@@ -118,16 +129,25 @@ class Outbox:
     """The state directory's SQLite queue and stills; one instance per thread."""
 
     def __init__(
-        self, storage: StorageSettings, for_sending: bool = False, clock: Callable[[], float] = time.time
+        self,
+        storage: StorageSettings,
+        for_sending: bool = False,
+        clock: Callable[[], float] = time.time,
+        boot_clock: Callable[[], float] = since_boot,
+        boot: str | None = None,
     ) -> None:
         """Open (or create) the outbox; raise StorageError when it cannot be opened.
 
         ``for_sending`` is the publisher's connection: it only marks rows delivered, which a power cut may
-        undo (the event is sent again), so it commits without waiting for the disk.
+        undo (the event is sent again), so it commits without waiting for the disk. ``clock`` is the wall clock
+        (seconds since the epoch), ``boot_clock`` the seconds since boot and ``boot`` this boot's id (default:
+        the kernel's), which together time a wait within one boot whatever NTP does to the wall clock.
         """
         self.storage = storage
         self.path = storage.outbox_path
         self._clock = clock
+        self._boot_clock = boot_clock
+        self._boot = boot_id() if boot is None else boot
         self._warned = False
         self._db: sqlite3.Connection | None = None
         try:
@@ -154,14 +174,20 @@ class Outbox:
             raise sqlite3.DatabaseError(f"schema {version} is newer than this edgecam's ({SCHEMA_VERSION})")
         if version == SCHEMA_VERSION:
             return
-        script = _SCHEMA if version == 0 else _V1_TO_V2.format(schema=_SCHEMA)
+        if version == 0:
+            script = _SCHEMA
+        elif version == 1:
+            script = _V1_TO_V2.format(schema=_SCHEMA)  # straight to the current layout
+        else:
+            script = _V2_TO_V3
         db.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
-        if version:
+        if version == 1:
             prefix = f"{self.storage.dir}/"  # schema 1 kept absolute still paths; 2 keeps them relative to dir
             db.execute(
                 "UPDATE outbox SET still_path = substr(still_path, ?) WHERE substr(still_path, 1, ?) = ?",
                 (len(prefix) + 1, len(prefix), prefix),
             )
+        if version:
             logger.info("outbox: upgraded %s from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
     def _conn(self) -> sqlite3.Connection:
@@ -198,11 +224,12 @@ class Outbox:
 
     # The write path (the agent's thread).
 
-    def append(self, event: Event, still: Still | None = None) -> int:
+    def append(self, event: Event, still: Still | None = None, seq: int | None = None) -> int:
         """Store an event (and its still: on disk first, then the row) durably; return its ``seq``.
 
         A still event needs ``event.extra["topic"]``. A still that cannot be written (full disk, I/O error), or
-        has no bytes, is recorded as dropped; the event row is kept whatever happens to the still.
+        has no bytes, is recorded as dropped; the event row is kept whatever happens to the still. ``seq`` is
+        the one given out while the disk refused the row (``last_seq``), else the next.
         """
         rel: str | None = None
         state: str | None = None
@@ -215,7 +242,8 @@ class Outbox:
             rel = f"stills/{event.event_id}/{still.index}.jpg"
             saved = bool(still.jpeg) and self._save_still(rel, still.jpeg)  # no bytes: dropped while waiting
             state, size = ("kept", len(still.jpeg)) if saved else ("dropped", 0)
-        seq: int = self._write(f"store a {event.type} event", self._insert, event, rel, topic, size, state)
+        seq = self._write(f"store a {event.type} event", self._insert, event, rel, topic, size, state, seq)
+        assert seq is not None
         logger.debug("outbox: appended %s seq=%d", event.type, seq)
         self._keep_budget()
         return seq
@@ -228,12 +256,29 @@ class Outbox:
         topic: str | None,
         size: int,
         state: str | None,
+        seq_given: int | None = None,
     ) -> int:
+        if seq_given is not None:
+            # A commit reported as failed may have reached the disk after all (an fsync error): it is stored.
+            row = db.execute("SELECT event_id FROM outbox WHERE seq = ?", (seq_given,)).fetchone()
+            if row is not None and row[0] == event.event_id:
+                return seq_given
         cursor = db.execute(
             "INSERT INTO outbox"
-            " (event_id, type, payload, created, still_path, still_topic, still_bytes, still_state)"
-            " VALUES (?, ?, x'', ?, ?, ?, ?, ?)",
-            (event.event_id, event.type, self._clock(), rel, topic, size, state),
+            " (seq, event_id, type, payload, created, still_path, still_topic, still_bytes, still_state, boot_id,"
+            " created_since_boot) VALUES (?, ?, ?, x'', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                seq_given,
+                event.event_id,
+                event.type,
+                self._clock(),
+                rel,
+                topic,
+                size,
+                state,
+                self._boot,
+                self._boot_clock(),
+            ),
         )
         seq = cursor.lastrowid
         assert seq is not None
@@ -299,16 +344,46 @@ class Outbox:
         changed: int = self._write("mark events confirmed", mark)
         return changed
 
+    def last_seq(self) -> int:
+        """The highest seq ever given to a row (0 for none); readable on a read-only disk."""
+        rows = self._read("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
+        return int(rows[0][0]) if rows else 0
+
     def depth(self) -> int:
         """How many events wait for delivery."""
         return int(self._read("SELECT COUNT(*) FROM outbox WHERE delivered IS NULL")[0][0])
 
     def stats(self) -> Stats:
         """The outbox's depth, bytes used and oldest undelivered age."""
-        depth, oldest = self._read("SELECT COUNT(*), MIN(created) FROM outbox WHERE delivered IS NULL")[0]
+        (depth,) = self._read("SELECT COUNT(*) FROM outbox WHERE delivered IS NULL")[0]
+        oldest = self._read(
+            "SELECT created, boot_id, created_since_boot FROM outbox WHERE delivered IS NULL ORDER BY seq LIMIT 1"
+        )
         (dropped,) = self._read("SELECT COUNT(*) FROM outbox WHERE still_state = 'dropped'")[0]
-        age = None if oldest is None else max(0.0, self._clock() - oldest)
+        age = self._age(*oldest[0]) if oldest else None
         return Stats(int(depth), self.used_bytes(), self.storage.max_bytes, age, int(dropped))
+
+    def _age(self, created: float, boot: str | None, created_since_boot: float | None) -> float:
+        """Seconds since a row was created: the wall clock jumps when NTP first sets it, the boot clock does not."""
+        if boot and boot == self._boot and created_since_boot is not None:
+            return max(0.0, self._boot_clock() - created_since_boot)
+        return max(0.0, self._clock() - created)  # another boot: only the wall clock spans both
+
+    def snapshot_still(self) -> Path | None:
+        """The newest still on disk if it was delivered within ``retention_days``: the door's latest picture.
+
+        None when there is no such still, or when the newest still on disk waits to be sent (it becomes the
+        snapshot then).
+        """
+        rows = self._read(
+            "SELECT still_path, delivered FROM outbox WHERE still_state = 'kept' ORDER BY seq DESC LIMIT 1"
+        )
+        if not rows:
+            return None
+        rel, delivered = rows[0]
+        if delivered is None or delivered < self._clock() - self.storage.retention_days * _DAY:
+            return None
+        return self.storage.dir / str(rel)
 
     # The budget.
 
@@ -536,6 +611,53 @@ class Outbox:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def check_state_dir(storage: StorageSettings, command: str) -> None:
+    """Raise StorageError in one line, naming ``storage.dir`` and the fix, when this user cannot use it.
+
+    A folder that does not exist yet is fine (the outbox makes it). ``command`` is the edgecam command run.
+    """
+    path = storage.dir
+    fix = (
+        f"run edgecam as the user that owns it (the service's: sudo -u edgecam edgecam {command}), "
+        "or set storage.dir to a folder of yours"
+    )
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise StorageError(f"storage.dir: cannot enter {path} ({err.strerror or err}): {fix}") from err
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        fault = storage_fault(storage)
+        if fault != "ok":
+            raise StorageError(f"storage.dir: cannot write to {path}: {fault}")
+        raise StorageError(f"storage.dir: cannot enter {path} ({os.strerror(errno.EACCES)}): {fix}")
+
+
+def storage_fault(storage: StorageSettings) -> str:
+    """What is wrong with the file system of ``storage.dir``, in a few words for ``<base>/stats``, else "ok"."""
+    try:
+        info = os.statvfs(storage.dir)
+    except OSError as err:
+        return (err.strerror or str(err)).lower()
+    if info.f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    if info.f_bavail * info.f_frsize < HEADROOM:
+        return "disk full"
+    probe = storage.dir / f".probe{TMP_SUFFIX}"  # ext4's emergency read-only state shows only on a write
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        return (err.strerror or str(err)).lower()
+    return "ok"
+
+
+def payload_bytes(payload: dict[str, Any]) -> bytes:
+    """The bytes an event's JSON is stored and published as (compact, no NaN)."""
+    return _dumps(payload)
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:

@@ -35,14 +35,16 @@ def replay(
     emit: Callable[[str], None] = print,
     progress: bool = False,
     explain: bool = False,
+    fps: float | None = None,
 ) -> Replayed:
     """Run the pipeline over ``clip`` as fast as it decodes and emit one JSON line per message.
 
     A door reference is used only when ``door.reference`` names one: a clip is rarely from the camera whose
     reference sits in the state directory. ``out_dir`` receives the stills and the sheet, and with ``explain``
-    one picture per event.
+    one picture per event. ``fps`` is the frame rate of a clip without timestamps (a raw .h264), in place of
+    ``camera.fps``; a clip with timestamps keeps its own times.
     """
-    camera = settings.camera.model_copy(update={"source": clip})
+    camera = settings.camera.model_copy(update={"source": clip, **({"fps": fps} if fps is not None else {})})
     door = open_watcher(settings, settings.door.reference)
     source = open_source(camera, realtime=False)
     trace = Trace()

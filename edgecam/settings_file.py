@@ -1,16 +1,17 @@
 """Reading the settings (the TOML file under the environment's overrides, one line per problem) and writing them."""
 
+import difflib
 import os
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsConfigDict
 
-from edgecam.config import Settings
+from edgecam.config import Settings, redact
 from edgecam.errors import ConfigError
 
 
@@ -22,8 +23,48 @@ def config_path(cli_path: Path | None) -> Path | None:
     return Path(env) if env else None
 
 
+ENV_PREFIX = "EDGECAM_"
+NOT_SETTINGS = frozenset({"EDGECAM_CONFIG"})
+"""``EDGECAM_*`` variables that are no setting: the settings file's path."""
+
+
+def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
+    """Every variable that sets a field of ``model`` or of its sections (a section as JSON, or key by key)."""
+    names = []
+    for name, field in model.model_fields.items():
+        names.append(prefix + name.upper())
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names += _env_names(field.annotation, f"{prefix}{name.upper()}__")
+    return names
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``EDGECAM_*`` variable that names no setting, with the nearest real name where it is close.
+
+    pydantic-settings would pass over such a variable in silence (its env source only looks up known names).
+    """
+    known = _env_names(Settings, ENV_PREFIX)
+    tails = [name.removeprefix(ENV_PREFIX) for name in known]
+    lines = []
+    for variable in sorted(environ):
+        name = variable.upper()  # pydantic-settings matches names whatever their case
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS or name in known:
+            continue
+        near = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), tails, n=1, cutoff=0.8)
+        hint = (
+            f"; did you mean {ENV_PREFIX}{near[0]}?" if near else " (EDGECAM_<SECTION>__<KEY>, e.g. EDGECAM_MQTT__HOST)"
+        )
+        lines.append(f"{variable}: names no setting{hint}")
+    return lines
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Load and validate the settings; raise ConfigError with one line per problem."""
+    """Load and validate the settings; raise ConfigError with one line per problem.
+
+    An ``EDGECAM_*`` variable that names no setting is an error, as an unknown key in the file is.
+    """
+    if unknown := unknown_variables(os.environ):
+        raise ConfigError("\n".join(unknown))
     if path is not None:
         try:
             tomllib.loads(path.read_text(encoding="utf-8"))
@@ -81,7 +122,7 @@ def describe_errors(err: ValidationError) -> list[str]:
         if isinstance(e["input"], dict):  # a rule across keys: the message names them
             lines.append(msg)
         else:
-            lines.append(f"{key}: {e['input']!r} is not allowed: {msg}")
+            lines.append(redact(f"{key}: {e['input']!r} is not allowed: {msg}"))
     return lines
 
 
@@ -112,7 +153,7 @@ def render_toml(settings: Settings) -> str:
             elif k in SECRET_KEYS:
                 out.append(f'{k} = "***"')
             else:
-                out.append(f"{k} = {_toml_value(v)}")
+                out.append(redact(f"{k} = {_toml_value(v)}"))
         for k, v in tables.items():
             name = f"{prefix}.{k}" if prefix else k
             out.extend(["", f"[{name}]"])

@@ -6,6 +6,8 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+from edgecam.config import redact
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,12 +31,12 @@ class Notifier:
         return bool(self._address)
 
     def ready(self, status: str = "") -> None:
-        """Tell systemd that start-up has finished."""
-        self._send("READY=1" + (f"\nSTATUS={status}" if status else ""))
+        """Tell systemd that start-up has finished; ``status`` as in ``status``."""
+        self._send("READY=1" + (f"\nSTATUS={redact(status)}" if status else ""))
 
     def status(self, text: str) -> None:
-        """Show ``text`` in ``systemctl status``."""
-        self._send(f"STATUS={text}")
+        """Show ``text`` in ``systemctl status`` (every local user may read it: URL credentials are hidden)."""
+        self._send(f"STATUS={redact(text)}")
 
     def watchdog(self) -> None:
         """Ping the watchdog (called from the frame loop; sends at most every half interval)."""

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -145,10 +146,10 @@ class RefusingOutbox(Outbox):
 
     full = True
 
-    def append(self, event: Event, still: Still | None = None) -> int:
+    def append(self, event: Event, still: Still | None = None, seq: int | None = None) -> int:
         if self.full:
             raise StorageError(f"outbox: cannot store a {event.type} event in {self.path}: database or disk is full")
-        return super().append(event, still)
+        return super().append(event, still, seq)
 
 
 def test_events_the_disk_refuses_wait_in_memory_in_order_and_keep_only_the_newest_jpegs(
@@ -237,3 +238,91 @@ def test_a_stalled_camera_stops_the_watchdog_pings(mosquitto: Broker, tmp_path: 
         camera.release.set()
         agent.join(20)
         sock.close()
+
+
+def test_events_waiting_in_memory_are_offered_for_publishing_and_keep_their_seq_once_stored(tmp_path: Path) -> None:
+    from edgecam.mqtt.publisher import InMemory
+
+    now = [0.0]
+    offered: list[tuple[list[InMemory], str | None]] = []
+    with contextlib.closing(RefusingOutbox(StorageSettings(dir=tmp_path / "state"))) as outbox:
+        outbox.full = False
+        before = make_door_event(TOPICS, DEVICE, n_stills=1)
+        store = Store(outbox, clock=lambda: now[0], announce=lambda rows, fault: offered.append((rows, fault)))
+        assert store.put(before.rows)
+        outbox.full = True
+        door = make_door_event(TOPICS, DEVICE, n_stills=2)
+        assert not store.put(door.rows)
+        rows, fault = offered[-1]
+        assert fault is not None
+        assert [r.seq for r in rows] == [4, 5, 6, 7], "seqs follow the stored ones"
+        assert [json.loads(r.payload)["type"] for r in rows] == ["start", "still", "still", "end"]
+        assert [r.jpeg for r in rows[1:3]] == [s.jpeg for s in door.stills]
+        assert rows[1].still_topic == TOPICS.still(door.event_id, 1)
+        outbox.full = False
+        now[0] += RETRY_STORE_S
+        assert store.put([])
+        assert offered[-1] == ([], None), "nothing waits in memory any more: the fault is over"
+        stored = {p.seq: p.payload for p in outbox.pending(limit=100)}
+        assert {r.seq: r.payload for r in rows} == {seq: stored[seq] for seq in (4, 5, 6, 7)}, "same seq, same message"
+
+
+class FailingCamera:
+    """The simulated door opening at 3 s; at ``fail_at`` (a frame index) it fails, or the agent is told to stop."""
+
+    def __init__(self, settings: Settings, fail_at: int, stop: threading.Event | None = None) -> None:
+        self._scene = SimulatedSource(settings.camera, realtime=False)
+        self._fail_at = fail_at
+        self._stop = stop
+        self.fps = self._scene.fps
+
+    def frames(self) -> Iterator[Frame]:
+        from edgecam.errors import CameraError
+
+        for frame in self._scene.frames():
+            if frame.index == self._fail_at:
+                if self._stop is None:
+                    raise CameraError("camera.source: 'rtsp://cam.lan/stream1' stopped delivering frames")
+                self._stop.set()
+            yield frame
+
+    def still(self) -> NDArray[np.uint8]:
+        return self._scene.still()
+
+    def close(self) -> None:
+        self._scene.close()
+
+
+@pytest.mark.parametrize(
+    ("stopping", "why"), [(True, "(the agent is stopping)"), (False, "(the camera failed)")], ids=["sigterm", "camera"]
+)
+def test_an_event_cut_short_is_closed_and_says_why(
+    mosquitto: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture, stopping: bool, why: str
+) -> None:
+    from edgecam.errors import CameraError
+
+    caplog.set_level("INFO")
+    settings = Settings.model_validate(
+        {
+            "device_id": DEVICE,
+            "storage": {"dir": str(tmp_path / "state")},
+            "mqtt": mosquitto.settings().model_dump(),
+            "camera": {"source": "simulated", "simulated": {"first_opening": 3.0, "duration": 20.0}},
+            "motion": {"zone": DOOR_ZONE},
+        }
+    )
+    stop = threading.Event()
+    camera = FailingCamera(settings, fail_at=45, stop=stop if stopping else None)  # 1.5 s into the opening
+    agent = Agent(settings, lambda: camera, Notifier({}), lambda: None)
+    if stopping:
+        agent.run(stop)
+    else:
+        with pytest.raises(CameraError, match="stopped delivering frames"):
+            agent.run(stop)
+    ends = [line for line in caplog.messages if line.startswith("agent: end ")]
+    assert len(ends) == 1
+    assert ends[0].endswith(why)
+    with contextlib.closing(sqlite3.connect(tmp_path / "state" / "outbox.sqlite3")) as db:
+        rows = db.execute("SELECT type, event_id FROM outbox ORDER BY seq").fetchall()  # delivered or not
+    assert rows[0][0] == "start"
+    assert tuple(rows[-1]) == ("end", rows[0][1]), "the end is stored at once, not at the next start"

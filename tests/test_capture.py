@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edgecam.capture import Capture, Emitted
+from edgecam.capture import Capture, Emitted, fit_jpeg
 from edgecam.config import CaptureSettings
 from edgecam.models import Frame, MotionResult, Topics
 
@@ -112,3 +112,53 @@ def test_events_say_whether_the_clock_was_synchronised_and_which_boot_they_are_f
     assert [e["time_synced"] for e in events] == [False, True, True]
     with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
         assert {e["boot_id"] for e in events} == {fh.read().strip()}
+
+
+# Re-encoding a still to fit the broker's Maximum Packet Size (issue 12).
+
+
+def _photo(width: int, height: int) -> bytes:
+    """A JPEG with detail all over (a gradient with noise), like a camera's still."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[0:height, 0:width]
+    base = ((x * 255 // width)[..., None] + (y * 255 // height)[..., None] // 2 + np.array([0, 40, 80])) % 256
+    image = np.clip(base + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok
+    return buf.tobytes()
+
+
+def test_fit_jpeg_lowers_the_quality_first_and_keeps_the_size_when_that_is_enough() -> None:
+    jpeg = _photo(640, 480)
+    fitted = fit_jpeg(jpeg, int(len(jpeg) * 0.8), 85)
+    assert fitted is not None
+    out, width, height = fitted
+    assert len(out) <= len(jpeg) * 0.8
+    assert (width, height) == (640, 480) == jpeg_size_of(out)
+
+
+def test_fit_jpeg_makes_the_still_smaller_when_quality_alone_is_not_enough() -> None:
+    jpeg = _photo(1280, 960)
+    fitted = fit_jpeg(jpeg, len(jpeg) // 10, 85)
+    assert fitted is not None
+    out, width, height = fitted
+    assert len(out) <= len(jpeg) // 10
+    assert jpeg_size_of(out) == (width, height)
+    assert width < 1280
+    assert abs(width / height - 4 / 3) < 0.01
+
+
+def test_fit_jpeg_gives_the_same_bytes_for_the_same_still() -> None:
+    jpeg = _photo(640, 480)
+    assert fit_jpeg(jpeg, len(jpeg) // 3, 85) == fit_jpeg(jpeg, len(jpeg) // 3, 85)
+
+
+def test_fit_jpeg_gives_up_on_a_limit_no_still_fits_and_on_bytes_that_are_not_a_jpeg() -> None:
+    assert fit_jpeg(_photo(640, 480), 200, 85) is None
+    assert fit_jpeg(b"not a jpeg", 100_000, 85) is None
+
+
+def jpeg_size_of(jpeg: bytes) -> tuple[int, int]:
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image.shape[1], image.shape[0]

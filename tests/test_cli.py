@@ -113,3 +113,97 @@ def test_check_config_flags_tls_insecure_and_refuses_a_key_others_can_read(
     assert main(["run", "--config", str(config)]) == 2, "the agent refuses to start the same way"
     assert capsys.readouterr().err.endswith(f"fix: chmod 600 {key} (owned by the user edgecam runs as)\n")
     assert not (tmp_path / "state").exists(), "refused before touching the state directory"
+
+
+def test_check_config_refuses_what_run_refuses_a_zone_wholly_under_a_mask(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "edgecam.toml"
+    config.write_text(
+        f'[storage]\ndir = "{tmp_path / "state"}"\n'
+        "[motion]\nzone = [[0.2, 0.2], [0.4, 0.2], [0.4, 0.4]]\nmasks = [[[0, 0], [0.5, 0], [0.5, 0.5], [0, 0.5]]]\n"
+    )
+    line = "edgecam: motion.zone: no pixel of the door zone is left outside motion.masks\n"
+    assert main(["check-config", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == line
+    assert main(["run", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == line
+
+
+def test_check_config_refuses_a_variable_that_names_no_setting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGECAM_MQTT_HOST", "broker.lan")
+    assert main(["check-config"]) == 2
+    assert capsys.readouterr().err == "edgecam: EDGECAM_MQTT_HOST: names no setting; did you mean EDGECAM_MQTT__HOST?\n"
+
+
+def cli(*argv: str, env: dict[str, str], user: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The real ``edgecam`` command in a child process (as ``user``, through setpriv, when given)."""
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("EDGECAM_")}
+    command = [sys.executable, "-m", "edgecam", *argv]
+    if user is not None:
+        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(command, env=base | env, cwd=root, capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_shows_no_camera_password_and_reads_it_from_a_private_file(tmp_path: Path) -> None:
+    secret = tmp_path / "camera-password"
+    secret.write_text("hunter2-camera\n")
+    secret.chmod(0o644)
+    env = {
+        "EDGECAM_CAMERA__SOURCE": "rtsp://admin:hunter2-url@cam.lan/stream1",
+        "EDGECAM_STORAGE__DIR": str(tmp_path / "state"),
+    }
+    done = cli("check-config", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+    assert 'source = "rtsp://admin:***@cam.lan/stream1"' in done.stdout
+
+    env |= {"EDGECAM_CAMERA__SOURCE": "rtsp://admin@cam.lan/stream1", "EDGECAM_CAMERA__PASSWORD_FILE": str(secret)}
+    done = cli("check-config", env=env)
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"edgecam: camera.password_file: {secret} is readable by group or others (mode 0644); "
+        f"fix: chmod 600 {secret} (owned by the user edgecam runs as)\n"
+    )
+    secret.chmod(0o600)
+    done = cli("check-config", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+
+
+def test_a_state_directory_the_user_cannot_enter_is_one_line(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("switching to another user (setpriv) takes root; as that user the test is the same")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    env = {"EDGECAM_STORAGE__DIR": str(state), "EDGECAM_CAMERA__SIMULATED__DURATION": "1", "HOME": str(tmp_path)}
+    for command in ("run", "check-config"):
+        done = cli(command, env=env, user="65534")
+        assert done.returncode == (2 if command == "check-config" else 1), done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stderr.splitlines() == [
+            f"edgecam: storage.dir: cannot enter {state} (Permission denied): run edgecam as the user that owns it "
+            f"(the service's: sudo -u edgecam edgecam {command}), or set storage.dir to a folder of yours"
+        ], done.stderr
+
+
+@pytest.mark.parametrize("device_id", ["raspberrypi", "DietPi", "ubuntu"])
+def test_check_config_warns_of_a_device_id_that_is_a_distribution_default_host_name(
+    device_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGECAM_STORAGE__DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("EDGECAM_DEVICE_ID", device_id)
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"edgecam: warning: device_id '{device_id}' is the default host name of a Linux distribution, so other "
+        f"cameras may have it too, and two agents with one device_id take turns (docs/mqtt.md#connection): set "
+        f"device_id in the settings file, or EDGECAM_DEVICE_ID"
+    ]
+    monkeypatch.setenv("EDGECAM_DEVICE_ID", "front-door")
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().err == ""

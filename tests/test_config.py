@@ -105,3 +105,104 @@ def test_tls_settings_that_contradict_each_other_are_one_line(tmp_path: Path, mq
     with pytest.raises(ConfigError) as err:
         load_settings(write(tmp_path, f"[mqtt]\n{mqtt}\n"))
     assert str(err.value) == line
+
+
+@pytest.mark.parametrize(
+    ("name", "line"),
+    [
+        ("EDGECAM_MQTT_HOST", "EDGECAM_MQTT_HOST: names no setting; did you mean EDGECAM_MQTT__HOST?"),
+        ("EDGECAM_MQTT__HOTS", "EDGECAM_MQTT__HOTS: names no setting; did you mean EDGECAM_MQTT__HOST?"),
+        ("EDGECAM_DEVICEID", "EDGECAM_DEVICEID: names no setting; did you mean EDGECAM_DEVICE_ID?"),
+        ("EDGECAM_FOO", "EDGECAM_FOO: names no setting (EDGECAM_<SECTION>__<KEY>, e.g. EDGECAM_MQTT__HOST)"),
+    ],
+)
+def test_an_environment_variable_that_names_no_setting_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, name: str, line: str
+) -> None:
+    monkeypatch.setenv(name, "broker.lan")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert str(err.value) == line
+
+
+def test_the_config_file_variable_and_real_settings_are_not_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGECAM_CONFIG", str(write(tmp_path, "")))
+    monkeypatch.setenv("EDGECAM_CAMERA__SIMULATED__SEED", "3")
+    monkeypatch.setenv("EDGECAM_STORAGE", '{"retention_days": 2}')
+    s = load_settings()
+    assert (s.camera.simulated.seed, s.storage.retention_days) == (3, 2.0)
+
+
+def test_a_topic_prefix_starting_with_a_dollar_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "[mqtt]\ntopic_prefix = '$edgecam'\n"))
+    assert str(err.value).startswith("mqtt.topic_prefix: '$edgecam' is not allowed: must not start with '$'")
+
+
+@pytest.mark.parametrize(
+    ("source", "shown"),
+    [
+        ("rtsp://admin:s3cret@cam.lan:554/stream1", "rtsp://admin:***@cam.lan:554/stream1"),
+        ("rtsp://admin:p%40ss%3Aw0rd@cam.lan/stream1", "rtsp://admin:***@cam.lan/stream1"),
+        ("rtsp://admin:p@ss@word@cam.lan/stream1?x=1", "rtsp://admin:***@cam.lan/stream1?x=1"),
+        ("http://T0KEN@cam.lan/video.mjpg", "http://***@cam.lan/video.mjpg"),
+        ("RTSP://a:b@cam.lan", "RTSP://a:***@cam.lan"),
+        ("rtsp://cam.lan/live@main", "rtsp://cam.lan/live@main"),
+        ("/dev/video0", "/dev/video0"),
+    ],
+)
+def test_redact_hides_every_url_credential(source: str, shown: str) -> None:
+    from edgecam.config import redact
+
+    assert redact(source) == shown
+    assert redact(f"cannot open {source!r}: no") == f"cannot open {shown!r}: no"
+
+
+def test_check_config_output_shows_no_camera_password(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, '[camera]\nsource = "rtsp://admin:s3cret@cam.lan/stream1"\n'))
+    text = render_toml(s)
+    assert "s3cret" not in text
+    assert 'source = "rtsp://admin:***@cam.lan/stream1"' in text
+
+
+def test_the_camera_password_comes_from_a_file_or_the_systemd_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgecam.config import CameraSettings
+
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    camera = CameraSettings(source="rtsp://admin@cam.lan/stream1")
+    assert camera.secret_file() is None
+    (credentials / "camera-password").write_text("s3cret\n")
+    assert camera.secret_file() == credentials / "camera-password"
+    own = tmp_path / "pw"
+    assert CameraSettings(source="rtsp://admin@cam.lan/stream1", password_file=own).secret_file() == own
+
+
+def test_the_camera_password_goes_into_the_url_opened_and_only_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgecam.config import CameraSettings
+    from edgecam.credentials import camera_url
+
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    secret = tmp_path / "pw"
+    secret.write_text("p@ss:w/rd\n")
+    secret.chmod(0o600)
+    camera = CameraSettings(source="rtsp://admin@cam.lan:554/stream1", password_file=secret)
+    assert camera_url(camera) == "rtsp://admin:p%40ss%3Aw%2Frd@cam.lan:554/stream1"
+    assert camera.shown == "rtsp://***@cam.lan:554/stream1"
+    assert camera_url(CameraSettings(source="rtsp://admin@cam.lan/s")) == "rtsp://admin@cam.lan/s", "no file, as is"
+    for source, says in [
+        ("rtsp://cam.lan/stream1", "names no user: write it as rtsp://USER@cam.lan"),
+        ("rtsp://admin:old@cam.lan/stream1", "'rtsp://admin:***@cam.lan/stream1' has a password already"),
+        ("/dev/video0", "is not a URL"),
+    ]:
+        with pytest.raises(ConfigError, match="^camera.password_file: ") as err:
+            camera_url(CameraSettings(source=source, password_file=secret))
+        assert says in str(err.value)
+        assert "p@ss" not in str(err.value)

@@ -416,3 +416,101 @@ def test_jpeg_size_reads_a_real_jpeg() -> None:
     assert ok
     assert jpeg_size(buf.tobytes()) == (200, 120)
     assert jpeg_size(b"not a jpeg") is None
+
+
+class BootClock:
+    """CLOCK_BOOTTIME as the test moves it: seconds since this boot, suspend included."""
+
+    def __init__(self) -> None:
+        self.now = 120.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_oldest_waiting_age_ignores_the_wall_clock_jumping_by_years_within_a_boot(tmp_path: Path) -> None:
+    wall, since_boot = Clock(), BootClock()
+    wall.now = 1_600_000_000.0  # fake-hwclock's last saved time, years behind, until NTP synchronises
+    storage = StorageSettings(dir=tmp_path / "state")
+    with Outbox(storage, clock=wall, boot_clock=since_boot, boot="boot-a") as outbox:
+        append_all(outbox, make_door_event(TOPICS, DEVICE, 1))
+        wall.now += 30.0
+        since_boot.now += 30.0
+        wall.now += 3 * 365 * DAY  # the first NTP sync sets the clock
+        assert outbox.stats().oldest_waiting_s == pytest.approx(30.0)
+        wall.now -= 5 * 365 * DAY  # and a clock set backwards does not make it negative or smaller
+        since_boot.now += 10.0
+        assert outbox.stats().oldest_waiting_s == pytest.approx(40.0)
+        assert outbox.stats().payload()["oldest_waiting_s"] == 40.0
+
+    # After a reboot the boot clock starts again: the age comes from the wall clock.
+    since_boot.now = 5.0
+    with Outbox(storage, clock=Clock(), boot_clock=since_boot, boot="boot-b") as rebooted:
+        first_wall = 1_600_000_000.0
+        assert rebooted.stats().oldest_waiting_s == pytest.approx(Clock().now - first_wall)
+
+
+def test_an_outbox_of_the_second_schema_is_upgraded_and_keeps_its_ages(tmp_path: Path) -> None:
+    storage = StorageSettings(dir=tmp_path / "state")
+    storage.dir.mkdir(parents=True)
+    start = {"v": 1, "type": "start", "event_id": "e1", "device_id": DEVICE, "seq": 3, "score": 0.3}
+    with sqlite3.connect(storage.outbox_path) as db:
+        db.executescript(
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL, type TEXT NOT NULL,"
+            " payload BLOB NOT NULL, created REAL NOT NULL, delivered REAL, still_path TEXT, still_topic TEXT,"
+            " still_bytes INTEGER NOT NULL DEFAULT 0, still_state TEXT);"
+            "CREATE INDEX outbox_waiting ON outbox (seq) WHERE delivered IS NULL;"
+            "CREATE INDEX outbox_event ON outbox (event_id);"
+            "CREATE INDEX outbox_kept ON outbox (seq, still_bytes) WHERE still_state = 'kept';"
+            "PRAGMA user_version=2;"
+        )
+        db.execute(
+            "INSERT INTO outbox (seq, event_id, type, payload, created) VALUES (3, 'e1', 'start', ?, 1790000000.0)",
+            (json.dumps(start).encode(),),
+        )
+    db.close()
+    wall, since_boot = Clock(), BootClock()
+    wall.now += 50.0
+    with Outbox(storage, clock=wall, boot_clock=since_boot, boot="boot-a") as outbox:
+        assert [json.loads(p.payload) for p in outbox.pending()] == [start]
+        assert outbox.stats().oldest_waiting_s == pytest.approx(50.0), "an old row's age comes from the wall clock"
+        outbox.delivered([3])
+        append_all(outbox, make_door_event(TOPICS, DEVICE, 0))
+        since_boot.now += 7.0
+        wall.now += 10 * 365 * DAY
+        assert outbox.stats().oldest_waiting_s == pytest.approx(7.0), "a new row's from the boot clock"
+    (version,) = sqlite3.connect(storage.outbox_path).execute("PRAGMA user_version").fetchone()
+    assert version == outbox_module.SCHEMA_VERSION >= 3
+
+
+def test_the_snapshot_to_publish_again_is_the_newest_delivered_still_within_retention(tmp_path: Path) -> None:
+    clock = Clock()
+    storage = StorageSettings(dir=tmp_path / "state", retention_days=2)
+    with Outbox(storage, clock=clock) as outbox:
+        assert outbox.snapshot_still() is None, "no still yet"
+        door = make_door_event(TOPICS, DEVICE, 2)
+        seqs = append_all(outbox, door)
+        assert outbox.snapshot_still() is None, "the newest still is still to be sent, as the snapshot too"
+        outbox.delivered(seqs)
+        assert outbox.snapshot_still() == storage.stills_dir / door.event_id / "2.jpg"
+
+        newer = make_door_event(TOPICS, DEVICE, 1)
+        newer_seqs = append_all(outbox, newer)
+        assert outbox.snapshot_still() is None
+        outbox.delivered(newer_seqs)
+        assert outbox.snapshot_still() == storage.stills_dir / newer.event_id / "1.jpg"
+
+        append_all(outbox, make_door_event(TOPICS, DEVICE, 0))  # an event without stills changes nothing
+        assert outbox.snapshot_still() == storage.stills_dir / newer.event_id / "1.jpg"
+        clock.now += 2.5 * DAY
+        assert outbox.snapshot_still() is None, "past retention it is not the door's picture any more"
+
+
+def test_an_event_whose_failed_commit_reached_the_disk_after_all_is_not_stored_twice(tmp_path: Path) -> None:
+    storage = StorageSettings(dir=tmp_path)
+    event = make_door_event(Topics("edgecam/front"), "front", n_stills=0).rows[0][0]
+    with Outbox(storage) as outbox:
+        seq = outbox.last_seq() + 1
+        assert outbox.append(event, None, seq) == seq
+        assert outbox.append(event, None, seq) == seq  # the Store trying again with the seq it gave out
+        assert outbox.depth() == 1

@@ -8,7 +8,9 @@ import pytest
 
 from edgecam.cli import main
 from edgecam.config import SimulatedSettings
+from edgecam.sources.scene import door_openings
 from edgecam.sources.simulated import DOOR_ZONE, render_clip
+from tests import videos
 from tests.clips import CLIPS, labels, needs_clips
 
 
@@ -150,3 +152,80 @@ def test_explain_draws_each_event_and_says_why(
     said = [r.getMessage() for r in caplog.records if r.name == "edgecam.explain"]
     assert len(said) == len(starts)
     assert all("(3 moving frames in a row)" in line and "(2.0 s without movement)" in line for line in said)
+
+
+# A recording keeps its true time (issue 12, item 3); a damaged stream makes no event (item 6).
+
+RAW_FPS = 30
+
+
+@pytest.fixture(scope="module")
+def raw_door_30fps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[float, float]]]:
+    """``rpicam-vid --framerate 30 -o door.h264``: the door opens at 4 s; the file says nothing of 30 fps."""
+    sim = {"first_opening": 4.0, "door_period": 10.0}
+    seconds = 6.0
+    frames = videos.door_scene(round(seconds * RAW_FPS), RAW_FPS, **sim)
+    path = videos.write_raw_h264(tmp_path_factory.mktemp("raw") / "door.h264", frames, RAW_FPS)
+    return path, door_openings(SimulatedSettings(fps=RAW_FPS, **sim), seconds)
+
+
+def starts_in_time(messages: list[dict[str, Any]], openings: list[tuple[float, float]]) -> None:
+    starts = [m["t"] for m in messages if m["type"] == "start"]
+    assert len(starts) == len(openings) == 1
+    begin = openings[0][0]
+    assert begin <= starts[0] <= begin + 0.5, f"the door began to move at {begin} s, the start says {starts[0]} s"
+
+
+def test_a_raw_recording_is_timed_at_camera_fps(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    raw_door_30fps: tuple[Path, list[tuple[float, float]]],
+) -> None:
+    monkeypatch.setenv("EDGECAM_CAMERA__FPS", str(RAW_FPS))
+    starts_in_time(replay(capsys, str(raw_door_30fps[0])), raw_door_30fps[1])
+
+
+def test_replay_fps_times_a_raw_recording(
+    capsys: pytest.CaptureFixture[str], raw_door_30fps: tuple[Path, list[tuple[float, float]]]
+) -> None:
+    starts_in_time(replay(capsys, str(raw_door_30fps[0]), "--fps", str(RAW_FPS)), raw_door_30fps[1])
+
+
+def test_a_raw_recording_without_a_frame_rate_is_one_warning(
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    raw_door_30fps: tuple[Path, list[tuple[float, float]]],
+) -> None:
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        replay(capsys, str(raw_door_30fps[0]))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "camera.fps" in warnings[0]
+    assert "--fps" in warnings[0]
+
+
+@pytest.fixture(scope="module")
+def still_hall(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """8 s of a dim, noisy hall with the door shut (nothing happens), raw H.264: whole, and with 2 packets cut short."""
+    folder = tmp_path_factory.mktemp("damage")
+    frames = list(videos.door_scene(8 * 15, 15, noise=4.0, light_level=0.4))
+    return (
+        videos.write_raw_h264(folder / "whole.h264", frames, 15),
+        videos.write_raw_h264(folder / "damaged.h264", frames, 15, damaged={40, 70}),
+    )
+
+
+def test_a_damaged_stream_of_a_still_scene_makes_no_event(
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    still_hall: tuple[Path, Path],
+) -> None:
+    monkeypatch.setenv("EDGECAM_CAMERA__FPS", "15")
+    whole, damaged = still_hall
+    assert replay(capsys, str(whole)) == []
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        assert replay(capsys, str(damaged)) == []
+    said = [r.getMessage() for r in caplog.records if "damaged frames" in r.getMessage()]
+    assert said
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "damaged frames" in r.getMessage())

@@ -1,4 +1,6 @@
 import itertools
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ from edgecam.errors import CameraError
 from edgecam.sources import opencv
 from edgecam.sources.opencv import OpenCVSource, Pacer
 from edgecam.sources.simulated import render_clip
+from tests import videos
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "clips"
 needs_clips = pytest.mark.skipif(not CLIPS.is_dir(), reason=f"the recorded clips are not at {CLIPS}")
@@ -179,3 +182,133 @@ def test_pacer_sleeps_until_each_frame_is_due_and_never_when_late() -> None:
     pacer.wait(0.3)
     pacer.wait(0.5)  # back on time: due at 100.5, now 100.45
     assert slept == pytest.approx([0.09, 0.05])
+
+
+# Recorded files keep their true time; damaged frames are skipped (issue 12, items 3 and 6).
+
+VFR_TIMES = [0.0, 0.033, 0.066, 0.1, 0.2, 0.3, 0.5, 0.533, 0.9, 1.0, 1.033, 1.4]
+"""A camera that lowers its frame rate in dim light and raises it again: the frame times of the VFR files."""
+
+
+@pytest.fixture(scope="module")
+def raw_30fps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What ``rpicam-vid --framerate 30 -o door.h264`` writes: raw H.264, no timing, 45 frames."""
+    return videos.write_raw_h264(tmp_path_factory.mktemp("raw") / "door.h264", videos.moving_pattern(45), 30)
+
+
+def timing_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "timestamps" in r.getMessage()]
+
+
+def test_a_raw_h264_is_timed_at_camera_fps_when_set(raw_30fps: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        source = open_file(raw_30fps, fps=30)
+        frames = list(source.frames())
+    source.close()
+    assert source.fps == 30
+    assert len(frames) == 45
+    assert [f.t for f in frames] == pytest.approx([i / 30 for i in range(45)])
+    said = timing_lines(caplog)
+    assert len(said) == 1
+    assert "camera.fps" in said[0]
+
+
+def test_a_raw_h264_without_a_frame_rate_says_so_once(raw_30fps: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        source = open_file(raw_30fps)  # camera.fps left at its default: it is a live camera's request
+        frames = list(source.frames())
+    source.close()
+    assert [f.t for f in frames] == pytest.approx([i / 25 for i in range(45)])  # OpenCV's guess, said aloud
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "no timestamps" in warnings[0]
+    assert "camera.fps" in warnings[0]
+    assert "--fps" in warnings[0]
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_a_variable_frame_rate_file_keeps_its_own_frame_times(
+    tmp_path: Path, suffix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = videos.write_timed(tmp_path / f"dim{suffix}", list(videos.moving_pattern(len(VFR_TIMES))), VFR_TIMES)
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        source = open_file(path, fps=30)  # a frame rate set for the live camera does not override timestamps
+        frames = list(source.frames())
+    source.close()
+    assert [f.t for f in frames] == pytest.approx(VFR_TIMES, abs=1e-6)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_raw_stream_is_known_by_its_content_not_its_name(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    raw = videos.write_raw_h264(tmp_path / "looks-like.mp4", videos.moving_pattern(10), 30)
+    timed = videos.write_timed(tmp_path / "looks-like.h264", list(videos.moving_pattern(len(VFR_TIMES))), VFR_TIMES)
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        raw_times = [f.t for f in open_file(raw, fps=30).frames()]
+        timed_times = [f.t for f in open_file(timed, fps=30).frames()]
+    assert raw_times == pytest.approx([i / 30 for i in range(10)])
+    assert timed_times == pytest.approx(VFR_TIMES, abs=1e-6)
+    assert len(timing_lines(caplog)) == 1
+
+
+def test_realtime_pacing_follows_the_frame_times(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    due: list[float] = []
+
+    class RecordingPacer:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def wait(self, t: float) -> None:
+            due.append(t)
+
+    monkeypatch.setattr(opencv, "Pacer", RecordingPacer)
+    path = videos.write_timed(tmp_path / "dim.mkv", list(videos.moving_pattern(len(VFR_TIMES))), VFR_TIMES)
+    source = OpenCVSource(CameraSettings(source=str(path)), realtime=True)
+    frames = list(source.frames())
+    source.close()
+    assert due == [f.t for f in frames]
+    assert due == pytest.approx(VFR_TIMES, abs=1e-6)
+
+
+DAMAGE_FPS = 15
+DAMAGED_PACKETS = {40, 70}
+
+
+@pytest.fixture(scope="module")
+def still_streams(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A dim, noisy hall with the door shut for 8 s, as raw H.264: undamaged, and with two packets cut short."""
+    folder = tmp_path_factory.mktemp("damage")
+    frames = list(videos.door_scene(8 * DAMAGE_FPS, DAMAGE_FPS, noise=4.0, light_level=0.4))
+    clean = videos.write_raw_h264(folder / "clean.h264", frames, DAMAGE_FPS)
+    damaged = videos.write_raw_h264(folder / "damaged.h264", frames, DAMAGE_FPS, damaged=DAMAGED_PACKETS)
+    return clean, damaged
+
+
+def changed(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
+    return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16)) > 25))
+
+
+def test_damaged_frames_are_skipped_with_a_line_saying_how_many(
+    still_streams: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    clean_path, damaged_path = still_streams
+    clean = {f.index: f for f in open_file(clean_path, fps=DAMAGE_FPS).frames()}
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        source = open_file(damaged_path, fps=DAMAGE_FPS)
+        kept = list(source.frames())
+    source.close()
+    skipped = len(clean) - len(kept)
+    assert skipped > 0
+    assert {min(DAMAGED_PACKETS)} <= set(clean) - {f.index for f in kept}  # the first smeared frame is gone
+    for frame in kept:  # what is left is the picture, not the decoder's smear
+        assert frame.t == pytest.approx(frame.index / DAMAGE_FPS)
+        assert changed(frame.gray, clean[frame.index].gray) < 0.002, frame.index
+    lines = [r.getMessage() for r in caplog.records if "damaged frames" in r.getMessage()]
+    assert 1 <= len(lines) <= 2
+    assert sum(int(n) for line in lines for n in re.findall(r"skipped (\d+) damaged frames", line)) == skipped
+
+
+def test_an_undamaged_stream_loses_no_frame(still_streams: tuple[Path, Path], tmp_path: Path) -> None:
+    assert len(list(open_file(still_streams[0], fps=DAMAGE_FPS).frames())) == 8 * DAMAGE_FPS
+    moving = videos.door_scene(6 * DAMAGE_FPS, DAMAGE_FPS, first_opening=1.0, door_period=5.0)
+    path = videos.write_raw_h264(tmp_path / "door.h264", moving, DAMAGE_FPS)
+    assert len(list(open_file(path, fps=DAMAGE_FPS).frames())) == 6 * DAMAGE_FPS

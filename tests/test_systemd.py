@@ -1,3 +1,4 @@
+import contextlib
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,3 +60,50 @@ def test_watchdog_for_another_pid_is_ignored(notify_socket: tuple[socket.socket,
     sock.settimeout(0)
     with pytest.raises(BlockingIOError):
         sock.recv(64)
+
+
+def test_status_lines_never_show_a_url_password(notify_socket: tuple[socket.socket, str]) -> None:
+    sock, path = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    notifier.ready("watching rtsp://admin:s3cret@cam.lan/stream1")
+    assert sock.recv(256) == b"READY=1\nSTATUS=watching rtsp://admin:***@cam.lan/stream1"
+    notifier.status("camera rtsp://s3cret@cam.lan failed")
+    assert sock.recv(256) == b"STATUS=camera rtsp://***@cam.lan failed"
+
+
+def test_the_running_agent_shows_the_camera_password_in_no_status_and_no_log_line(
+    notify_socket: tuple[socket.socket, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import threading
+
+    from edgecam.agent import Agent
+    from edgecam.config import Settings
+    from edgecam.sources.simulated import SimulatedSource
+
+    sock, path = notify_socket
+    settings = Settings.model_validate(
+        {
+            "device_id": "porch",
+            "storage": {"dir": str(tmp_path / "state")},
+            "mqtt": {"host": "127.0.0.1", "port": 9},  # nothing listens: the agent goes on without a broker
+            "camera": {
+                "source": "rtsp://admin:s3cret@cam.lan/stream1",
+                "realtime": False,
+                "simulated": {"duration": 1.0},
+            },
+        }
+    )
+    scene = settings.camera.model_copy(update={"source": "simulated"})
+    agent = Agent(settings, lambda: SimulatedSource(scene, realtime=False), Notifier({"NOTIFY_SOCKET": path}))
+    with caplog.at_level(logging.DEBUG):
+        agent.run(threading.Event())
+    sent = []
+    sock.settimeout(0)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sent.append(sock.recv(4096).decode())
+    assert "READY=1\nSTATUS=watching rtsp://admin:***@cam.lan/stream1" in sent
+    assert "s3cret" not in "\n".join(sent)
+    assert "watching rtsp://admin:***@cam.lan/stream1" in caplog.text
+    assert "s3cret" not in caplog.text

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecam.config import MqttSettings
+from edgecam.config import CameraSettings, MqttSettings
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "edgecam.service"
 EXEC_START = "/opt/edgecam/venv/bin/edgecam"
@@ -86,10 +86,11 @@ def test_the_unit_is_a_watched_notify_service() -> None:
 def test_the_agent_reads_the_secrets_the_unit_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Each LoadCredential=ID:... lands as $CREDENTIALS_DIRECTORY/ID; the IDs must be the names the agent looks for.
     ids = sorted(line.split(":", 1)[0] for line in directives(UNIT)["LoadCredential"])
-    assert ids == ["mqtt-client-key", "mqtt-password"]
+    assert ids == ["camera-password", "mqtt-client-key", "mqtt-password"]
     for credential in ids:
         (tmp_path / credential).write_text("secret\n", encoding="utf-8")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     settings = MqttSettings(tls=True, port=8883, cert_file=tmp_path / "client.pem")
     assert settings.secret_file("password") == tmp_path / "mqtt-password"
     assert settings.secret_file("key") == tmp_path / "mqtt-client-key"
+    assert CameraSettings(source="rtsp://admin@cam.lan/stream1").secret_file() == tmp_path / "camera-password"

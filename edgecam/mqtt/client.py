@@ -1,13 +1,11 @@
 """Connecting to the broker: credentials, TLS, configured paho clients, one-line errors; and a small subscriber."""
 
 import logging
-import os
 import socket
 import ssl
-import stat
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -17,29 +15,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edgecam.config import MqttSettings
+from edgecam.credentials import check_private, read_secret
 from edgecam.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-
-def check_private(key: str, path: Path) -> None:
-    """Refuse a secret file that group or others may read, naming the file and the fix.
-
-    systemd's credentials are trusted as they are: it makes them readable by the service's user alone, with an
-    access control list that ``stat`` shows in the group bits.
-    """
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials and path.parent == Path(credentials):
-        return
-    try:
-        mode = path.stat().st_mode
-    except OSError as err:
-        raise ConfigError(f"{key}: cannot read {path}: {err.strerror or err}") from err
-    if mode & 0o077:
-        raise ConfigError(
-            f"{key}: {path} is readable by group or others (mode {stat.S_IMODE(mode):04o}); "
-            f"fix: chmod 600 {path} (owned by the user edgecam runs as)"
-        )
 
 
 def read_password(settings: MqttSettings) -> str | None:
@@ -47,12 +26,7 @@ def read_password(settings: MqttSettings) -> str | None:
     path = settings.secret_file("password")
     if path is None:
         return None
-    check_private("mqtt.password_file", path)
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
-        raise ConfigError(f"mqtt.password_file: cannot read {path}: {reason}") from err
+    return read_secret("mqtt.password_file", path)
 
 
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
@@ -152,6 +126,86 @@ def describe_connect_error(settings: MqttSettings, err: Exception) -> str:
     return f"mqtt: cannot connect to broker {where}: {err}"
 
 
+UNSUPPORTED_PROTOCOL_VERSION = 0x84
+"""CONNACK reason code (MQTT 5 section 3.2.2.2; paho maps MQTT 3.1.1's return code 1 to it)."""
+RETAIN_NOT_SUPPORTED = 0x9A
+"""CONNACK or DISCONNECT reason code of a broker that keeps no retained messages (MQTT 5 section 3.2.2.2)."""
+
+
+def describe_refusal(settings: MqttSettings, reason: ReasonCode) -> str:
+    """One line for a CONNACK that refuses the connection, naming the setting to change where one helps."""
+    line = f"mqtt: broker {settings.host}:{settings.port} refused the connection: {reason}"
+    if reason.value == UNSUPPORTED_PROTOCOL_VERSION and settings.protocol == "5":
+        line += '; it speaks only MQTT 3.1.1: set mqtt.protocol = "3.1.1"'
+    return line
+
+
+def describe_closed_before_connack(settings: MqttSettings, error: str = "") -> str:
+    """One line for a server that accepted TCP (and TLS) but closed the connection without a CONNACK.
+
+    ``error`` is what the socket said, as paho logs it (e.g. ``failed to receive on socket: [SSL:
+    TLSV13_ALERT_CERTIFICATE_REQUIRED] ...``): then the server spoke TLS and ended it.
+    """
+    where = f"{settings.host}:{settings.port}"
+    if "[SSL" in error:
+        # TLS 1.3: the broker checks the client's certificate after the handshake, and says no with an alert.
+        reason = error.removeprefix("failed to receive on socket: ")
+        return (
+            f"mqtt: broker {where} ended the TLS connection before answering CONNECT: {reason}; "
+            "check mqtt.cert_file and mqtt.key_file (a certificate from the CA the broker trusts)"
+        )
+    if settings.tls:
+        line = (
+            f"mqtt: the server at {where} answered, but not as an MQTT broker (it closed the TLS connection before "
+            "answering CONNECT; a broker refusing this client's certificate does that too); check mqtt.host and "
+            "mqtt.port (8883 for MQTT over TLS), mqtt.cert_file and mqtt.key_file"
+        )
+    else:
+        line = (
+            f"mqtt: the server at {where} answered, but not as an MQTT broker (it closed the connection before "
+            "answering CONNECT); check mqtt.host and mqtt.port (1883, or 8883 with mqtt.tls)"
+        )
+    if settings.protocol == "3.1.1":
+        # MQTT 3.1.1 has no reason codes for most refusals: the broker just closes (MQTT 3.1.1 section 3.1.4).
+        line += (
+            '; or a broker refusing this client without saying why (e.g. retain_available false): mqtt.protocol = "5"'
+            " makes it say why"
+        )
+    return line
+
+
+@dataclass(frozen=True)
+class BrokerLimits:
+    """What the broker states in its MQTT 5 CONNACK (MQTT 5 section 3.2.2.3); None where it states nothing."""
+
+    max_packet_size: int | None = None
+    """Maximum Packet Size: the largest packet it takes, bytes (section 3.2.2.3.6)."""
+    receive_maximum: int | None = None
+    """Receive Maximum: QoS 1 and 2 messages it takes unacknowledged at once (section 3.2.2.3.3)."""
+    maximum_qos: int | None = None
+    """Maximum QoS it supports (section 3.2.2.3.4)."""
+
+    @classmethod
+    def from_connack(cls, properties: Properties | None) -> "BrokerLimits":
+        """The limits in a CONNACK's properties (paho's names); none for MQTT 3.1.1."""
+        if properties is None:
+            return cls()
+        return cls(
+            getattr(properties, "MaximumPacketSize", None),
+            getattr(properties, "ReceiveMaximum", None),
+            getattr(properties, "MaximumQoS", None),
+        )
+
+
+def publish_packet_size(protocol: str, topic: str, payload_bytes: int) -> int:
+    """Bytes of a QoS 1 PUBLISH packet without properties (MQTT 5 section 3.3, MQTT 3.1.1 section 3.3)."""
+    remaining = 2 + len(topic.encode()) + 2 + payload_bytes  # topic length, topic, packet identifier, payload
+    if protocol == "5":
+        remaining += 1  # the property length, 0
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2097152 else 4
+    return 1 + length_bytes + remaining
+
+
 MessageCallback = Callable[[str, bytes, bool], None]
 """Receives (topic, payload, retained) of each message."""
 
@@ -214,7 +268,7 @@ class Subscriber:
     ) -> None:
         where = f"{self._mqtt.host}:{self._mqtt.port}"
         if reason.is_failure:
-            logger.warning("mqtt: broker %s refused the connection: %s", where, reason)
+            logger.warning("%s", describe_refusal(self._mqtt, reason))
             return
         logger.debug("mqtt: connected to broker %s", where)
         warn_if_insecure(self._mqtt)

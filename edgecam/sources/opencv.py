@@ -14,17 +14,20 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgecam.config import CameraSettings
+from edgecam.config import CameraSettings, redact
+from edgecam.credentials import camera_url
 from edgecam.errors import CameraError
 from edgecam.models import Frame
+from edgecam.sources.damage import DamageCheck
 
 logger = logging.getLogger(__name__)
 
 FALLBACK_FPS = 25.0
 """Frame rate assumed for a file whose container does not say (raw H.264 has no timing)."""
+_ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide")
+"""Box types an MP4/MOV file may begin with (ISO/IEC 14496-12 section 4.2): its first bytes are a box size."""
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", re.IGNORECASE)
 
 
 class Pacer:
@@ -51,15 +54,30 @@ class Pacer:
 
 def detection_gray(bgr: NDArray[np.uint8], width: int, height: int) -> NDArray[np.uint8]:
     """The detection image of a BGR frame: grey, downscaled to ``width`` x ``height`` with area averaging."""
-    gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    return downscale(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), dtype=np.uint8), width, height)
+
+
+def downscale(gray: NDArray[np.uint8], width: int, height: int) -> NDArray[np.uint8]:
+    """``gray`` at ``width`` x ``height`` with area averaging (itself when it has that size)."""
     if gray.shape != (height, width):
-        gray = cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA)
-    return np.asarray(gray, dtype=np.uint8)
+        gray = np.asarray(cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    return gray
 
 
-def redact(source: str) -> str:
-    """``source`` with any password in a URL replaced by ``***``, fit for messages and logs."""
-    return _URL_PASSWORD.sub(r"\1:***@", source)
+def elementary_stream(path: Path) -> bool:
+    """Whether ``path`` holds a raw H.264 or H.265 byte stream, which carries no timestamps.
+
+    Recognised by content, as FFmpeg's probe does: optional zero bytes, a start code ``00 00 01`` and a NAL unit
+    header whose forbidden_zero_bit is 0 (ITU-T H.264 annex B and section 7.3.1; H.265 likewise). MPEG program
+    streams (``00 00 01 BA``) and MPEG video (``00 00 01 B3``) have that bit set; an MP4 whose first box is
+    256-383 bytes long starts alike, so its box type is checked too.
+    """
+    with path.open("rb") as file:
+        head = file.read(64)
+    zeros = len(head) - len(head.lstrip(b"\0"))
+    if zeros < 2 or len(head) < zeros + 2 or head[zeros] != 1 or head[4:8] in _ISO_BOXES:
+        return False
+    return head[zeros + 1] & 0x80 == 0
 
 
 _CV4_LOG_LEVEL_ERROR = 2
@@ -88,7 +106,17 @@ class OpenCVSource:
         self._closed = threading.Event()
         self._lock = threading.Lock()  # cv2 must not release a capture while another thread reads it
         self._index = 0
+        """Frames decoded so far, damaged ones included."""
+        self._t = 0.0
+        """Time of the latest frame decoded, s."""
         self._last: NDArray[np.uint8] | None = None
+        self._set_fps = camera.fps if "fps" in camera.model_fields_set else None
+        """camera.fps when the user set it: the frame rate of a file without timestamps."""
+        self._by_rate = False
+        """True for a file timed by its frame rate (it has no timestamps), False for one timed by them."""
+        self._first_ms = 0.0
+        self._read_ms = 0.0
+        """The container's timestamp of the frame just read, ms (0 when it has none)."""
 
         target: str | int = source
         params: list[int] = []
@@ -99,6 +127,7 @@ class OpenCVSource:
                 raise CameraError(f"camera.source: cannot open {source!r}: no such device")
             api, self._is_file = cv2.CAP_V4L2, False
         elif _URL.match(source):
+            target = camera_url(camera)  # with camera.password_file's password: never shown
             timeout_ms = round(camera.frame_timeout * 1000)
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
             api, self._is_file = cv2.CAP_FFMPEG, False
@@ -120,6 +149,7 @@ class OpenCVSource:
         first = None
         try:
             first = self._read()  # fail now, naming the source, rather than at the first frame
+            self._first_ms = self._read_ms
         finally:
             if first is None:
                 self._capture.release()
@@ -130,13 +160,11 @@ class OpenCVSource:
 
         reported = float(self._capture.get(cv2.CAP_PROP_FPS))
         sane = math.isfinite(reported) and 0 < reported <= 1000
-        self._clip_fps: float | None = None
-        if self._is_file:
-            if not sane:
-                logger.warning("%s does not say its frame rate; assuming %g fps", self._label, FALLBACK_FPS)
-            self._clip_fps = reported if sane else FALLBACK_FPS
-        self._fps = self._clip_fps if self._is_file else (reported if sane else None)
+        self._fps = reported if sane else (FALLBACK_FPS if self._is_file else None)
+        if self._is_file and elementary_stream(Path(source)):
+            self._time_by_rate("a raw H.264/H.265 stream, with no timestamps")
         self._pacer = Pacer(sleep=self._closed.wait) if realtime and self._is_file else None
+        self._damage = DamageCheck(self._label)
         height, width = first.shape[:2]
         logger.info(
             "opened %s: %dx%d at %s fps (%s)",
@@ -149,7 +177,7 @@ class OpenCVSource:
 
     @property
     def fps(self) -> float | None:
-        """The file's frame rate, or what a live camera reports (None if it reports nothing sensible)."""
+        """The file's (nominal) frame rate, or what a live camera reports (None if it reports nothing sensible)."""
         return self._fps
 
     def frames(self) -> Iterator[Frame]:
@@ -163,19 +191,50 @@ class OpenCVSource:
             if bgr is None:
                 if self._closed.is_set():
                     return
+                self._damage.report(self._t)
                 if self._is_file:
                     logger.info("%s ended after %d frames", self._label, self._index)
                     return
                 raise CameraError(f"camera.source: {self._label!r} stopped delivering frames")
-            clock_t = time.monotonic() - self._opened_at
-            t = self._index / self._clip_fps if self._clip_fps is not None else clock_t
+            t = self._file_time() if self._is_file else time.monotonic() - self._opened_at
+            index, self._index, self._t = self._index, self._index + 1, t
+            gray = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), dtype=np.uint8)
+            small = downscale(gray, *self._detect_size)
+            if self._damage.damaged(gray, small, t):
+                continue
             if self._pacer is not None:
                 self._pacer.wait(t)
                 if self._closed.is_set():
                     return
             self._last = bgr
-            index, self._index = self._index, self._index + 1
-            yield Frame(index, t, detection_gray(bgr, *self._detect_size))
+            yield Frame(index, t, small)
+
+    def _file_time(self) -> float:
+        """The time of the frame just read from a file: its timestamp from the first frame's, else by frame rate."""
+        if self._index == 0:
+            return 0.0
+        if not self._by_rate:
+            t = (self._read_ms - self._first_ms) / 1000.0
+            if t > self._t:
+                return t
+            self._time_by_rate("a file whose frames carry no timestamps")
+        assert self._fps is not None  # files always have one
+        return self._t + 1.0 / self._fps
+
+    def _time_by_rate(self, what: str) -> None:
+        """Time this file's frames by a frame rate from now on, saying once which and where it comes from."""
+        self._by_rate = True
+        if self._set_fps is not None:
+            self._fps = self._set_fps
+            logger.info("%s is %s: timing its frames at camera.fps = %g", self._label, what, self._fps)
+        else:
+            logger.warning(
+                "%s is %s: assuming %g fps; if it was recorded at another rate, set camera.fps "
+                "(or edgecam replay --fps)",
+                self._label,
+                what,
+                self._fps,
+            )
 
     def still(self) -> NDArray[np.uint8]:
         """A copy of the most recent frame yielded, at the size the source delivers."""
@@ -188,6 +247,7 @@ class OpenCVSource:
         self._closed.set()
         with self._lock:
             self._capture.release()
+        self._damage.report(self._t)
 
     def _read(self) -> NDArray[np.uint8] | None:
         with self._lock:
@@ -195,6 +255,7 @@ class OpenCVSource:
                 return None
             try:
                 ok, bgr = self._capture.read()
+                self._read_ms = float(self._capture.get(cv2.CAP_PROP_POS_MSEC)) if ok and self._is_file else 0.0
             except cv2.error as err:
                 raise CameraError(f"camera.source: reading {self._label!r} failed: {_cv_message(err)}") from err
         if not ok or bgr is None:
