@@ -137,7 +137,8 @@ class Listener:
             if event.get("dropped"):
                 self.events += 1
                 self._progress(device, key[1], still=index)
-                return [f"{self._describe(device, event)} #{index} dropped by the agent (disk full or over budget)"]
+                why = event.get("dropped_reason") or "disk full or over budget"
+                return [f"{self._describe(device, event)} #{index} dropped by the agent ({why})"]
             return self._still_part(device, key[1], index, event=event)
         self.events += 1
         line = self._describe(device, event)

@@ -254,3 +254,11 @@ def test_listen_ack_confirms_to_an_agent_that_waits_for_its_consumer(
             publisher.stop()
             session.stop.set()
             session.join()
+
+
+def test_a_still_the_broker_would_not_take_is_shown_with_the_agents_reason(listener: Listener, door: DoorEvent) -> None:
+    sent = messages(door)
+    dropped = {**json.loads(sent[4][1]), "dropped": True, "dropped_reason": "too large for the broker"}
+    lines = [line for topic, payload in sent[:3] for line in listener.handle(topic, payload, False)]
+    lines += listener.handle(TOPICS.events, json.dumps(dropped).encode(), False)
+    assert lines[2].endswith("#2 dropped by the agent (too large for the broker)")

@@ -24,7 +24,7 @@ from edgecam import __version__
 from edgecam.config import MqttSettings
 from edgecam.disk import write_atomically
 from edgecam.errors import StorageError
-from edgecam.models import Topics
+from edgecam.models import Topics, iso_ms, utc_now
 from edgecam.mqtt.client import Subscriber
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ MAX_CLAIM_BYTES = 1024
 
 ClaimState = Literal["active", "checking", "standby"]
 Verdict = Literal["claim", "wait", "yield"]
+Step = Literal["activate", "yield"] | None
+"""What the publisher does next on a connection: publish as the device, yield it, or nothing yet."""
 
 
 def instance_id(state_dir: Path) -> str:
@@ -121,6 +123,12 @@ class DeviceClaim:
         """This process has published as the device: finding another's claim later means it was taken over."""
         self.resuming = False
         """The holder was seen going offline while this agent waited: take the device back at once."""
+        self.since = ""
+        """When this process first published as the device (ISO 8601 UTC), for its ``active`` claim."""
+        self.unanswered = False
+        """No echo came on ``<base>/agent`` (an ACL without it): publish without checking the claim."""
+        self.told_standby: set[str] = set()
+        """Instances whose ``standby`` has been reported."""
         self._clock = clock
         self._sighted_at: float | None = None
 
@@ -144,6 +152,118 @@ class DeviceClaim:
         """This agent now holds the device."""
         self.held = True
         self.resuming = False
+        self.since = self.since or iso_ms(utc_now())
+
+
+class ClaimCheck:
+    """The claim on one connection: it says what to do next; the publisher makes the MQTT calls.
+
+    ``checking``: reading the claim after the connect; ``waiting``: another agent's claim was found, in case that
+    one is still running; ``active``: this agent publishes as the device.
+    """
+
+    def __init__(
+        self, device: DeviceClaim, device_id: str, topic: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """Start checking, for the device's claim ``device`` on ``topic`` (``<base>/agent``)."""
+        self.state: Literal["checking", "waiting", "active"] = "checking"
+        self.other: Claim | None = None
+        """Another agent's ``active`` claim, if it is the latest seen while checking."""
+        self.availability: bytes | None = None
+        """The device's latest availability seen on this connection."""
+        self._device = device
+        self._device_id = device_id
+        self._topic = topic
+        self._clock = clock
+        self._until = 0.0
+        """When checking or waiting ends (monotonic)."""
+
+    @property
+    def active(self) -> bool:
+        """This agent publishes as the device on this connection."""
+        return self.state == "active"
+
+    def start(self) -> Claim:
+        """Read the claim before publishing anything: the ``checking`` message to publish.
+
+        The retained claim arrives before the echo of ``checking``.
+        """
+        self._until = self._clock() + CHECK_TIMEOUT_S
+        return Claim(self._device.instance, "checking")
+
+    def due(self) -> bool:
+        """Checking or waiting has taken its time: the probation is over, or no echo came."""
+        return self.state != "active" and self._clock() >= self._until
+
+    def timed_out(self) -> None:
+        """Say why the agent publishes when ``due``: after no echo (an ACL without the topic), once."""
+        if self.state == "checking":
+            self._device.unanswered = True
+            logger.warning(
+                "mqtt: no echo on %s (refused, or none within %g s), so this agent cannot tell whether another one "
+                "uses device_id '%s'; publishing anyway (does the broker's ACL let this device read and write it? "
+                "docs/security.md)",
+                self._topic,
+                CHECK_TIMEOUT_S,
+                self._device_id,
+            )
+
+    def refused(self) -> None:
+        """The broker refused a message on the claim's topic: no echo will come, so stop waiting for one."""
+        if self.state == "checking":
+            self._until = 0.0
+
+    def heard(self, payload: bytes) -> Step:
+        """A message on ``<base>/agent``."""
+        claim = Claim.parse(payload)
+        if claim is None:
+            return None
+        if claim.instance == self._device.instance:
+            if claim.state == "active" and self.state == "checking":
+                self.other = None
+            elif claim.state == "checking" and self.state == "checking":
+                return self._decide()
+            return None
+        if claim.state == "standby":
+            if claim.instance not in self._device.told_standby:
+                self._device.told_standby.add(claim.instance)
+                logger.warning(
+                    "mqtt: another edgecam agent (%s) also has device_id '%s' and waits without publishing until "
+                    "this one stops: give each camera its own device_id (device_id in the settings file, or "
+                    "EDGECAM_DEVICE_ID)",
+                    claim.describe(),
+                    self._device_id,
+                )
+        elif claim.state == "active":
+            self.other = claim
+            if self.state != "checking":
+                return "yield"  # claimed live: it found this one gone, or it is a live duplicate
+        return None
+
+    def activate(self) -> Claim:
+        """Publish as the device from now on: the ``active`` claim to retain."""
+        if self.other is not None:
+            logger.info("mqtt: taking over device_id '%s' from %s", self._device_id, self.other.describe())
+        self.state = "active"
+        self._device.claimed()
+        return Claim(self._device.instance, "active", self._device.since)
+
+    def _decide(self) -> Step:
+        verdict = self._device.checked(self.other, self.availability)
+        if verdict == "claim":
+            return "activate"
+        if verdict == "yield":
+            return "yield"
+        self.state = "waiting"
+        self._until = self._clock() + PROBATION_S
+        logger.info(
+            "mqtt: device_id '%s' was last claimed by another agent (%s); publishing nothing for %g s in case "
+            "it is still running",
+            self._device_id,
+            self.other.describe() if self.other else "?",
+            PROBATION_S,
+        )
+        return None
 
 
 class Standby:

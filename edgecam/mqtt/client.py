@@ -197,15 +197,6 @@ class BrokerLimits:
         )
 
 
-def publish_packet_size(protocol: str, topic: str, payload_bytes: int) -> int:
-    """Bytes of a QoS 1 PUBLISH packet without properties (MQTT 5 section 3.3, MQTT 3.1.1 section 3.3)."""
-    remaining = 2 + len(topic.encode()) + 2 + payload_bytes  # topic length, topic, packet identifier, payload
-    if protocol == "5":
-        remaining += 1  # the property length, 0
-    length_bytes = 1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2097152 else 4
-    return 1 + length_bytes + remaining
-
-
 MessageCallback = Callable[[str, bytes, bool], None]
 """Receives (topic, payload, retained) of each message."""
 

@@ -9,7 +9,6 @@ published, so a subscriber sees each event's first copy in seq order. A message 
 once); ``event_id`` + ``seq`` identify it. The session is persistent (clean start off, ``mqtt.session_expiry``).
 """
 
-import hashlib
 import json
 import logging
 import queue
@@ -30,13 +29,13 @@ from edgecam.config import MqttSettings, OutboxSettings, StorageSettings
 from edgecam.errors import BrokerError, StorageError
 from edgecam.models import Topics, iso_ms, utc_now
 from edgecam.mqtt.claim import (
-    CHECK_TIMEOUT_S,
     MAX_CLAIM_BYTES,
-    PROBATION_S,
     RESUME_AFTER_S,
     Claim,
+    ClaimCheck,
     DeviceClaim,
     Standby,
+    Step,
     instance_id,
 )
 from edgecam.mqtt.client import (
@@ -47,11 +46,11 @@ from edgecam.mqtt.client import (
     describe_connect_error,
     describe_refusal,
     new_client,
-    publish_packet_size,
     read_password,
     tls_context,
     warn_if_insecure,
 )
+from edgecam.mqtt.limits import MAY_CLEAR, REFUSED_FOR_GOOD, FitStill, PacketLimit
 from edgecam.outbox import Outbox, Pending
 
 logger = logging.getLogger(__name__)
@@ -67,22 +66,6 @@ MAX_TOPIC_NAME = 256
 """Longest command name (the topic after ``<base>/set/``) handed to the agent; a longer one is cut and refused."""
 STABLE_AFTER = 10.0
 """Seconds a connection must last before the reconnect delay starts again from ``mqtt.reconnect_min``."""
-LOSSES_TO_SUSPECT = 3
-"""Connections lost in a row, each soon after it was accepted, with the same still in flight: the broker drops
-packets that large without saying so (MQTT 3.1.1 cannot say it)."""
-SOON = 10.0
-"""Seconds after the broker accepted a connection within which a loss counts towards ``LOSSES_TO_SUSPECT``."""
-PACKET_TOO_LARGE = 0x95
-"""MQTT 5 reason code Packet too large (a DISCONNECT from the broker, or a PUBACK from some brokers)."""
-REFUSED_FOR_GOOD = frozenset({0x90, PACKET_TOO_LARGE, 0x99})
-"""PUBACK reason codes that sending the same still again cannot change: topic name invalid, packet too large,
-payload format invalid (MQTT 5 section 3.4.2.1)."""
-MAY_CLEAR = frozenset({0x89, 0x91, 0x97})
-"""PUBACK reason codes that clear by themselves: server busy, packet identifier in use, quota exceeded."""
-TOO_LARGE = "too large for the broker"
-"""``dropped_reason`` of a still no re-encode brings under the broker's packet limit."""
-FitStill = Callable[[bytes, int], tuple[bytes, int, int] | None]
-"""Re-encodes a JPEG to at most so many bytes: (JPEG, width, height), or None if it cannot (``capture.fit_jpeg``)."""
 
 
 class _NetEvent(NamedTuple):
@@ -112,6 +95,8 @@ class _Connection:
     client: paho.Client
     gen: int
     started: float
+    claim: ClaimCheck
+    """Whether this agent publishes as the device on this connection (``edgecam.mqtt.claim``)."""
     online: bool = False
     ended: str | None = None
     """Why this connection is over (lost, refused, no answer), or None while it lasts."""
@@ -127,18 +112,13 @@ class _Connection:
     """Message id -> the retained state topic it carries."""
     stats_mid: int | None = None
     """The last stats message; the next waits until the broker has it (a silent link queues nothing more)."""
-    claim: Literal["checking", "waiting", "active"] = "checking"
-    """Whether this agent publishes as the device on this connection (``edgecam.mqtt.claim``)."""
-    claim_by: float = 0.0
-    """When checking or waiting for the claim ends (monotonic)."""
-    other: Claim | None = None
-    """Another agent's ``active`` claim, if it is the latest seen while checking."""
-    availability: bytes | None = None
-    """The device's latest availability seen on this connection."""
     again_now: bool = False
     """Reconnect at once, without a warning: the connection ended for something the agent has now adapted to."""
     limits: BrokerLimits = field(default_factory=BrokerLimits)
     online_at: float = 0.0
+    """When the broker accepted the connection (monotonic)."""
+    stable: bool = False
+    """It has lasted ``STABLE_AFTER``: the next loss starts the reconnect delay afresh."""
     lost_code: int = 0
     """The reason code the connection ended with (MQTT 5 DISCONNECT from the broker), 0 if none."""
     kinds: dict[int, Literal["still", "snapshot"]] = field(default_factory=dict)
@@ -147,17 +127,6 @@ class _Connection:
     """Message id of a row's JPEG -> the size of its PUBLISH packet, bytes."""
     stills_refused: dict[int, str] = field(default_factory=dict)
     """Outbox seq -> why the broker refused its still; decided once its event JSON is answered."""
-
-
-@dataclass(frozen=True)
-class _Refit:
-    """A still as the broker will take it: re-encoded, or dropped (``jpeg`` None); with the JSON describing it."""
-
-    jpeg: bytes | None
-    event: bytes
-    """The still JSON; empty for a still refused in a PUBACK until its row is read again."""
-    refused: str = ""
-    """Why the broker refused it (PUBACK reason), if it did."""
 
 
 @dataclass(frozen=True)
@@ -187,17 +156,7 @@ class Publisher:
 
         ``fit_still`` re-encodes a still too large for the broker; without it such a still is dropped.
         """
-        self._fit_still = fit_still
-        self._learned_limit: int | None = None
-        """A packet limit found out from connections lost with a large still in flight (the broker said none)."""
-        self._suspect: tuple[int, int] = (0, 0)
-        """(seq of the still in flight at the last losses, how many losses in a row)."""
-        self._refits: dict[int, _Refit] = {}
-        """Outbox seq -> its still as sent, for the rows not yet delivered; bounded."""
-        self._dropped_stills: dict[str, list[int]] = {}
-        """Event id -> indices of its stills dropped here, for its ``end``; bounded."""
-        self._stills_reencoded = 0
-        self._stills_refused = 0
+        self._limit = PacketLimit(mqtt, topics, fit_still, self._stats_now)
         self._receive_maximum: int | None = None
         """The broker's Receive Maximum, when it is below ``mqtt.max_inflight``."""
         self._mqtt = mqtt
@@ -213,14 +172,9 @@ class Publisher:
         self._dropped_commands = 0
         self._client_id = mqtt.client_id or f"edgecam-{device_id}"
         self._device_id = device_id
-        self._instance = ""
         self._claim = DeviceClaim("")
-        self._claimed_since = ""
         self._standby: Standby | None = None
         """The watch of a yielded agent: another agent publishes as this device."""
-        self._claim_unanswered = False
-        """No echo came on ``<base>/agent`` (an ACL without it): publish without checking the claim."""
-        self._told_standby: set[str] = set()
         self._password = read_password(mqtt)
         self._tls = tls_context(mqtt)
         self._net: queue.SimpleQueue[_NetEvent] = queue.SimpleQueue()
@@ -264,8 +218,7 @@ class Publisher:
         if self._worker is not None:
             return
         Outbox(self._storage, for_sending=True).close()  # fail here, in the caller's thread, if it is unusable
-        self._instance = instance_id(self._storage.dir)
-        self._claim = DeviceClaim(self._instance)
+        self._claim = DeviceClaim(instance_id(self._storage.dir))
         self._worker = threading.Thread(target=self._run, name="edgecam-publisher", daemon=True)
         self._worker.start()
 
@@ -295,7 +248,7 @@ class Publisher:
         the disk takes the rows again.
         """
         if fault != self._storage_fault:
-            self._stats_at = 0.0  # say it now
+            self._stats_now()
         self._unstored, self._storage_fault = tuple(rows), fault
         self._wake_event.set()
 
@@ -468,17 +421,19 @@ class Publisher:
             retry_at = 0.0
         if conn is not None:
             self._drain(conn, outbox)
-            if conn.ended is None and not conn.online and time.monotonic() - conn.started > CONNACK_TIMEOUT:
+            now = time.monotonic()
+            if conn.ended is None and not conn.online and now - conn.started > CONNACK_TIMEOUT:
                 conn.ended = f"no answer from broker {self._where} within {CONNACK_TIMEOUT:g} s"
-            if conn.online and conn.ended is None and 0 < conn.online_at <= time.monotonic() - STABLE_AFTER:
-                conn.online_at = -1.0  # proven: the next loss starts the reconnect delay afresh
+            if conn.online and conn.ended is None and not conn.stable and conn.online_at <= now - STABLE_AFTER:
+                conn.stable = True
                 self._failures = self._refusals
             if conn.ended is not None:
                 if conn.online:
-                    self._suspect_too_large(conn)
+                    in_flight = [(conn.mids[mid], size) for mid, size in conn.jpeg_packets.items() if mid in conn.mids]
+                    self._limit.connection_lost(in_flight, now - conn.online_at, conn.lost_code)
                 self._drop(conn, outbox)
                 if self._standby is not None:
-                    self._standby.start(Claim(self._instance, "standby"))
+                    self._standby.start(Claim(self._claim.instance, "standby"))
                     return None, time.monotonic() + _POLL
                 if conn.again_now:
                     logger.debug("mqtt: %s; reconnecting now", conn.ended)
@@ -496,9 +451,10 @@ class Publisher:
                 delay = self._backoff()
                 logger.warning("%s; retrying in %.1f s", describe_connect_error(self._mqtt, err), delay)
                 return None, time.monotonic() + delay
-        if conn.online and conn.ended is None and conn.claim != "active" and time.monotonic() >= conn.claim_by:
-            self._claim_due(conn, outbox)
-        if conn.online and conn.claim == "active":
+        if conn.online and conn.ended is None and conn.claim.due():
+            conn.claim.timed_out()
+            self._activate(conn, outbox)
+        if conn.online and conn.claim.active:
             self._publish_states(conn)
             self._publish_stats(conn, outbox)
             self._publish_rows(conn, outbox)
@@ -523,7 +479,9 @@ class Publisher:
         warn_if_insecure(self._mqtt)
         connect(client, self._mqtt)
         client.loop_start()
-        return _Connection(client, self._gen, time.monotonic())
+        return _Connection(
+            client, self._gen, time.monotonic(), ClaimCheck(self._claim, self._device_id, self._topics.agent)
+        )
 
     def _drop(self, conn: _Connection | None, outbox: Outbox) -> None:
         """End a connection: stop its network thread and apply the acknowledgements it delivered."""
@@ -578,9 +536,10 @@ class Publisher:
                     conn.limits = event.limits or BrokerLimits()
                     self._on_online(conn, outbox)
             elif event.kind == "claim":
-                self._on_claim(conn, outbox, event.payload)
+                if conn.ended is None:
+                    self._take_step(conn, outbox, conn.claim.heard(event.payload))
             elif event.kind == "availability":
-                conn.availability = event.payload
+                conn.claim.availability = event.payload
             elif event.kind in ("refused", "lost"):
                 if conn.ended is None:
                     if event.retain is False and self._retain:
@@ -627,78 +586,23 @@ class Publisher:
             self._mqtt.protocol,
             f"; sending {depth} waiting events" if depth else "",
         )
-        if not self._retain or self._claim_unanswered:
+        if not self._retain or self._claim.unanswered:
             self._activate(conn, outbox)  # no retained claim to read
             return
-        # Read the claim before publishing anything: the retained one arrives before the echo of "checking".
-        conn.claim_by = time.monotonic() + CHECK_TIMEOUT_S
         conn.client.subscribe([(self._topics.agent, 1), (self._topics.availability, 1)])
-        info = conn.client.publish(self._topics.agent, Claim(self._instance, "checking").encode(), qos=1)
-        self._check(info, self._topics.agent)
-        conn.mids[info.mid] = 0
-        conn.states_in_flight[info.mid] = self._topics.agent
+        self._publish(conn, self._topics.agent, conn.claim.start().encode(), state=True)
 
     # Who publishes as the device (edgecam.mqtt.claim, docs/mqtt.md#connection).
 
-    def _on_claim(self, conn: _Connection, outbox: Outbox, payload: bytes) -> None:
-        claim = Claim.parse(payload)
-        if claim is None or conn.ended is not None:
-            return
-        if claim.instance == self._instance:
-            if claim.state == "active" and conn.claim == "checking":
-                conn.other = None
-            elif claim.state == "checking" and conn.claim == "checking":
-                self._decide(conn, outbox)
-            return
-        if claim.state == "standby":
-            if claim.instance not in self._told_standby:
-                self._told_standby.add(claim.instance)
-                logger.warning(
-                    "mqtt: another edgecam agent (%s) also has device_id '%s' and waits without publishing until "
-                    "this one stops: give each camera its own device_id (device_id in the settings file, or "
-                    "EDGECAM_DEVICE_ID)",
-                    claim.describe(),
-                    self._device_id,
-                )
-        elif claim.state == "active":
-            if conn.claim == "checking":
-                conn.other = claim
-            else:
-                self._yield(conn, claim)  # claimed live: it found this one gone, or it is a live duplicate
-
-    def _decide(self, conn: _Connection, outbox: Outbox) -> None:
-        verdict = self._claim.checked(conn.other, conn.availability)
-        if verdict == "claim":
+    def _take_step(self, conn: _Connection, outbox: Outbox, step: Step) -> None:
+        if step == "activate":
             self._activate(conn, outbox)
-        elif verdict == "yield":
-            self._yield(conn, conn.other)
-        else:
-            conn.claim = "waiting"
-            conn.claim_by = time.monotonic() + PROBATION_S
-            logger.info(
-                "mqtt: device_id '%s' was last claimed by another agent (%s); publishing nothing for %g s in case "
-                "it is still running",
-                self._device_id,
-                conn.other.describe() if conn.other else "?",
-                PROBATION_S,
-            )
+        elif step == "yield":
+            self._yield(conn)
 
-    def _claim_due(self, conn: _Connection, outbox: Outbox) -> None:
-        """Checking or waiting took its time: the probation is over, or no echo came (an ACL without the topic)."""
-        if conn.claim == "checking":
-            self._claim_unanswered = True
-            logger.warning(
-                "mqtt: no echo on %s (refused, or none within %g s), so this agent cannot tell whether another one "
-                "uses device_id '%s'; publishing anyway (does the broker's ACL let this device read and write it? "
-                "docs/security.md)",
-                self._topics.agent,
-                CHECK_TIMEOUT_S,
-                self._device_id,
-            )
-        self._activate(conn, outbox)
-
-    def _yield(self, conn: _Connection, other: Claim | None) -> None:
+    def _yield(self, conn: _Connection) -> None:
         """Another agent publishes as this device: stop, say so once, and watch for it to go."""
+        other = conn.claim.other
         logger.error(
             "mqtt: another edgecam agent (%s) publishes as device_id '%s', so this agent publishes nothing and keeps "
             "its events in its outbox (%s) until that one has been offline for %g s: give each camera its own "
@@ -709,30 +613,20 @@ class Publisher:
             RESUME_AFTER_S,
         )
         conn.ended = "yielded"
-        self._standby = Standby(self._mqtt, self._topics, f"{self._client_id}-standby-{self._instance[:8]}")
+        self._standby = Standby(self._mqtt, self._topics, f"{self._client_id}-standby-{self._claim.instance[:8]}")
 
     def _activate(self, conn: _Connection, outbox: Outbox) -> None:
         """Publish as the device on this connection: the claim, ``online``, the states; take commands."""
-        if conn.other is not None:
-            logger.info("mqtt: taking over device_id '%s' from %s", self._device_id, conn.other.describe())
-        conn.claim = "active"
-        self._claim.claimed()
-        self._claimed_since = self._claimed_since or iso_ms(utc_now())
+        claim = conn.claim.activate()
         if self._retain:
-            claim = Claim(self._instance, "active", self._claimed_since).encode()
-            info = conn.client.publish(self._topics.agent, claim, qos=1, retain=True)
-            self._check(info, self._topics.agent)
-            conn.mids[info.mid] = 0
-            conn.states_in_flight[info.mid] = self._topics.agent
-        info = conn.client.publish(self._topics.availability, "online", qos=1, retain=self._retain)
-        self._check(info, self._topics.availability)
-        conn.mids[info.mid] = 0
+            self._publish(conn, self._topics.agent, claim.encode(), retain=True, state=True)
+        self._publish(conn, self._topics.availability, "online", retain=self._retain)
         if self._retain:
             self._publish_snapshot(conn, outbox)
         conn.client.subscribe(self._topics.commands, qos=1)
         if self._by_consumer:
             conn.client.subscribe(self._topics.ack, qos=1)
-        self._stats_at = 0.0
+        self._stats_now()
 
     def _set_retain(self, available: bool) -> None:
         """Publish the states retained or not from now on, saying so once when it changes."""
@@ -760,17 +654,9 @@ class Publisher:
         except OSError as err:  # deleted for the budget since the look
             logger.debug("mqtt: cannot read %s for the snapshot: %s", path, err.strerror or err)
             return
-        limit = self._packet_limit(conn)
-        room = None if limit is None else limit - publish_packet_size(self._mqtt.protocol, self._topics.snapshot, 0)
-        if room is not None and len(jpeg) > room:  # its still went out re-encoded, or not at all
-            fitted = self._fit_still(jpeg, room) if self._fit_still is not None else None
-            if fitted is None:
-                return
-            jpeg = fitted[0]
-        info = conn.client.publish(self._topics.snapshot, jpeg, qos=1, retain=True)
-        self._check(info, self._topics.snapshot)
-        conn.mids[info.mid] = 0
-        conn.states_in_flight[info.mid] = self._topics.snapshot
+        fitted = self._limit.fit_snapshot(conn.limits.max_packet_size, jpeg)
+        if fitted is not None:
+            self._publish(conn, self._topics.snapshot, fitted, retain=True, state=True)
 
     def _confirm(self, payload: bytes, outbox: Outbox) -> None:
         """A consumer's ``<base>/ack``: a JSON list of event ids it has whole."""
@@ -788,8 +674,8 @@ class Publisher:
         if event.reason and seq == 0:
             # Not sent again on this connection: the answer would be the same (and would come back at once).
             logger.warning("mqtt: the broker refused %s: %s", state or "a state message", event.reason)
-            if state == self._topics.agent and conn.claim == "checking":
-                conn.claim_by = 0.0  # no echo will come: the next round goes on without the check
+            if state == self._topics.agent:
+                conn.claim.refused()  # the next round goes on without the check
             return
         kind = conn.kinds.pop(event.mid, None)
         if event.reason and kind == "snapshot":
@@ -797,7 +683,7 @@ class Publisher:
             logger.warning("mqtt: the broker refused the snapshot of event seq=%d: %s", seq, event.reason)
         elif event.reason and kind == "still" and event.code not in MAY_CLEAR:
             if event.code in REFUSED_FOR_GOOD:
-                self._still_refused(seq, event.reason)
+                self._limit.still_refused(seq, event.reason)
             else:
                 conn.stills_refused[seq] = event.reason  # dropped if the broker takes its event JSON
         elif event.reason:
@@ -816,46 +702,49 @@ class Publisher:
         waiting.discard(event.mid)
         if not waiting:
             del conn.rows[seq]
-            reason = conn.stills_refused.pop(seq, None)
-            if reason is not None:
-                self._still_refused(seq, reason)
-            elif seq in self._refits and self._refits[seq].jpeg is not None:
-                del self._refits[seq]  # delivered; a dropped one is kept for a resend (consumer confirmation)
+            self._limit.row_acked(seq, conn.stills_refused.pop(seq, None))
             self._refusals = 0
             if not self._by_consumer:
                 delivered.append(seq)
 
-    def _check(self, info: paho.MQTTMessageInfo, topic: str) -> None:
+    def _publish(
+        self,
+        conn: _Connection,
+        topic: str,
+        payload: str | bytes,
+        retain: bool = False,
+        seq: int = 0,
+        state: bool = False,
+    ) -> int:
+        """Queue a QoS 1 message for row ``seq`` (0: none); a ``state`` is named when the broker refuses it."""
+        info = conn.client.publish(topic, payload, qos=1, retain=retain)
         if info.rc not in _OK:
             raise BrokerError(f"mqtt: cannot queue a message on {topic}: {paho.error_string(info.rc)}")
+        conn.mids[info.mid] = seq
+        if state:
+            conn.states_in_flight[info.mid] = topic
+        return info.mid
+
+    def _stats_now(self) -> None:
+        """Publish the stats in the next round, whatever ``mqtt.stats_interval`` says (a dashboard sees it at once)."""
+        self._stats_at = 0.0
 
     def _publish_states(self, conn: _Connection) -> None:
         for topic, payload in self._states.items():
             if topic in conn.states_in_flight.values() or conn.states_sent.get(topic) == payload:
                 continue
-            info = conn.client.publish(topic, payload, qos=1, retain=self._retain)
-            self._check(info, topic)
+            self._publish(conn, topic, payload, retain=self._retain, state=True)
             conn.states_sent[topic] = payload
-            conn.states_in_flight[info.mid] = topic
-            conn.mids[info.mid] = 0
 
     def _publish_stats(self, conn: _Connection, outbox: Outbox) -> None:
         now = time.monotonic()
         if now < self._stats_at or conn.stats_mid in conn.mids:
             return
         self._stats_at = now + self._mqtt.stats_interval
-        stats = {
-            **outbox.stats().payload(),
-            "stills_reencoded": self._stills_reencoded,
-            "stills_refused": self._stills_refused,
-            "time": iso_ms(utc_now()),
-        }
+        stats = {**outbox.stats().payload(), **self._limit.counts(), "time": iso_ms(utc_now())}
         stats["storage"] = self._storage_fault or "ok"
         payload = json.dumps(stats, separators=(",", ":"))
-        info = conn.client.publish(self._topics.stats, payload, qos=1, retain=self._retain)
-        self._check(info, self._topics.stats)
-        conn.mids[info.mid] = 0
-        conn.stats_mid = info.mid
+        conn.stats_mid = self._publish(conn, self._topics.stats, payload, retain=self._retain)
 
     def _publish_unstored(self, conn: _Connection) -> None:
         """Publish what waits in memory (``send_unstored``) after the outbox's rows, within ``max_inflight``."""
@@ -868,18 +757,12 @@ class Publisher:
                 return
             if row.seq in self._unstored_sent:
                 continue
-            event = row.payload
             still: list[tuple[str, bytes, bool]] = []
+            event = row.payload
             if row.still_topic is not None and row.jpeg:
-                fitted, event = self._fitted(conn, row.seq, row.still_topic, row.jpeg, event)
-                if fitted is not None:
-                    still = [(row.still_topic, fitted, False), (self._topics.snapshot, fitted, self._retain)]
-            messages = [*still, (self._topics.events, event, False)]
-            for topic, payload, retain in messages:
-                info = conn.client.publish(topic, payload, qos=1, retain=retain)
-                self._check(info, topic)
-                conn.mids[info.mid] = 0  # no outbox row to mark delivered
-                self._unstored_mids.add(info.mid)
+                still, event = self._still_messages(conn, row.seq, row.still_topic, row.jpeg, event)
+            for topic, payload, retain in [*still, (self._topics.events, event, False)]:
+                self._unstored_mids.add(self._publish(conn, topic, payload, retain=retain))  # no row to mark
             self._unstored_sent.add(row.seq)
             room -= 1
 
@@ -910,9 +793,7 @@ class Publisher:
         """Publish one row's messages; False (nothing published) if its event JSON cannot fit the broker's limit."""
         messages: list[tuple[str, bytes, bool]] = []
         event = row.payload
-        limit = self._packet_limit(conn)
-        if limit is not None and publish_packet_size(self._mqtt.protocol, self._topics.events, len(event)) > limit:
-            self._event_too_large(row.seq, len(event), limit)
+        if not self._limit.event_fits(conn.limits.max_packet_size, row.seq, event):
             return False
         if row.still_path is not None and row.still_topic is not None:
             try:
@@ -927,156 +808,32 @@ class Publisher:
                 # Deleted for the budget after the row was read: say so, as the outbox now does.
                 event = json.dumps({**json.loads(event), "dropped": True}, separators=(",", ":")).encode()
             else:
-                fitted, event = self._fitted(conn, row.seq, row.still_topic, jpeg, event)
-                if fitted is not None:
-                    messages += [(row.still_topic, fitted, False), (self._topics.snapshot, fitted, self._retain)]
-        event = self._with_dropped_stills(event)
-        messages.append((self._topics.events, event, False))
+                messages, event = self._still_messages(conn, row.seq, row.still_topic, jpeg, event)
+        messages.append((self._topics.events, self._limit.with_dropped_stills(event), False))
         mids: set[int] = set()
         for n, (topic, payload, retain) in enumerate(messages):
-            info = conn.client.publish(topic, payload, qos=1, retain=retain)
-            self._check(info, topic)
-            mids.add(info.mid)
-            conn.mids[info.mid] = row.seq
+            mid = self._publish(conn, topic, payload, retain=retain, seq=row.seq)
+            mids.add(mid)
             if n < len(messages) - 1:
-                conn.kinds[info.mid] = "still" if n == 0 else "snapshot"
-                conn.jpeg_packets[info.mid] = publish_packet_size(self._mqtt.protocol, topic, len(payload))
+                conn.kinds[mid] = "still" if n == 0 else "snapshot"
+                conn.jpeg_packets[mid] = self._limit.packet_size(topic, len(payload))
         conn.rows[row.seq] = mids
         return True
+
+    def _still_messages(
+        self, conn: _Connection, seq: int, still_topic: str, jpeg: bytes, event: bytes
+    ) -> tuple[list[tuple[str, bytes, bool]], bytes]:
+        """(topic, payload, retain) of a row's still and snapshot, none if dropped; and the still JSON saying which."""
+        fitted, event = self._limit.fit_still(conn.limits.max_packet_size, seq, still_topic, jpeg, event)
+        if fitted is None:
+            return [], event
+        return [(still_topic, fitted, False), (self._topics.snapshot, fitted, self._retain)], event
 
     # Broker limits (docs/mqtt.md#broker-limits): a still the broker will not take must not hold back the rest.
 
     def _inflight(self) -> int:
         """Unacknowledged messages paho may have: ``mqtt.max_inflight``, or the broker's lower Receive Maximum."""
         return min(self._mqtt.max_inflight, self._receive_maximum or self._mqtt.max_inflight)
-
-    def _packet_limit(self, conn: _Connection) -> int | None:
-        """The largest PUBLISH packet to send: the least of what the broker stated, the user set and was found."""
-        limits = [conn.limits.max_packet_size, self._mqtt.max_packet_size or None, self._learned_limit]
-        known = [limit for limit in limits if limit]
-        return min(known) if known else None
-
-    def _fitted(
-        self, conn: _Connection, seq: int, still_topic: str, jpeg: bytes, event: bytes
-    ) -> tuple[bytes | None, bytes]:
-        """The still as the broker will take it (None: dropped) and the still JSON that describes it."""
-        limit = self._packet_limit(conn)
-        overhead = max(publish_packet_size(self._mqtt.protocol, t, 0) for t in (still_topic, self._topics.snapshot))
-        refit = self._refits.get(seq)
-        if refit is not None and refit.refused and not refit.event:
-            still = json.loads(event)
-            self._remember_dropped(still)
-            dropped = {"dropped": True, "dropped_reason": f"refused by the broker: {refit.refused}"}
-            refit = self._refits[seq] = _Refit(None, _dumps({**still, **dropped}), refit.refused)
-        if refit is not None and (refit.jpeg is None or limit is None or overhead + len(refit.jpeg) <= limit):
-            return refit.jpeg, refit.event
-        if limit is None or overhead + len(jpeg) <= limit:
-            return jpeg, event
-        fitted = self._fit_still(jpeg, limit - overhead) if self._fit_still is not None else None
-        still = json.loads(event)
-        if fitted is None:
-            refit = _Refit(None, _dumps({**still, "dropped": True, "dropped_reason": TOO_LARGE}))
-            self._remember_dropped(still)
-        else:
-            data, width, height = fitted
-            digest = hashlib.sha256(data).hexdigest()
-            described = {"sha256": digest, "bytes": len(data), "width": width, "height": height, "reencoded": True}
-            refit = _Refit(data, _dumps({**still, **described}))
-        if seq not in self._refits:
-            if fitted is None:
-                self._stills_refused += 1
-            else:
-                self._stills_reencoded += 1
-            told = self._stills_reencoded + self._stills_refused
-            if sparingly(told):
-                logger.warning(
-                    "mqtt: the still of event seq=%d makes a %d-byte packet, over the broker's limit of %d bytes (%s): "
-                    "%s (%d such stills so far); to send stills whole, lower capture.jpeg_quality or "
-                    "camera.still_width/still_height, or raise the broker's max_packet_size (and mqtt.max_packet_size "
-                    "if set)",
-                    seq,
-                    overhead + len(jpeg),
-                    limit,
-                    "stated by the broker"
-                    if limit == conn.limits.max_packet_size
-                    else "mqtt.max_packet_size"
-                    if limit == self._mqtt.max_packet_size
-                    else "found out",
-                    "sent re-encoded smaller" if fitted else f"dropped, {TOO_LARGE} even re-encoded",
-                    told,
-                )
-        self._refits[seq] = refit
-        while len(self._refits) > 4 * self._mqtt.max_inflight:
-            del self._refits[next(iter(self._refits))]
-        self._stats_at = 0.0  # a dashboard sees it at once
-        return refit.jpeg, refit.event
-
-    def _still_refused(self, seq: int, reason: str) -> None:
-        """The broker refused the still of row ``seq`` for good: count it, say so, send the row again without it."""
-        self._stills_refused += 1
-        self._stats_at = 0.0
-        if sparingly(self._stills_refused):
-            logger.warning(
-                "mqtt: the broker refused the still of event seq=%d: %s; its event JSON goes on without it "
-                "(%d stills refused so far; does the broker's ACL let this device write %s?)",
-                seq,
-                reason,
-                self._stills_refused,
-                f"{self._topics.base}/events/+/stills/+",
-            )
-        self._refits[seq] = _Refit(None, b"", reason)  # the JSON is filled in if the row is sent again
-
-    def _event_too_large(self, seq: int, size: int, limit: int) -> None:
-        logger.error(
-            "mqtt: event seq=%d (%d bytes of JSON) does not fit the broker's limit of %d bytes; it and the events "
-            "after it wait in the outbox: raise the broker's max_packet_size (or mqtt.max_packet_size)",
-            seq,
-            size,
-            limit,
-        )
-
-    def _remember_dropped(self, still: dict[str, object]) -> None:
-        """Note a still dropped here, for the ``stills_dropped`` of its event's ``end``."""
-        self._dropped_stills.setdefault(str(still["event_id"]), []).append(int(str(still["index"])))
-        while len(self._dropped_stills) > 64:
-            del self._dropped_stills[next(iter(self._dropped_stills))]
-
-    def _with_dropped_stills(self, event: bytes) -> bytes:
-        """An ``end`` with the stills dropped here added to its ``stills_dropped``."""
-        if not self._dropped_stills or b'"type":"end"' not in event:
-            return event
-        end = json.loads(event)
-        dropped = self._dropped_stills.get(str(end["event_id"]))
-        if not dropped:
-            return event
-        return _dumps({**end, "stills_dropped": sorted({*end.get("stills_dropped", []), *dropped})})
-
-    def _suspect_too_large(self, conn: _Connection) -> None:
-        """A connection is lost: was it the largest still in flight, as the last few times (the limit unstated)?"""
-        in_flight = [(conn.mids[mid], size) for mid, size in conn.jpeg_packets.items() if mid in conn.mids]
-        if not in_flight or 0 < conn.online_at < time.monotonic() - SOON:
-            self._suspect = (0, 0)
-            return
-        seq = min(seq for seq, _ in in_flight)
-        size = max(size for s, size in in_flight if s == seq)
-        losses = self._suspect[1] + 1 if self._suspect[0] == seq else 1
-        said = conn.lost_code == PACKET_TOO_LARGE
-        self._suspect = (seq, losses)
-        if not said and losses < LOSSES_TO_SUSPECT:
-            return
-        self._suspect = (0, 0)
-        self._learned_limit = min(size // 2, self._learned_limit or size)
-        self._refits.pop(seq, None)
-        logger.warning(
-            "mqtt: broker %s %s with the still of event seq=%d (a %d-byte packet) in flight: it takes no packet that "
-            "large and did not say its limit; sending stills under %d bytes from now on (set mqtt.max_packet_size to "
-            "the broker's limit, e.g. Mosquitto's max_packet_size)",
-            self._where,
-            "said Packet too large" if said else f"dropped the connection {losses} times running",
-            seq,
-            size,
-            self._learned_limit,
-        )
 
     def _update_idle(self, conn: _Connection | None, outbox: Outbox, wakes: int) -> None:
         busy = conn is not None and bool(conn.mids)
@@ -1093,7 +850,7 @@ class Publisher:
         if conn is None:
             return
         deadline = time.monotonic() + self._stop_timeout
-        if conn.online and conn.ended is None and conn.claim == "active":
+        if conn.online and conn.ended is None and conn.claim.active:
             self._wait_acks(conn, outbox, lambda: not conn.rows, time.monotonic() + self._stop_timeout / 2)
             info = conn.client.publish(self._topics.availability, "offline", qos=1, retain=self._retain)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -1112,7 +869,3 @@ class Publisher:
             self._wake_event.wait(min(remaining, 0.1))
             self._wake_event.clear()
             self._drain(conn, outbox)
-
-
-def _dumps(payload: dict[str, object]) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
