@@ -17,13 +17,13 @@ from edgecam.contact import DoorContact, open_contact
 from edgecam.credentials import camera_url
 from edgecam.disk import write_atomically
 from edgecam.door import DoorWatcher, open_watcher
-from edgecam.errors import CameraError, StorageError
+from edgecam.errors import CameraError, ConfigError, StorageError
 from edgecam.models import DoorState, Event, Frame, MotionResult, Still, Topics
 from edgecam.motion import MotionDetector
 from edgecam.mqtt.client import read_password, tls_context
 from edgecam.mqtt.publisher import InMemory, Publisher
 from edgecam.outbox import Outbox, check_state_dir, payload_bytes, storage_fault
-from edgecam.sources import FrameSource, open_source
+from edgecam.sources import FrameSource, check_source, open_source
 from edgecam.systemd import Notifier
 
 logger = logging.getLogger(__name__)
@@ -125,13 +125,18 @@ class Pipeline:
 def check_settings(settings: Settings, command: str = "run") -> DoorWatcher | None:
     """What ``run`` checks before it starts, shared with ``check-config`` so that the two cannot disagree.
 
-    Secret files (private, readable), TLS files, the camera password's place in the URL, the state directory
-    (enterable by this user), the door zone against the masks and the door reference. Returns the door watcher
-    (None without a reference); raises ConfigError or StorageError with one line.
+    Secret files (private, readable), TLS files, the camera password's place in the URL, a camera file or device
+    that is not there, the state directory (this user can make it, enter it and write what is in it), the door
+    zone against the masks and the door reference. Returns the door watcher (None without a reference); raises
+    ConfigError or StorageError with one line.
     """
     read_password(settings.mqtt)
     tls_context(settings.mqtt)
     camera_url(settings.camera)
+    try:
+        check_source(settings.camera)  # without opening it: check-config must not take the camera from run
+    except CameraError as err:
+        raise ConfigError(str(err)) from err
     check_state_dir(settings.storage, command)
     cam = settings.camera
     MotionDetector(settings.motion, cam.detect_width, cam.detect_height, settings.door)  # refuses a hidden zone

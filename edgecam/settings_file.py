@@ -1,15 +1,17 @@
 """Reading the settings (the TOML file under the environment's overrides, one line per problem) and writing them."""
 
 import difflib
+import json
 import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import BaseModel, ValidationError
-from pydantic_settings import SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import SettingsConfigDict, SettingsError
 
 from edgecam.config import Settings, redact
 from edgecam.errors import ConfigError
@@ -58,13 +60,69 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return lines
 
 
+def _json_fields(model: type[BaseModel], prefix: str, key: str) -> dict[str, tuple[str, FieldInfo]]:
+    """The variables whose value pydantic-settings reads as JSON: a section's, a list's; with the key and field."""
+    fields = {}
+    for name, field in model.model_fields.items():
+        variable, dotted = prefix + name.upper(), key + name
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields[variable] = (dotted, field)
+            fields |= _json_fields(annotation, f"{variable}__", f"{dotted}.")
+        elif get_origin(annotation) in (list, tuple, dict, set):
+            fields[variable] = (dotted, field)
+    return fields
+
+
+def malformed_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``EDGECAM_*`` variable for a section or a list whose value is not the JSON it takes.
+
+    pydantic-settings decodes such a value as JSON and fails with a traceback (SettingsError) when it is not;
+    ``EDGECAM_CAMERA=picamera2`` is the usual slip, meant as ``EDGECAM_CAMERA__SOURCE=picamera2``.
+    """
+    fields = _json_fields(Settings, ENV_PREFIX, "")
+    lines = []
+    for variable, value in sorted(environ.items()):
+        if (found := fields.get(variable.upper())) is None:
+            continue
+        key, field = found
+        try:
+            decoded = json.loads(value)
+        except ValueError as err:
+            decoded, problem = None, str(err)
+        else:
+            problem = ""
+        section = field.annotation if isinstance(field.annotation, type) else None
+        if section is not None and issubclass(section, BaseModel):
+            if isinstance(decoded, dict):
+                continue
+            per_key = f"{variable.upper()}__<KEY>"
+            if value.lstrip().startswith("{"):
+                lines.append(
+                    f"{variable}: the section [{key}] is not valid JSON ({problem}): write a JSON object, "
+                    f"or one variable per key ({per_key})"
+                )
+            else:
+                example = f"{variable.upper()}__{next(iter(section.model_fields)).upper()}={redact(value)}"
+                lines.append(
+                    f"{variable}: names the section [{key}], not a key: write {example} (one variable per key: "
+                    f"{per_key}), or the whole section as a JSON object"
+                )
+        elif problem:
+            default = field.get_default(call_default_factory=True)
+            example = f", e.g. {variable.upper()}='{json.dumps(default)}'" if default else ""
+            lines.append(f"{variable}: {key} is a list, written as JSON, and this is not JSON ({problem}){example}")
+    return lines
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     """Load and validate the settings; raise ConfigError with one line per problem.
 
-    An ``EDGECAM_*`` variable that names no setting is an error, as an unknown key in the file is.
+    An ``EDGECAM_*`` variable that names no setting is an error, as an unknown key in the file is; so is one
+    for a section or a list whose value is not JSON.
     """
-    if unknown := unknown_variables(os.environ):
-        raise ConfigError("\n".join(unknown))
+    if problems := unknown_variables(os.environ) + malformed_variables(os.environ):
+        raise ConfigError("\n".join(problems))
     if path is not None:
         try:
             tomllib.loads(path.read_text(encoding="utf-8"))
@@ -82,6 +140,9 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         return FromFile(**overrides)
     except ValidationError as err:
         raise ConfigError("\n".join(describe_errors(err))) from err
+    except SettingsError as err:  # what malformed_variables does not foresee: still one line, no traceback
+        cause = f": {err.__cause__}" if err.__cause__ is not None else ""
+        raise ConfigError(redact(f"settings: {err}{cause}")) from err
     finally:
         if saved is not None:
             os.environ["EDGECAM_CONFIG"] = saved

@@ -1,5 +1,7 @@
 import os
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -190,6 +192,94 @@ def test_a_state_directory_the_user_cannot_enter_is_one_line(tmp_path: Path) -> 
             f"edgecam: storage.dir: cannot enter {state} (Permission denied): run edgecam as the user that owns it "
             f"(the service's: sudo -u edgecam edgecam {command}), or set storage.dir to a folder of yours"
         ], done.stderr
+
+
+NOBODY = 65534
+"""The unprivileged user the tests below run edgecam as (``nobody`` on Debian and Raspberry Pi OS)."""
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="switching to another user (setpriv) takes root; as that user the test is the same"
+)
+
+
+@pytest.fixture
+def open_tmp() -> Iterator[Path]:
+    """A folder every user may enter (pytest's own tmp_path is root's alone)."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:
+        folder = Path(name)
+        folder.chmod(0o755)
+        yield folder
+
+
+@needs_root
+def test_a_state_directory_that_cannot_be_made_is_one_line() -> None:
+    # The default ~/.local/state/edgecam of a user whose home does not exist (nobody's is /nonexistent).
+    env = {
+        "HOME": "/nonexistent",
+        "XDG_STATE_HOME": "",
+        "STATE_DIRECTORY": "",
+        "EDGECAM_CAMERA__SIMULATED__DURATION": "1",
+    }
+    state = "/nonexistent/.local/state/edgecam"
+    for command in ("check-config", "run"):
+        done = cli(command, env=env, user=str(NOBODY))
+        assert done.returncode == (2 if command == "check-config" else 1), done.stderr
+        assert done.stderr.splitlines() == [
+            f"edgecam: storage.dir: cannot create {state}: nobody, the user edgecam runs as, may not write to /: "
+            f"make it for that user (sudo install -d -o nobody {state}), or set storage.dir to a folder of its own"
+        ], done.stderr
+
+
+@needs_root
+@pytest.mark.parametrize("foreign", ["outbox.sqlite3", "stills", "stills/an-event"])
+def test_a_state_directory_left_with_files_of_another_user_is_one_line(open_tmp: Path, foreign: str) -> None:
+    from edgecam.config import StorageSettings
+    from edgecam.outbox import Outbox
+
+    state = open_tmp / "state"
+    Outbox(StorageSettings(dir=state)).close()  # root ran edgecam by hand once
+    (state / "stills" / "an-event").mkdir()
+    for path in [state, *state.rglob("*")]:
+        if path != state / foreign:
+            os.chown(path, NOBODY, NOBODY)  # the rest is the service user's
+    env = {"EDGECAM_STORAGE__DIR": str(state), "EDGECAM_CAMERA__SIMULATED__DURATION": "1"}
+    for command in ("check-config", "run"):
+        done = cli(command, env=env, user=str(NOBODY))
+        assert done.returncode == (2 if command == "check-config" else 1), done.stderr
+        assert done.stderr.splitlines() == [
+            f"edgecam: storage.dir: {state / foreign} belongs to root, not to nobody, the user edgecam runs as: "
+            f"sudo chown -R nobody {state}, or run edgecam as root"
+        ], done.stderr
+
+
+@pytest.mark.parametrize(("source", "why"), [("{tmp}/nowhere.mp4", "no such file"), ("/dev/video97", "no such device")])
+def test_check_config_refuses_a_camera_source_that_is_not_there_as_run_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, source: str, why: str
+) -> None:
+    source = source.format(tmp=tmp_path)
+    monkeypatch.setenv("EDGECAM_STORAGE__DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("EDGECAM_CAMERA__SOURCE", source)
+    line = f"edgecam: camera.source: cannot open {source!r}: {why}\n"
+    assert main(["check-config"]) == 2
+    assert capsys.readouterr().err == line
+    assert main(["run"]) == 2
+    assert capsys.readouterr().err == line
+    assert not (tmp_path / "state").exists(), "refused before the broker and the state directory"
+
+
+@pytest.mark.parametrize(("name", "value"), [("EDGECAM_MQTT", "x"), ("EDGECAM_CAMERA", "picamera2")])
+def test_a_variable_naming_a_whole_section_is_one_line_for_every_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    key = "HOST" if name == "EDGECAM_MQTT" else "SOURCE"
+    for command in ("check-config", "run"):
+        assert main([command]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"edgecam: {name}: names the section"), err
+        assert f"write {name}__{key}={value} " in err
+        assert len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("device_id", ["raspberrypi", "DietPi", "ubuntu"])

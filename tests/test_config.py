@@ -125,6 +125,74 @@ def test_an_environment_variable_that_names_no_setting_is_one_line(
     assert str(err.value) == line
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        (
+            "EDGECAM_CAMERA",
+            "picamera2",
+            "EDGECAM_CAMERA: names the section [camera], not a key: write EDGECAM_CAMERA__SOURCE=picamera2 "
+            "(one variable per key: EDGECAM_CAMERA__<KEY>), or the whole section as a JSON object",
+        ),
+        (
+            "EDGECAM_MQTT",
+            "x",
+            "EDGECAM_MQTT: names the section [mqtt], not a key: write EDGECAM_MQTT__HOST=x "
+            "(one variable per key: EDGECAM_MQTT__<KEY>), or the whole section as a JSON object",
+        ),
+        (
+            "edgecam_camera__simulated",
+            "3",
+            "edgecam_camera__simulated: names the section [camera.simulated], not a key: write "
+            "EDGECAM_CAMERA__SIMULATED__SEED=3 (one variable per key: EDGECAM_CAMERA__SIMULATED__<KEY>), "
+            "or the whole section as a JSON object",
+        ),
+        (
+            "EDGECAM_STORAGE",
+            '{"dir": ',
+            "EDGECAM_STORAGE: the section [storage] is not valid JSON (Expecting value: line 1 column 9 (char 8)): "
+            "write a JSON object, or one variable per key (EDGECAM_STORAGE__<KEY>)",
+        ),
+        (
+            "EDGECAM_MOTION__ZONE",
+            "0,0 1,0 1,1",
+            "EDGECAM_MOTION__ZONE: motion.zone is a list, written as JSON, and this is not JSON "
+            "(Extra data: line 1 column 2 (char 1)), e.g. "
+            "EDGECAM_MOTION__ZONE='[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]'",
+        ),
+        (
+            "EDGECAM_MOTION__MASKS",
+            "none",
+            "EDGECAM_MOTION__MASKS: motion.masks is a list, written as JSON, and this is not JSON "
+            "(Expecting value: line 1 column 1 (char 0))",
+        ),
+    ],
+    ids=["camera", "mqtt", "nested-section-lower-case", "bad-json-section", "zone", "masks"],
+)
+def test_a_variable_that_names_a_section_or_a_list_without_json_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, line: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert str(err.value) == line
+
+
+def test_any_other_error_of_the_settings_sources_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic_settings import SettingsError, TomlConfigSettingsSource
+
+    import edgecam.config
+
+    class Failing(TomlConfigSettingsSource):
+        def __call__(self) -> dict[str, object]:
+            raise SettingsError('error parsing value for field "mqtt" from source "Failing"') from ValueError("bad")
+
+    monkeypatch.setattr(edgecam.config, "TomlConfigSettingsSource", Failing)
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, ""))
+    assert str(err.value) == 'settings: error parsing value for field "mqtt" from source "Failing": bad'
+
+
 def test_the_config_file_variable_and_real_settings_are_not_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,6 +219,18 @@ def test_a_topic_prefix_starting_with_a_dollar_is_refused(tmp_path: Path) -> Non
         ("RTSP://a:b@cam.lan", "RTSP://a:***@cam.lan"),
         ("rtsp://cam.lan/live@main", "rtsp://cam.lan/live@main"),
         ("/dev/video0", "/dev/video0"),
+        ("http://SeCrEtToKeN@cam/x?user=a&password=QWERTY", "http://***@cam/x?user=a&password=***"),
+        (
+            "http://cam.lan/cgi-bin/CGIProxy.fcgi?cmd=snapPicture2&usr=admin&pwd=hunter2",
+            "http://cam.lan/cgi-bin/CGIProxy.fcgi?cmd=snapPicture2&usr=admin&pwd=***",
+        ),
+        ("rtsp://cam.lan/Preview_01_main?Token=abc&channel=1", "rtsp://cam.lan/Preview_01_main?Token=***&channel=1"),
+        ("http://cam.lan/snap.jpg?API_KEY=k1#top", "http://cam.lan/snap.jpg?API_KEY=***#top"),
+        (
+            "https://cam.lan/live?auth=YWRtaW46cGFzcw==&pass=p&passwd=q&secret=s&key=k&access_token=t",
+            "https://cam.lan/live?auth=***&pass=***&passwd=***&secret=***&key=***&access_token=***",
+        ),
+        ("http://cam.lan/x?keyframe=1&passkey=2&pwd=3", "http://cam.lan/x?keyframe=1&passkey=2&pwd=***"),
     ],
 )
 def test_redact_hides_every_url_credential(source: str, shown: str) -> None:

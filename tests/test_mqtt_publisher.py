@@ -20,6 +20,7 @@ from edgecam.config import MqttSettings, OutboxSettings, StorageSettings
 from edgecam.errors import ConfigError, StorageError
 from edgecam.models import Topics
 from edgecam.mqtt.client import read_password
+from edgecam.mqtt.limits import FitStill
 from edgecam.mqtt.publisher import Publisher
 from edgecam.outbox import Outbox
 from tests.conftest import Broker, Collector, DoorEvent, first_arrivals, free_port, make_door_event, wait_until
@@ -41,8 +42,10 @@ class Rig:
         self.outbox = Outbox(self.storage)
         self.publishers: list[Publisher] = []
 
-    def publisher(self, settings: MqttSettings, delivery: OutboxSettings | None = None) -> Publisher:
-        publisher = Publisher(settings, TOPICS, self.storage, DEVICE, delivery)
+    def publisher(
+        self, settings: MqttSettings, delivery: OutboxSettings | None = None, fit_still: FitStill | None = None
+    ) -> Publisher:
+        publisher = Publisher(settings, TOPICS, self.storage, DEVICE, delivery, fit_still)
         self.publishers.append(publisher)
         publisher.start()
         return publisher

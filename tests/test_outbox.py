@@ -3,11 +3,13 @@
 import errno
 import json
 import logging
+import os
 import re
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from datetime import UTC, datetime
@@ -161,6 +163,50 @@ def test_an_unusable_location_is_a_storage_error(tmp_path: Path) -> None:
     state.outbox_path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StorageError, match="outbox.sqlite3"):
         Outbox(state)
+
+
+def test_a_state_directory_under_a_file_is_one_line_without_a_wrong_fix(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    state = tmp_path / "file" / "state"
+    with pytest.raises(StorageError) as err:
+        outbox_module.check_state_dir(StorageSettings(dir=state), "run")
+    assert str(err.value) == f"storage.dir: cannot create {state}: a part of it is a file, not a folder"
+
+
+OPEN_AS_USER = """
+import sys
+from pathlib import Path
+from edgecam.config import StorageSettings
+from edgecam.errors import StorageError
+from edgecam.outbox import Outbox
+try:
+    Outbox(StorageSettings(dir=Path(sys.argv[1])))
+except StorageError as err:
+    print(err)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user (setpriv) takes root")
+def test_an_outbox_left_by_another_user_says_whose_it_is_and_the_fix() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as name:  # pytest's tmp_path is root's alone
+        Path(name).chmod(0o755)
+        state = Path(name) / "state"
+        Outbox(StorageSettings(dir=state)).close()  # root ran edgecam by hand once
+        os.chown(state, 65534, 65534)
+        user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        repo = Path(__file__).resolve().parents[1]
+        done = subprocess.run(
+            [*user, sys.executable, "-c", OPEN_AS_USER, str(state)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    db = state / "outbox.sqlite3"
+    assert done.stdout.splitlines() == [
+        f"outbox: cannot use {db}: attempt to write a readonly database: {db} belongs to root, not to nobody, "
+        f"the user edgecam runs as: sudo chown -R nobody {state}, or run edgecam as root"
+    ], done.stderr
 
 
 def test_an_outbox_from_a_newer_edgecam_is_refused(storage: StorageSettings) -> None:

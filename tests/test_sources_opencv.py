@@ -1,5 +1,6 @@
 import itertools
 import logging
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -239,6 +240,26 @@ def test_a_variable_frame_rate_file_keeps_its_own_frame_times(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+def test_a_file_with_its_own_frame_times_says_once_that_a_set_frame_rate_is_not_used(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = videos.write_timed(tmp_path / "dim.mp4", list(videos.moving_pattern(len(VFR_TIMES))), VFR_TIMES)
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        frames = list(open_file(path, fps=10).frames())  # camera.fps = 10, or edgecam replay --fps 10
+    assert [f.t for f in frames] == pytest.approx(VFR_TIMES, abs=1e-6)
+    said = [r for r in caplog.records if "camera.fps" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in said] == [
+        (
+            logging.INFO,
+            f"{path} carries its own frame times: using them, not camera.fps = 10 (nor edgecam replay --fps)",
+        )
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        list(open_file(path).frames())
+    assert [r.getMessage() for r in caplog.records if "camera.fps" in r.getMessage()] == []
+
+
 def test_a_raw_stream_is_known_by_its_content_not_its_name(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     raw = videos.write_raw_h264(tmp_path / "looks-like.mp4", videos.moving_pattern(10), 30)
     timed = videos.write_timed(tmp_path / "looks-like.h264", list(videos.moving_pattern(len(VFR_TIMES))), VFR_TIMES)
@@ -312,3 +333,21 @@ def test_an_undamaged_stream_loses_no_frame(still_streams: tuple[Path, Path], tm
     moving = videos.door_scene(6 * DAMAGE_FPS, DAMAGE_FPS, first_opening=1.0, door_period=5.0)
     path = videos.write_raw_h264(tmp_path / "door.h264", moving, DAMAGE_FPS)
     assert len(list(open_file(path, fps=DAMAGE_FPS).frames())) == 6 * DAMAGE_FPS
+
+
+def test_a_packet_the_decoder_cannot_decode_at_all_does_not_end_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frames = list(videos.door_scene(6 * DAMAGE_FPS, DAMAGE_FPS, noise=4.0, light_level=0.4))
+    packets = videos.encode_h264(frames, DAMAGE_FPS, keyframe_every=2 * DAMAGE_FPS)
+    rng = random.Random(3)
+    broken = 2 * DAMAGE_FPS + 5  # a P frame: everything from byte 5 on (past its NAL header) is random bytes
+    packets[broken] = packets[broken][:5] + rng.randbytes(4096)
+    path = tmp_path / "garbage.h264"
+    path.write_bytes(b"".join(packets))
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        kept = list(open_file(path, fps=DAMAGE_FPS).frames())
+    assert kept[-1].index == len(frames) - 1, "the frames after the bad packet are read to the end"
+    assert kept[-1].t == pytest.approx(kept[-1].index / DAMAGE_FPS)
+    lines = [r.getMessage() for r in caplog.records if "could not decode" in r.getMessage()]
+    assert len(lines) == 1, lines

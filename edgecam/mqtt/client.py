@@ -3,6 +3,7 @@
 import logging
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -130,6 +131,8 @@ UNSUPPORTED_PROTOCOL_VERSION = 0x84
 """CONNACK reason code (MQTT 5 section 3.2.2.2; paho maps MQTT 3.1.1's return code 1 to it)."""
 RETAIN_NOT_SUPPORTED = 0x9A
 """CONNACK or DISCONNECT reason code of a broker that keeps no retained messages (MQTT 5 section 3.2.2.2)."""
+KEEP_ALIVE_TIMEOUT = 0x8D
+"""What paho 2.x's ``on_disconnect`` says when nothing came back within the keepalive (its own, not the broker's)."""
 
 
 def describe_refusal(settings: MqttSettings, reason: ReasonCode) -> str:
@@ -202,7 +205,10 @@ MessageCallback = Callable[[str, bytes, bool], None]
 
 
 class Subscriber:
-    """A small MQTT client: subscribes to topic filters (again on every reconnect) and hands messages on."""
+    """A small MQTT client: subscribes to topic filters (again on every reconnect) and hands messages on.
+
+    Why it cannot connect (the same lines as the publisher's) is logged once per distinct problem while it retries.
+    """
 
     def __init__(
         self, mqtt: MqttSettings, filters: Sequence[str], on_message: MessageCallback, client_id: str = ""
@@ -213,6 +219,12 @@ class Subscriber:
         self._callback = on_message
         self._subscribed = threading.Event()
         self._connected = False
+        self._answered = False
+        """The broker answered the current connection attempt with a CONNACK."""
+        self._socket_error = ""
+        """paho's last error on the socket, e.g. a TLS alert (paho's network thread alone uses it)."""
+        self._told: str | None = None
+        """The problem last logged, until a connection succeeds: retries that meet it again say nothing."""
         self._client = new_client(mqtt, client_id, read_password(mqtt), tls_context(mqtt), reconnect=True)
         self._client.reconnect_delay_set(max(1, round(mqtt.reconnect_min)), max(1, round(mqtt.reconnect_max)))
         self._client.on_connect = self._on_connect
@@ -220,6 +232,7 @@ class Subscriber:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        self._client.on_log = self._on_log
         self._started = False
 
     def start(self) -> None:
@@ -258,16 +271,33 @@ class Subscriber:
         properties: Properties | None,
     ) -> None:
         where = f"{self._mqtt.host}:{self._mqtt.port}"
+        self._answered = True
         if reason.is_failure:
-            logger.warning("%s", describe_refusal(self._mqtt, reason))
+            self._tell(describe_refusal(self._mqtt, reason))
             return
-        logger.debug("mqtt: connected to broker %s", where)
+        logger.log(logging.DEBUG if self._told is None else logging.INFO, "mqtt: connected to broker %s", where)
+        self._told = None
         warn_if_insecure(self._mqtt)
         self._connected = True
         client.subscribe([(f, 1) for f in self._filters])
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        logger.warning("mqtt: cannot reach broker %s:%d; retrying", self._mqtt.host, self._mqtt.port)
+        # paho 2.x calls this from its ``except OSError`` around connecting (Client.loop_forever): that error.
+        err = sys.exc_info()[1]
+        if isinstance(err, OSError):
+            self._tell(describe_connect_error(self._mqtt, err))
+        else:
+            self._tell(f"mqtt: cannot reach broker {self._mqtt.host}:{self._mqtt.port}")
+
+    def _on_log(self, client: paho.Client, userdata: Any, level: int, buf: str) -> None:
+        if level == paho.MQTT_LOG_ERR:
+            self._socket_error = buf  # read by _on_disconnect, in this same thread
+
+    def _tell(self, problem: str) -> None:
+        """Log why the connection failed, unless that was the last thing said: paho retries every few seconds."""
+        if problem != self._told:
+            self._told = problem
+            logger.warning("%s; retrying", problem)
 
     def _on_disconnect(
         self,
@@ -279,8 +309,19 @@ class Subscriber:
     ) -> None:
         self._subscribed.clear()
         was_connected, self._connected = self._connected, False
+        answered, self._answered = self._answered, False
+        socket_error, self._socket_error = self._socket_error, ""
         if self._started and was_connected:
             logger.warning("mqtt: lost the connection to broker %s:%d; reconnecting", self._mqtt.host, self._mqtt.port)
+        elif self._started and not answered and reason.value == KEEP_ALIVE_TIMEOUT:
+            where = f"{self._mqtt.host}:{self._mqtt.port}"
+            self._tell(
+                f"mqtt: the server at {where} accepted the connection but gave no answer to CONNECT within "
+                f"{self._mqtt.keepalive} s (mqtt.keepalive), not as an MQTT broker would; check mqtt.host and "
+                "mqtt.port (1883, or 8883 with mqtt.tls)"
+            )
+        elif self._started and not answered:
+            self._tell(describe_closed_before_connack(self._mqtt, socket_error))
 
     def _on_subscribe(
         self,

@@ -22,8 +22,8 @@ from edgecam.models import Topics
 logger = logging.getLogger(__name__)
 
 LOSSES_TO_SUSPECT = 3
-"""Connections lost in a row, each soon after it was accepted, with the same still in flight: the broker drops
-packets that large without saying so (MQTT 3.1.1 cannot say it)."""
+"""Connections lost in a row, each soon after it was accepted, with the same JPEG in flight: the broker drops
+packets that large without saying so (MQTT 3.1.1 cannot say it). Once a limit is found out, one such loss lowers it."""
 SOON = 10.0
 """Seconds after the broker accepted a connection within which a loss counts towards ``LOSSES_TO_SUSPECT``."""
 PACKET_TOO_LARGE = 0x95
@@ -84,6 +84,9 @@ class PacketLimit:
         """Event id -> indices of its stills dropped here, for its ``end``; bounded."""
         self._stills_reencoded = 0
         self._stills_refused = 0
+        self._snapshots_refused = 0
+        self._told_unfit: tuple[int, int] | None = None
+        """(seq, limit) of the event JSON last said not to fit: the publisher looks again every second."""
 
     def counts(self) -> dict[str, int]:
         """The counts for ``<base>/stats``."""
@@ -104,6 +107,9 @@ class PacketLimit:
         limit = self.limit(stated)
         if limit is None or self.packet_size(self._topics.events, len(event)) <= limit:
             return True
+        if self._told_unfit == (seq, limit):
+            return False
+        self._told_unfit = (seq, limit)
         logger.error(
             "mqtt: event seq=%d (%d bytes of JSON) does not fit the broker's limit of %d bytes; it and the events "
             "after it wait in the outbox: raise the broker's max_packet_size (or mqtt.max_packet_size)",
@@ -189,6 +195,18 @@ class PacketLimit:
             )
         self._refits[seq] = _Refit(None, b"", reason)  # the JSON is filled in if the row is sent again
 
+    def snapshot_refused(self, reason: str) -> None:
+        """The broker refused a snapshot (only a copy of a still for new subscribers): say so sparingly."""
+        self._snapshots_refused += 1
+        if sparingly(self._snapshots_refused):
+            logger.warning(
+                "mqtt: the broker refused the snapshot: %s; events and stills go on without it (%d snapshots refused "
+                "so far; does the broker's ACL let this device write %s?)",
+                reason,
+                self._snapshots_refused,
+                self._topics.snapshot,
+            )
+
     def row_acked(self, seq: int, still_refused: str | None) -> None:
         """The broker has every message of row ``seq``; ``still_refused`` says why it refused its still, if it did."""
         if still_refused is not None:
@@ -207,11 +225,11 @@ class PacketLimit:
         return _dumps({**end, "stills_dropped": sorted({*end.get("stills_dropped", []), *dropped})})
 
     def connection_lost(self, in_flight: list[tuple[int, int]], lasted: float, code: int) -> None:
-        """A connection is lost: was it the largest still in flight, as the last few times (the limit unstated)?
+        """A connection is lost: was it the largest JPEG in flight, as the last few times (the limit unstated)?
 
-        ``in_flight``: (seq, PUBLISH packet bytes) of the stills not acknowledged; ``lasted``: seconds since the
-        broker accepted the connection; ``code``: the reason code it ended with (MQTT 5 DISCONNECT from the broker),
-        0 if none.
+        ``in_flight``: (seq, PUBLISH packet bytes) of the JPEGs not acknowledged (stills and snapshots; seq 0 for
+        the snapshot set again on connect); ``lasted``: seconds since the broker accepted the connection; ``code``:
+        the reason code it ended with (MQTT 5 DISCONNECT from the broker), 0 if none.
         """
         said = code == PACKET_TOO_LARGE
         if not in_flight or (lasted > SOON and not said):
@@ -221,19 +239,33 @@ class PacketLimit:
         size = max(size for s, size in in_flight if s == seq)
         losses = self._suspect[1] + 1 if self._suspect[0] == seq else 1
         self._suspect = (seq, losses)
-        if not said and losses < LOSSES_TO_SUSPECT:
+        found_before = self._learned is not None  # the broker has shown that it drops packets too large
+        if not said and not found_before and losses < LOSSES_TO_SUSPECT:
             return
         self._suspect = (0, 0)
         self._learned = min(size // 2, self._learned or size)
         self._refits.pop(seq, None)
+        what = f"the still of event seq={seq}" if seq else "the snapshot"
+        if found_before:
+            logger.info(
+                "mqtt: broker %s:%d %s again with %s (a %d-byte packet) in flight; sending stills under %d bytes "
+                "from now on",
+                self._mqtt.host,
+                self._mqtt.port,
+                "said Packet too large" if said else "dropped the connection",
+                what,
+                size,
+                self._learned,
+            )
+            return
         logger.warning(
-            "mqtt: broker %s:%d %s with the still of event seq=%d (a %d-byte packet) in flight: it takes no packet "
-            "that large and did not say its limit; sending stills under %d bytes from now on (set mqtt.max_packet_size "
-            "to the broker's limit, e.g. Mosquitto's max_packet_size)",
+            "mqtt: broker %s:%d %s with %s (a %d-byte packet) in flight: it takes no packet that large and did not "
+            "say its limit; sending stills under %d bytes from now on (set mqtt.max_packet_size to the broker's "
+            "limit, e.g. Mosquitto's max_packet_size)",
             self._mqtt.host,
             self._mqtt.port,
             "said Packet too large" if said else f"dropped the connection {losses} times running",
-            seq,
+            what,
             size,
             self._learned,
         )

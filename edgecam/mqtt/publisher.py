@@ -122,9 +122,9 @@ class _Connection:
     lost_code: int = 0
     """The reason code the connection ended with (MQTT 5 DISCONNECT from the broker), 0 if none."""
     kinds: dict[int, Literal["still", "snapshot"]] = field(default_factory=dict)
-    """Message id -> what it carries, for the JPEGs of rows."""
-    jpeg_packets: dict[int, int] = field(default_factory=dict)
-    """Message id of a row's JPEG -> the size of its PUBLISH packet, bytes."""
+    """Message id -> what it carries, for the JPEGs of rows and the snapshot set again on connect."""
+    jpeg_packets: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Message id of every JPEG -> (seq of its event, 0 for the snapshot set on connect; its PUBLISH packet bytes)."""
     stills_refused: dict[int, str] = field(default_factory=dict)
     """Outbox seq -> why the broker refused its still; decided once its event JSON is answered."""
 
@@ -429,7 +429,7 @@ class Publisher:
                 self._failures = self._refusals
             if conn.ended is not None:
                 if conn.online:
-                    in_flight = [(conn.mids[mid], size) for mid, size in conn.jpeg_packets.items() if mid in conn.mids]
+                    in_flight = [jpeg for mid, jpeg in conn.jpeg_packets.items() if mid in conn.mids]
                     self._limit.connection_lost(in_flight, now - conn.online_at, conn.lost_code)
                 self._drop(conn, outbox)
                 if self._standby is not None:
@@ -656,7 +656,9 @@ class Publisher:
             return
         fitted = self._limit.fit_snapshot(conn.limits.max_packet_size, jpeg)
         if fitted is not None:
-            self._publish(conn, self._topics.snapshot, fitted, retain=True, state=True)
+            mid = self._publish(conn, self._topics.snapshot, fitted, retain=True)
+            conn.kinds[mid] = "snapshot"  # a broker that drops it for its size is found out as for a still
+            conn.jpeg_packets[mid] = (0, self._limit.packet_size(self._topics.snapshot, len(fitted)))
 
     def _confirm(self, payload: bytes, outbox: Outbox) -> None:
         """A consumer's ``<base>/ack``: a JSON list of event ids it has whole."""
@@ -671,16 +673,16 @@ class Publisher:
         if seq is None:
             return
         state = conn.states_in_flight.pop(event.mid, None)
-        if event.reason and seq == 0:
+        kind = conn.kinds.pop(event.mid, None)
+        if event.reason and kind == "snapshot":
+            # Only a copy of the still for new subscribers: the next still sets it again.
+            self._limit.snapshot_refused(event.reason)
+        elif event.reason and seq == 0:
             # Not sent again on this connection: the answer would be the same (and would come back at once).
             logger.warning("mqtt: the broker refused %s: %s", state or "a state message", event.reason)
             if state == self._topics.agent:
                 conn.claim.refused()  # the next round goes on without the check
             return
-        kind = conn.kinds.pop(event.mid, None)
-        if event.reason and kind == "snapshot":
-            # Only a copy of the still for new subscribers: the next still sets it again.
-            logger.warning("mqtt: the broker refused the snapshot of event seq=%d: %s", seq, event.reason)
         elif event.reason and kind == "still" and event.code not in MAY_CLEAR:
             if event.code in REFUSED_FOR_GOOD:
                 self._limit.still_refused(seq, event.reason)
@@ -761,8 +763,11 @@ class Publisher:
             event = row.payload
             if row.still_topic is not None and row.jpeg:
                 still, event = self._still_messages(conn, row.seq, row.still_topic, row.jpeg, event)
-            for topic, payload, retain in [*still, (self._topics.events, event, False)]:
-                self._unstored_mids.add(self._publish(conn, topic, payload, retain=retain))  # no row to mark
+            for n, (topic, payload, retain) in enumerate([*still, (self._topics.events, event, False)]):
+                mid = self._publish(conn, topic, payload, retain=retain)  # no row to mark
+                self._unstored_mids.add(mid)
+                if n < len(still):
+                    conn.jpeg_packets[mid] = (row.seq, self._limit.packet_size(topic, len(payload)))
             self._unstored_sent.add(row.seq)
             room -= 1
 
@@ -816,7 +821,7 @@ class Publisher:
             mids.add(mid)
             if n < len(messages) - 1:
                 conn.kinds[mid] = "still" if n == 0 else "snapshot"
-                conn.jpeg_packets[mid] = self._limit.packet_size(topic, len(payload))
+                conn.jpeg_packets[mid] = (row.seq, self._limit.packet_size(topic, len(payload)))
         conn.rows[row.seq] = mids
         return True
 

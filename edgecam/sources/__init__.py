@@ -1,13 +1,20 @@
 """Where frames come from: one small protocol and a factory that picks the adapter from ``camera.source``."""
 
+import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edgecam.config import CameraSettings
+from edgecam.errors import CameraError
 from edgecam.models import Frame
+
+URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+"""A source that is a stream URL (``rtsp://``, ``http(s)://``...): RFC 3986 section 3.1's scheme, then ``//``."""
 
 
 class FrameSource(Protocol):
@@ -29,6 +36,28 @@ class FrameSource(Protocol):
     def close(self) -> None:
         """Release the camera; safe to call twice."""
         ...
+
+
+def check_source(camera: CameraSettings) -> None:
+    """Raise CameraError in one line when ``camera.source`` names a file or device that is not there; opens nothing.
+
+    A file must exist, be no folder and be readable; a ``/dev/...`` device must exist. Stream URLs, camera
+    numbers, ``simulated`` and ``picamera2`` are only known good once opened.
+    """
+    source = camera.source
+    if source in ("simulated", "picamera2") or source.isdigit() or URL.match(source):
+        return
+    path = Path(source)
+    if source.startswith("/dev/"):
+        if not path.exists():
+            raise CameraError(f"camera.source: cannot open {source!r}: no such device")
+        return
+    if not path.exists():
+        raise CameraError(f"camera.source: cannot open {source!r}: no such file")
+    if path.is_dir():
+        raise CameraError(f"camera.source: cannot open {source!r}: it is a directory, not a video file")
+    if not os.access(path, os.R_OK):
+        raise CameraError(f"camera.source: cannot open {source!r}: permission denied")
 
 
 def open_source(camera: CameraSettings, *, realtime: bool) -> FrameSource:

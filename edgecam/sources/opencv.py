@@ -3,7 +3,6 @@
 import logging
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,16 +17,17 @@ from edgecam.config import CameraSettings, redact
 from edgecam.credentials import camera_url
 from edgecam.errors import CameraError
 from edgecam.models import Frame
+from edgecam.sources import URL, check_source
 from edgecam.sources.damage import DamageCheck
 
 logger = logging.getLogger(__name__)
 
+UNDECODABLE_RUN = 25
+"""Failed reads in a row after which a file has ended; fewer are frames the decoder could not decode."""
 FALLBACK_FPS = 25.0
 """Frame rate assumed for a file whose container does not say (raw H.264 has no timing)."""
 _ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide")
 """Box types an MP4/MOV file may begin with (ISO/IEC 14496-12 section 4.2): its first bytes are a box size."""
-
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
 
 class Pacer:
@@ -107,6 +107,8 @@ class OpenCVSource:
         self._lock = threading.Lock()  # cv2 must not release a capture while another thread reads it
         self._index = 0
         """Frames decoded so far, damaged ones included."""
+        self._undecodable = 0
+        """Frames of a file the decoder could not decode at all."""
         self._t = 0.0
         """Time of the latest frame decoded, s."""
         self._last: NDArray[np.uint8] | None = None
@@ -118,21 +120,19 @@ class OpenCVSource:
         self._read_ms = 0.0
         """The container's timestamp of the frame just read, ms (0 when it has none)."""
 
+        check_source(camera)
         target: str | int = source
         params: list[int] = []
         if source.isdigit():
             target, api, self._is_file = int(source), cv2.CAP_ANY, False
         elif source.startswith("/dev/"):
-            if not Path(source).exists():
-                raise CameraError(f"camera.source: cannot open {source!r}: no such device")
             api, self._is_file = cv2.CAP_V4L2, False
-        elif _URL.match(source):
+        elif URL.match(source):
             target = camera_url(camera)  # with camera.password_file's password: never shown
             timeout_ms = round(camera.frame_timeout * 1000)
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
             api, self._is_file = cv2.CAP_FFMPEG, False
         else:
-            _check_file(Path(source))
             api, self._is_file = cv2.CAP_FFMPEG, True
 
         try:
@@ -188,12 +188,15 @@ class OpenCVSource:
                 bgr, self._first = self._first, None
             else:
                 bgr = self._read()
+                if bgr is None and self._is_file:
+                    bgr = self._read_past_undecodable()
             if bgr is None:
                 if self._closed.is_set():
                     return
                 self._damage.report(self._t)
                 if self._is_file:
-                    logger.info("%s ended after %d frames", self._label, self._index)
+                    lost = f" ({self._undecodable} could not be decoded)" if self._undecodable else ""
+                    logger.info("%s ended after %d frames%s", self._label, self._index, lost)
                     return
                 raise CameraError(f"camera.source: {self._label!r} stopped delivering frames")
             t = self._file_time() if self._is_file else time.monotonic() - self._opened_at
@@ -209,6 +212,32 @@ class OpenCVSource:
             self._last = bgr
             yield Frame(index, t, small)
 
+    def _read_past_undecodable(self) -> NDArray[np.uint8] | None:
+        """After a failed read of a file: the next frame the decoder gives, or None at the end of the file.
+
+        A packet the decoder cannot make a frame of (a corrupted slice) fails one read and the next frames decode
+        again; the end of the file fails every read. Each frame lost counts in the frame number and, for a file
+        timed by its frame rate, in the time.
+        """
+        for lost in range(1, UNDECODABLE_RUN + 1):
+            bgr = self._read()
+            if bgr is None:
+                continue
+            self._index += lost
+            if self._by_rate and self._fps:
+                self._t += lost / self._fps
+            if not self._undecodable:  # the rest are counted in the line at the end
+                logger.warning(
+                    "%s: %d frames the decoder could not decode at t=%.2f s (corrupted packets); going on with the "
+                    "next frame it can",
+                    self._label,
+                    lost,
+                    self._t,
+                )
+            self._undecodable += lost
+            return bgr
+        return None
+
     def _file_time(self) -> float:
         """The time of the frame just read from a file: its timestamp from the first frame's, else by frame rate."""
         if self._index == 0:
@@ -216,6 +245,12 @@ class OpenCVSource:
         if not self._by_rate:
             t = (self._read_ms - self._first_ms) / 1000.0
             if t > self._t:
+                if self._set_fps is not None and self._index == 1:
+                    logger.info(
+                        "%s carries its own frame times: using them, not camera.fps = %g (nor edgecam replay --fps)",
+                        self._label,
+                        self._set_fps,
+                    )
                 return t
             self._time_by_rate("a file whose frames carry no timestamps")
         assert self._fps is not None  # files always have one
@@ -265,19 +300,9 @@ class OpenCVSource:
     def _why_not_opened(self) -> str:
         if self._is_file:
             return "OpenCV cannot decode it"
-        if _URL.match(self._label):
+        if URL.match(self._label):
             return "no video stream there (unreachable, refused, wrong path or credentials?)"
         return "the camera did not open (in use, no permission, or not a video capture device?)"
-
-
-def _check_file(path: Path) -> None:
-    """Raise CameraError naming ``path`` when it is missing, a directory, or unreadable."""
-    if not path.exists():
-        raise CameraError(f"camera.source: cannot open {str(path)!r}: no such file")
-    if path.is_dir():
-        raise CameraError(f"camera.source: cannot open {str(path)!r}: it is a directory, not a video file")
-    if not os.access(path, os.R_OK):
-        raise CameraError(f"camera.source: cannot open {str(path)!r}: permission denied")
 
 
 def _cv_message(err: Exception) -> str:

@@ -85,6 +85,7 @@ def test_a_server_that_is_not_an_mqtt_broker_is_named_with_the_settings_to_check
         assert wait_until(lambda: len(caplog.records) >= 2, 10)
         publisher.stop()
     finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes accept()
         server.close()
         thread.join(5)
     for record in caplog.records[:2]:

@@ -2,30 +2,39 @@
 
 The agent runs as a process on the simulated door at the Pi's default still size (2028x1520, about 300 kB a
 JPEG) against a broker with ``max_packet_size 131072``: stated in the MQTT 5 CONNACK, set by the user for MQTT
-3.1.1, or found out by the agent; and against a broker whose ACL refuses the stills topic.
+3.1.1, or found out by the agent; and against a broker whose ACL refuses the stills topic. The publisher alone
+restores a big snapshot from an earlier run to a broker with a smaller unstated limit, and meets an ACL that
+refuses the snapshot.
 """
 
+import dataclasses
+import functools
 import hashlib
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edgecam.capture import fit_jpeg
 from edgecam.outbox import jpeg_size
-from tests.conftest import Broker
+from tests.conftest import Broker, Collector, DoorEvent, make_door_event
 from tests.integration.test_agent import BASE, DEVICE, Inbox, start_agent
 from tests.integration.test_reliability import Child, door_scene
-from tests.test_mqtt_publisher import VALIDATOR
+from tests.test_mqtt_publisher import TOPICS, VALIDATOR, Rig
 
 pytestmark = pytest.mark.integration
 
 LIMIT = 131072
+SMALL_LIMIT = 65536
 BIG_STILLS = {"EDGECAM_CAMERA__SIMULATED__WIDTH": "2028", "EDGECAM_CAMERA__SIMULATED__HEIGHT": "1520"}
 
 
@@ -206,3 +215,104 @@ def test_an_acl_that_forgets_the_stills_topic_drops_the_stills_and_lets_every_ev
     told = agent.lines("Not authorized")
     assert len(told) == 1, output
     assert f"edgecam/{DEVICE}/events/+/stills/+" in told[0]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    rig = Rig(tmp_path)
+    yield rig
+    rig.close()
+
+
+def big_jpeg() -> tuple[bytes, int, int]:
+    """A real JPEG at the Pi's default still size, about 300 kB: smooth colour blobs, as re-encoding sees a scene."""
+    width, height = 2028, 1520
+    blobs = np.random.default_rng(12).integers(0, 256, (height // 40, width // 40, 3), dtype=np.uint8)
+    image = cv2.resize(blobs, (width, height), interpolation=cv2.INTER_CUBIC)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok
+    return buf.tobytes(), width, height
+
+
+def door_event_with(jpeg: bytes, width: int, height: int) -> DoorEvent:
+    """A door event of one still, ``jpeg``."""
+    door = make_door_event(TOPICS, "front-door", n_stills=1)
+    (start, (event, still), end) = door.rows
+    assert still is not None
+    digest = hashlib.sha256(jpeg).hexdigest()
+    described = {"sha256": digest, "bytes": len(jpeg), "width": width, "height": height}
+    event = dataclasses.replace(event, extra={**event.extra, **described})
+    still = dataclasses.replace(still, jpeg=jpeg, sha256=digest, width=width, height=height)
+    return DoorEvent(door.event_id, [start, (event, still), end])
+
+
+def test_a_snapshot_from_an_earlier_run_over_an_unstated_limit_is_found_out_said_once_and_sent_under_it(
+    mosquitto_factory: Callable[..., Broker],
+    collector_factory: Callable[..., Collector],
+    rig: Rig,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="edgecam.mqtt")
+    fit = functools.partial(fit_jpeg, quality=85)
+    jpeg, width, height = big_jpeg()
+    assert len(jpeg) > 4 * SMALL_LIMIT
+
+    # An earlier run against a broker without a limit delivered the big still: it is the snapshot to restore.
+    unlimited = mosquitto_factory()
+    first = rig.publisher(unlimited.settings(protocol="3.1.1"), fit_still=fit)
+    rig.append(door_event_with(jpeg, width, height), first)
+    assert first.wait_idle(10), caplog.text
+    first.stop()
+    assert rig.outbox.depth() == 0
+
+    # Restarted against a broker that drops larger packets without saying so (MQTT 3.1.1), with no new event.
+    log = tmp_path / "limited-broker.log"
+    broker = mosquitto_factory(config=f"max_packet_size {SMALL_LIMIT}\nlog_dest file {log}")
+    caplog.clear()
+    rig.publisher(broker.settings(protocol="3.1.1"), fit_still=fit)
+    watcher = collector_factory(broker)
+    watcher.wait_for(lambda c: bool(c.on(TOPICS.snapshot)), 20)
+    late = collector_factory(broker)  # subscribes after that: it gets what the broker retained
+    late.wait_for(lambda c: bool(c.on(TOPICS.snapshot)))
+    (snapshot,) = late.on(TOPICS.snapshot)
+    assert snapshot.retain
+    assert len(snapshot.payload) < SMALL_LIMIT
+    assert jpeg_size(snapshot.payload) is not None
+
+    # 3 losses to find a limit out (324 kB halved: 162 kB), then one for each halving (81 kB, 40 kB), no more.
+    assert len(re.findall(r"New client connected from \S+ as edgecam-front-door ", log.read_text())) <= 1 + 3 + 2
+    (found,) = [r.getMessage() for r in caplog.records if "mqtt.max_packet_size" in r.getMessage()]
+    assert "dropped the connection 3 times running with the snapshot (a " in found
+    assert "seq=0" not in caplog.text
+
+
+def acl_without_snapshot(tmp_path: Path) -> Path:
+    """A Mosquitto ACL that lets every client use everything under edgecam/ but publish the snapshot."""
+    path = tmp_path / "no-snapshot.acl"
+    path.write_text("topic readwrite edgecam/#\ntopic deny edgecam/+/snapshot\n")
+    return path
+
+
+def test_an_acl_that_refuses_the_snapshot_is_said_sparingly_and_holds_nothing_back(
+    mosquitto_factory: Callable[..., Broker],
+    collector_factory: Callable[..., Collector],
+    rig: Rig,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="edgecam.mqtt")
+    broker = mosquitto_factory(config=f"acl_file {acl_without_snapshot(tmp_path)}")
+    collector = collector_factory(broker)
+    publisher = rig.publisher(broker.settings())
+    door = rig.door_event(n_stills=9)
+    seqs = rig.append(door, publisher)
+    assert publisher.wait_idle(10), caplog.text
+    collector.wait_for(lambda c: c.seqs(TOPICS) == seqs)
+    assert len(collector.on(TOPICS.still(door.event_id, 9))) == 1
+    assert rig.outbox.depth() == 0
+
+    told = [r.getMessage() for r in caplog.records if "snapshot" in r.getMessage()]
+    assert len(told) == 1, told  # the 1st of 9, then the 10th, 100th, ...
+    assert "Not authorized" in told[0]
+    assert f"{TOPICS.base}/snapshot" in told[0]
