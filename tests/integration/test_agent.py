@@ -8,14 +8,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecam.config import SimulatedSettings
 from edgecam.sources.simulated import DOOR_ZONE, render_clip
@@ -62,20 +61,6 @@ class Inbox:
 def mosquitto(mosquitto_factory: Callable[..., Broker]) -> Broker:
     """A broker that keeps sessions across a restart, so the test's subscriber misses nothing while it is down."""
     return mosquitto_factory(persistence=True)
-
-
-@pytest.fixture
-def inbox(mosquitto: Broker) -> Iterator[Inbox]:
-    box = Inbox()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="itest-subscriber", clean_session=False)
-    client.on_message = box.on_message
-    client.on_connect = lambda c, *_: c.subscribe(f"{BASE}/#", qos=1)
-    client.reconnect_delay_set(min_delay=1, max_delay=1)
-    client.connect(mosquitto.host, mosquitto.port)
-    client.loop_start()
-    yield box
-    client.disconnect()
-    client.loop_stop()
 
 
 @pytest.fixture(scope="module")

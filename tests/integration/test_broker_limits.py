@@ -13,21 +13,18 @@ import hashlib
 import json
 import logging
 import re
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edgecam.capture import fit_jpeg
 from edgecam.outbox import jpeg_size
 from tests.conftest import Broker, Collector, DoorEvent, make_door_event
-from tests.integration.test_agent import BASE, DEVICE, Inbox, start_agent
+from tests.integration.test_agent import DEVICE, Inbox, start_agent
 from tests.integration.test_reliability import Child, door_scene
 from tests.test_mqtt_publisher import TOPICS, VALIDATOR, Rig
 
@@ -47,30 +44,6 @@ def limited_broker(make: Callable[..., Broker], tmp_path: Path, extra: str = "")
 def connections(log: Path) -> int:
     """How many times the agent's client has connected, by the broker's log."""
     return len(re.findall(rf"New client connected from \S+ as edgecam-{DEVICE} ", log.read_text()))
-
-
-@pytest.fixture
-def subscribe() -> Iterator[Callable[[Broker], Inbox]]:
-    """Subscribe to everything under the device's base topic: ``subscribe(broker) -> Inbox``."""
-    clients: list[mqtt.Client] = []
-
-    def make(broker: Broker) -> Inbox:
-        box = Inbox()
-        subscribed = threading.Event()
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="itest-subscriber")
-        client.on_message = box.on_message
-        client.on_connect = lambda c, *_: c.subscribe(f"{BASE}/#", qos=1)
-        client.on_subscribe = lambda *_: subscribed.set()
-        client.connect(broker.host, broker.port)
-        client.loop_start()
-        clients.append(client)
-        assert subscribed.wait(5), broker.log_text()
-        return box
-
-    yield make
-    for client in clients:
-        client.disconnect()
-        client.loop_stop()
 
 
 @pytest.fixture
@@ -130,12 +103,12 @@ def stats_with(box: Inbox, key: str, count: int) -> Callable[[Inbox], bool]:
 
 def test_stills_over_the_maximum_packet_size_in_the_connack_arrive_reencoded_without_a_reconnect(
     mosquitto_factory: Callable[..., Broker],
-    subscribe: Callable[[Broker], Inbox],
+    listen: Callable[[Broker], Inbox],
     run_agent: Callable[..., Child],
     tmp_path: Path,
 ) -> None:
     broker, log = limited_broker(mosquitto_factory, tmp_path)
-    box = subscribe(broker)
+    box = listen(broker)
     agent = run_agent(broker)
     box.wait(lambda b: ends(b) == 2 and len(b.stills) == sum(e["type"] == "still" for e in b.events), 20, "2 ends")
     stills = check_reencoded(box)
@@ -151,12 +124,12 @@ def test_stills_over_the_maximum_packet_size_in_the_connack_arrive_reencoded_wit
 
 def test_mqtt_3_1_1_with_mqtt_max_packet_size_set_reencodes_without_a_reconnect(
     mosquitto_factory: Callable[..., Broker],
-    subscribe: Callable[[Broker], Inbox],
+    listen: Callable[[Broker], Inbox],
     run_agent: Callable[..., Child],
     tmp_path: Path,
 ) -> None:
     broker, log = limited_broker(mosquitto_factory, tmp_path)
-    box = subscribe(broker)
+    box = listen(broker)
     agent = run_agent(broker, EDGECAM_MQTT__PROTOCOL="3.1.1", EDGECAM_MQTT__MAX_PACKET_SIZE=str(LIMIT))
     box.wait(lambda b: ends(b) == 2 and len(b.stills) == sum(e["type"] == "still" for e in b.events), 20, "2 ends")
     check_reencoded(box)
@@ -166,12 +139,12 @@ def test_mqtt_3_1_1_with_mqtt_max_packet_size_set_reencodes_without_a_reconnect(
 
 def test_a_limit_the_broker_does_not_state_is_found_out_said_once_and_then_respected(
     mosquitto_factory: Callable[..., Broker],
-    subscribe: Callable[[Broker], Inbox],
+    listen: Callable[[Broker], Inbox],
     run_agent: Callable[..., Child],
     tmp_path: Path,
 ) -> None:
     broker, log = limited_broker(mosquitto_factory, tmp_path)  # MQTT 3.1.1 has no way to say it
-    box = subscribe(broker)
+    box = listen(broker)
     agent = run_agent(broker, EDGECAM_MQTT__PROTOCOL="3.1.1")
     box.wait(lambda b: ends(b) == 2 and len(b.stills) == sum(e["type"] == "still" for e in b.events), 30, "2 ends")
     check_reencoded(box)
@@ -195,13 +168,13 @@ def acl_without_stills(tmp_path: Path) -> Path:
 
 def test_an_acl_that_forgets_the_stills_topic_drops_the_stills_and_lets_every_event_through(
     mosquitto_factory: Callable[..., Broker],
-    subscribe: Callable[[Broker], Inbox],
+    listen: Callable[[Broker], Inbox],
     run_agent: Callable[..., Child],
     tmp_path: Path,
 ) -> None:
     log = tmp_path / "broker-file.log"
     broker = mosquitto_factory(config=f"acl_file {acl_without_stills(tmp_path)}\nlog_dest file {log}")
-    box = subscribe(broker)
+    box = listen(broker)
     agent = run_agent(broker, **{k: "640" if "WIDTH" in k else "480" for k in BIG_STILLS})
     box.wait(lambda b: ends(b) == 2, 20, "2 ends")
     events = first_copies(box)

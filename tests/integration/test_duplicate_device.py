@@ -4,17 +4,14 @@ other says so in one line and publishes nothing while the first is online, the b
 takeovers, and the second delivers its own events once the first has stopped."""
 
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import Broker
-from tests.integration.test_agent import BASE, DEVICE, Inbox, start_agent
+from tests.integration.test_agent import DEVICE, Inbox, start_agent
 from tests.integration.test_reliability import QUICK_RECONNECT, Child
 
 pytestmark = pytest.mark.integration
@@ -55,22 +52,6 @@ def mosquitto(mosquitto_factory: Callable[..., Broker], broker_log: Path) -> Bro
 def takeovers(broker_log: Path) -> int:
     """How many times a CONNECT has taken the agents' session so far."""
     return broker_log.read_text(errors="replace").count(TAKEOVER) if broker_log.exists() else 0
-
-
-@pytest.fixture
-def inbox(mosquitto: Broker) -> Iterator[Inbox]:
-    box = Inbox()
-    subscribed = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="itest-subscriber")
-    client.on_message = box.on_message
-    client.on_connect = lambda c, *_: c.subscribe(f"{BASE}/#", qos=1)
-    client.on_subscribe = lambda *_: subscribed.set()
-    client.connect(mosquitto.host, mosquitto.port)
-    client.loop_start()
-    assert subscribed.wait(5), mosquitto.log_text()
-    yield box
-    client.disconnect()
-    client.loop_stop()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from edgecam.mqtt.publisher import Publisher
 from edgecam.outbox import Outbox
 from tests.conftest import Broker, make_door_event
 from tests.faults import SilentLink, mount_tmpfs, unmount, used_bytes
-from tests.integration.test_agent import BASE, DEVICE, Inbox, check_events, start_agent
+from tests.integration.test_agent import BASE, DEVICE, Inbox, check_events
 
 pytestmark = pytest.mark.integration
 
@@ -144,46 +144,6 @@ class Child:
 def mosquitto(mosquitto_factory: Callable[..., Broker]) -> Broker:
     """A broker that keeps sessions across a restart, so the test's subscriber misses nothing while it is down."""
     return mosquitto_factory(persistence=True)
-
-
-@pytest.fixture
-def run_agent(tmp_path: Path) -> Iterator[Callable[..., Child]]:
-    """Start agents on ``<tmp_path>/state``: ``run_agent(broker, *command, module="edgecam", **env)``."""
-    children: list[Child] = []
-
-    def run(broker: Any, *command: str, module: str = "edgecam", **env: str) -> Child:
-        child = Child(start_agent(broker, tmp_path, None, *command, module=module, **env))
-        children.append(child)
-        return child
-
-    yield run
-    for child in children:
-        child.kill()
-
-
-@pytest.fixture
-def listen() -> Iterator[Callable[[Broker], Inbox]]:
-    """Subscribe to the device's topics with a session the broker keeps: ``listen(broker) -> Inbox``."""
-    clients: list[mqtt.Client] = []
-
-    def subscribe(broker: Broker) -> Inbox:
-        box = Inbox()
-        subscribed = threading.Event()
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="itest-subscriber", clean_session=False)
-        client.on_message = box.on_message
-        client.on_connect = lambda c, *_: c.subscribe(f"{BASE}/#", qos=1)
-        client.on_subscribe = lambda *_: subscribed.set()
-        client.reconnect_delay_set(min_delay=1, max_delay=1)
-        client.connect(broker.host, broker.port)
-        client.loop_start()
-        clients.append(client)
-        assert subscribed.wait(5), broker.log_text()
-        return box
-
-    yield subscribe
-    for client in clients:
-        client.disconnect()
-        client.loop_stop()
 
 
 def first_copies(box: Inbox) -> dict[int, dict[str, Any]]:

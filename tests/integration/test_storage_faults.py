@@ -18,15 +18,7 @@ import pytest
 
 from tests.conftest import Broker
 from tests.integration.test_agent import Inbox
-from tests.integration.test_reliability import (  # noqa: F401 (fixtures)
-    Child,
-    busy_door,
-    ended,
-    first_copies,
-    listen,
-    mosquitto,
-    run_agent,
-)
+from tests.integration.test_reliability import Child, busy_door, ended, first_copies
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +69,9 @@ def storage_said(box: Inbox) -> list[str]:
 
 
 def test_a_card_turned_read_only_under_the_agent_still_gets_events_to_the_broker(
-    mosquitto: Broker,  # noqa: F811 (a fixture)
-    listen: Callable[[Broker], Inbox],  # noqa: F811
-    run_agent: Callable[..., Child],  # noqa: F811
+    mosquitto: Broker,
+    listen: Callable[[Broker], Inbox],
+    run_agent: Callable[..., Child],
     sd_card: SdCard,
 ) -> None:
     inbox = listen(mosquitto)
