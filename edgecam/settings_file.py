@@ -5,7 +5,7 @@ import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_origin
 
@@ -30,14 +30,18 @@ NOT_SETTINGS = frozenset({"EDGECAM_CONFIG"})
 """``EDGECAM_*`` variables that are no setting: the settings file's path."""
 
 
-def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
-    """Every variable that sets a field of ``model`` or of its sections (a section as JSON, or key by key)."""
-    names = []
+def _variables(model: type[BaseModel], prefix: str, key: str) -> Iterator[tuple[str, str, FieldInfo]]:
+    """Every variable that sets a field of ``model`` or of its sections, with its dotted key and its field."""
     for name, field in model.model_fields.items():
-        names.append(prefix + name.upper())
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
-            names += _env_names(field.annotation, f"{prefix}{name.upper()}__")
-    return names
+        variable, dotted = prefix + name.upper(), key + name
+        yield variable, dotted, field
+        if _is_section(field):
+            assert isinstance(field.annotation, type)
+            yield from _variables(field.annotation, f"{variable}__", f"{dotted}.")
+
+
+def _is_section(field: FieldInfo) -> bool:
+    return isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
@@ -45,7 +49,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 
     pydantic-settings would pass over such a variable in silence (its env source only looks up known names).
     """
-    known = _env_names(Settings, ENV_PREFIX)
+    known = [variable for variable, _, _ in _variables(Settings, ENV_PREFIX, "")]
     tails = [name.removeprefix(ENV_PREFIX) for name in known]
     lines = []
     for variable in sorted(environ):
@@ -60,27 +64,17 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return lines
 
 
-def _json_fields(model: type[BaseModel], prefix: str, key: str) -> dict[str, tuple[str, FieldInfo]]:
-    """The variables whose value pydantic-settings reads as JSON: a section's, a list's; with the key and field."""
-    fields = {}
-    for name, field in model.model_fields.items():
-        variable, dotted = prefix + name.upper(), key + name
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            fields[variable] = (dotted, field)
-            fields |= _json_fields(annotation, f"{variable}__", f"{dotted}.")
-        elif get_origin(annotation) in (list, tuple, dict, set):
-            fields[variable] = (dotted, field)
-    return fields
-
-
 def malformed_variables(environ: Mapping[str, str]) -> list[str]:
     """One line per ``EDGECAM_*`` variable for a section or a list whose value is not the JSON it takes.
 
     pydantic-settings decodes such a value as JSON and fails with a traceback (SettingsError) when it is not;
     ``EDGECAM_CAMERA=picamera2`` is the usual slip, meant as ``EDGECAM_CAMERA__SOURCE=picamera2``.
     """
-    fields = _json_fields(Settings, ENV_PREFIX, "")
+    fields = {  # pydantic-settings reads these as JSON
+        variable: (key, field)
+        for variable, key, field in _variables(Settings, ENV_PREFIX, "")
+        if _is_section(field) or get_origin(field.annotation) in (list, tuple, dict, set)
+    }
     lines = []
     for variable, value in sorted(environ.items()):
         if (found := fields.get(variable.upper())) is None:

@@ -743,8 +743,8 @@ class Publisher:
         if now < self._stats_at or conn.stats_mid in conn.mids:
             return
         self._stats_at = now + self._mqtt.stats_interval
-        stats = {**outbox.stats().payload(), **self._limit.counts(), "time": iso_ms(utc_now())}
-        stats["storage"] = self._storage_fault or "ok"
+        storage = self._storage_fault or "ok"
+        stats = {**outbox.stats().payload(), **self._limit.counts(), "storage": storage, "time": iso_ms(utc_now())}
         payload = json.dumps(stats, separators=(",", ":"))
         conn.stats_mid = self._publish(conn, self._topics.stats, payload, retain=self._retain)
 
