@@ -372,7 +372,9 @@ def test_a_silent_server_is_given_up_on(rig: Rig, caplog: pytest.LogCaptureFixtu
         publisher = rig.publisher(MqttSettings(host="127.0.0.1", port=port))
         assert wait_until(lambda: "no answer from broker" in caplog.text, 10)
         publisher.stop()
-    assert caplog.records[0].getMessage().startswith(f"mqtt: no answer from broker 127.0.0.1:{port} within 0.5 s;")
+    line = caplog.records[0].getMessage()
+    assert line.startswith(f"mqtt: no answer from broker 127.0.0.1:{port} within 0.5 s (")
+    assert "check mqtt.host and mqtt.port" in line
 
 
 def test_a_missing_still_file_does_not_hold_up_the_event(

@@ -423,7 +423,10 @@ class Publisher:
             self._drain(conn, outbox)
             now = time.monotonic()
             if conn.ended is None and not conn.online and now - conn.started > CONNACK_TIMEOUT:
-                conn.ended = f"no answer from broker {self._where} within {CONNACK_TIMEOUT:g} s"
+                conn.ended = (
+                    f"no answer from broker {self._where} within {CONNACK_TIMEOUT:g} s (is it an MQTT broker? "
+                    "check mqtt.host and mqtt.port)"
+                )
             if conn.online and conn.ended is None and not conn.stable and conn.online_at <= now - STABLE_AFTER:
                 conn.stable = True
                 self._failures = self._refusals
@@ -679,7 +682,8 @@ class Publisher:
             self._limit.snapshot_refused(event.reason)
         elif event.reason and seq == 0:
             # Not sent again on this connection: the answer would be the same (and would come back at once).
-            logger.warning("mqtt: the broker refused %s: %s", state or "a state message", event.reason)
+            what = "an event sent from memory" if event.mid in self._unstored_mids else "a state message"
+            logger.warning("mqtt: the broker refused %s: %s", state or what, event.reason)
             if state == self._topics.agent:
                 conn.claim.refused()  # the next round goes on without the check
             return
