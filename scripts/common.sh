@@ -25,10 +25,12 @@ ensure_mosquitto() {
 
 # Tools the tests compare against: adjtimex (the kernel's clock status, for time_synced), systemd-analyze
 # (package systemd), which checks systemd/edgecam.service and scores its sandbox, and nats-server, a broker that
-# speaks only MQTT 3.1.1 (tests/integration/test_broker_faults.py).
+# speaks only MQTT 3.1.1 (tests/integration/test_broker_faults.py), and mkfs.ext4 (e2fsprogs) for the SD card that
+# turns read-only (tests/integration/test_storage_faults.py).
 ensure_test_tools() {
   command -v adjtimex >/dev/null 2>&1 || [[ -x /usr/sbin/adjtimex ]] || apt_install adjtimex
   command -v nats-server >/dev/null 2>&1 || [[ -x /usr/sbin/nats-server ]] || apt_install nats-server
+  command -v mkfs.ext4 >/dev/null 2>&1 || [[ -x /usr/sbin/mkfs.ext4 ]] || apt_install e2fsprogs
   command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
   command -v systemd-analyze >/dev/null 2>&1 || { echo "systemd-analyze is missing; install the package 'systemd'" >&2; exit 1; }
 }
