@@ -22,8 +22,9 @@ from edgecam.models import DoorState, Event, Frame, MotionResult, Still, Topics
 from edgecam.motion import MotionDetector
 from edgecam.mqtt.client import read_password, tls_context
 from edgecam.mqtt.publisher import InMemory, Publisher
-from edgecam.outbox import Outbox, check_state_dir, payload_bytes, storage_fault
+from edgecam.outbox import Outbox, payload_bytes
 from edgecam.sources import FrameSource, check_source, open_source
+from edgecam.state_dir import check_state_dir, storage_fault
 from edgecam.systemd import Notifier
 
 logger = logging.getLogger(__name__)

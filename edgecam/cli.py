@@ -12,11 +12,26 @@ from pathlib import Path
 from types import FrameType
 
 from edgecam import __version__
-from edgecam.config import DISTRIBUTION_HOST_NAMES, Settings
+from edgecam.config import Settings
 from edgecam.errors import ConfigError, EdgecamError, StorageError
 from edgecam.settings_file import config_path, load_settings, render_toml
 
 logger = logging.getLogger("edgecam")
+
+DISTRIBUTION_HOST_NAMES = frozenset(
+    {
+        "raspberrypi",  # Raspberry Pi OS (pi-gen: TARGET_HOSTNAME defaults to raspberrypi)
+        "dietpi",  # DietPi (dietpi.txt: AUTO_SETUP_NET_HOSTNAME=DietPi)
+        "ubuntu",  # Ubuntu's Raspberry Pi and cloud images
+        "debian",  # Debian's installer and cloud images
+        "alarm",  # Arch Linux ARM
+        "fedora",  # Fedora (systemd's fallback host name there)
+        "localhost",  # no host name set (systemd's and Alpine's fallback)
+        "openwrt",  # OpenWrt
+        "homeassistant",  # Home Assistant OS
+    }
+)
+"""Host names that distributions give every install (compared in lower case): as a device_id, not unique."""
 
 EXPLAIN_DIR = "edgecam-explain"
 """Where ``replay --explain`` draws when no ``--out`` is given."""

@@ -1,7 +1,6 @@
 """Settings: one TOML file plus ``EDGECAM_<SECTION>__<KEY>`` environment overrides, validated at start."""
 
 import os
-import re
 import socket
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,6 +12,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from edgecam.redact import redact
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MIN_PACKET_SIZE = 4096
@@ -30,32 +31,14 @@ def _check_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float
 
 Polygon = Annotated[list[tuple[float, float]], AfterValidator(_check_polygon)]
 
-_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^/?#\s]*)@", re.IGNORECASE)
-"""A URL's scheme and user information: up to the authority's last '@' (RFC 3986 section 3.2.1)."""
-
-
-SECRET_PARAMETERS = ("password", "passwd", "pwd", "pass", "token", "key", "secret", "auth", "api_key", "access_token")
-"""Query parameters whose values are secrets, from camera URL forms in use: Foscam's CGI (``usr=..&pwd=..``),
-Reolink's and Amcrest's HTTP APIs (``user=..&password=..``, ``token=..``), and OAuth 2 bearer tokens in a URI
-(RFC 6750 section 2.3, ``access_token=..``); the rest are their common spellings."""
-_SECRET_QUERY = re.compile(rf"([?&;](?:{'|'.join(SECRET_PARAMETERS)})=)[^&;#\s'\"]*", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    """``text`` with the credentials of every URL in it hidden, fit for logs, status lines and ``check-config``.
-
-    ``user:password@`` becomes ``user:***@``; a user alone (it may be a token) becomes ``***@``; the value of a
-    query parameter named in SECRET_PARAMETERS (any case) becomes ``***``.
-    """
-
-    def hide(match: re.Match[str]) -> str:
-        user, colon, _ = match[2].partition(":")
-        return f"{match[1]}{user}:***@" if colon else f"{match[1]}***@"
-
-    return _SECRET_QUERY.sub(r"\1***", _USERINFO.sub(hide, text))
-
-
 WHOLE_FRAME: list[tuple[float, float]] = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
+
+
+def systemd_credential(name: str) -> Path | None:
+    """The file of the systemd credential ``name`` (``LoadCredential=``, in ``$CREDENTIALS_DIRECTORY``), if any."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = Path(credentials) / name if credentials else None
+    return path if path is not None and path.is_file() else None
 
 
 class Section(BaseModel):
@@ -156,11 +139,7 @@ class CameraSettings(Section):
 
     def secret_file(self) -> Path | None:
         """``camera.password_file``, else the systemd credential ``camera-password`` (``LoadCredential=``) if any."""
-        if self.password_file is not None:
-            return self.password_file
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        candidate = Path(credentials) / "camera-password" if credentials else None
-        return candidate if candidate is not None and candidate.is_file() else None
+        return self.password_file or systemd_credential("camera-password")
 
 
 class MotionSettings(Section):
@@ -421,27 +400,7 @@ class MqttSettings(Section):
             return path
         if name == "key" and self.cert_file is None:
             return None
-        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not credentials:
-            return None
-        candidate = Path(credentials) / ("mqtt-password" if name == "password" else "mqtt-client-key")
-        return candidate if candidate.is_file() else None
-
-
-DISTRIBUTION_HOST_NAMES = frozenset(
-    {
-        "raspberrypi",  # Raspberry Pi OS (pi-gen: TARGET_HOSTNAME defaults to raspberrypi)
-        "dietpi",  # DietPi (dietpi.txt: AUTO_SETUP_NET_HOSTNAME=DietPi)
-        "ubuntu",  # Ubuntu's Raspberry Pi and cloud images
-        "debian",  # Debian's installer and cloud images
-        "alarm",  # Arch Linux ARM
-        "fedora",  # Fedora (systemd's fallback host name there)
-        "localhost",  # no host name set (systemd's and Alpine's fallback)
-        "openwrt",  # OpenWrt
-        "homeassistant",  # Home Assistant OS
-    }
-)
-"""Host names that distributions give every install (compared in lower case): as a device_id, not unique."""
+        return systemd_credential("mqtt-password" if name == "password" else "mqtt-client-key")
 
 
 def _default_device_id() -> str:

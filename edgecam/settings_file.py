@@ -13,8 +13,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import SettingsConfigDict, SettingsError
 
-from edgecam.config import Settings, redact
+from edgecam.config import Settings
 from edgecam.errors import ConfigError
+from edgecam.redact import redact
 
 
 def config_path(cli_path: Path | None) -> Path | None:

@@ -6,7 +6,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-from edgecam.config import redact
+from edgecam.redact import redact
 
 logger = logging.getLogger(__name__)
 

@@ -234,7 +234,7 @@ def test_a_topic_prefix_starting_with_a_dollar_is_refused(tmp_path: Path) -> Non
     ],
 )
 def test_redact_hides_every_url_credential(source: str, shown: str) -> None:
-    from edgecam.config import redact
+    from edgecam.redact import redact
 
     assert redact(source) == shown
     assert redact(f"cannot open {source!r}: no") == f"cannot open {shown!r}: no"

@@ -26,6 +26,7 @@ from edgecam.config import StorageSettings
 from edgecam.errors import StorageError
 from edgecam.models import Event, Topics
 from edgecam.outbox import Outbox, Pending, jpeg_size
+from edgecam.state_dir import check_state_dir
 from tests.conftest import DoorEvent, make_door_event
 
 DEVICE = "front-door"
@@ -169,7 +170,7 @@ def test_a_state_directory_under_a_file_is_one_line_without_a_wrong_fix(tmp_path
     (tmp_path / "file").write_text("not a folder")
     state = tmp_path / "file" / "state"
     with pytest.raises(StorageError) as err:
-        outbox_module.check_state_dir(StorageSettings(dir=state), "run")
+        check_state_dir(StorageSettings(dir=state), "run")
     assert str(err.value) == f"storage.dir: cannot create {state}: a part of it is a file, not a folder"
 
 

@@ -13,10 +13,11 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgecam.config import CameraSettings, redact
+from edgecam.config import CameraSettings
 from edgecam.credentials import camera_url
 from edgecam.errors import CameraError
 from edgecam.models import Frame
+from edgecam.redact import redact
 from edgecam.sources import URL, check_source
 from edgecam.sources.damage import DamageCheck
 
