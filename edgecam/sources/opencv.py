@@ -165,7 +165,8 @@ class OpenCVSource:
         if self._is_file and elementary_stream(Path(source)):
             self._time_by_rate("a raw H.264/H.265 stream, with no timestamps")
         self._pacer = Pacer(sleep=self._closed.wait) if realtime and self._is_file else None
-        self._damage = DamageCheck(self._label)
+        # Only a coded stream (a file, a network stream) has a decoder that conceals lost packets.
+        self._damage = DamageCheck(self._label) if self._is_file or URL.match(source) else None
         height, width = first.shape[:2]
         logger.info(
             "opened %s: %dx%d at %s fps (%s)",
@@ -194,7 +195,8 @@ class OpenCVSource:
             if bgr is None:
                 if self._closed.is_set():
                     return
-                self._damage.report(self._t)
+                if self._damage is not None:
+                    self._damage.report(self._t)
                 if self._is_file:
                     lost = f" ({self._undecodable} could not be decoded)" if self._undecodable else ""
                     logger.info("%s ended after %d frames%s", self._label, self._index, lost)
@@ -204,7 +206,7 @@ class OpenCVSource:
             index, self._index, self._t = self._index, self._index + 1, t
             gray = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), dtype=np.uint8)
             small = downscale(gray, *self._detect_size)
-            if self._damage.damaged(gray, small, t):
+            if self._damage is not None and self._damage.damaged(gray, small, t):
                 continue
             if self._pacer is not None:
                 self._pacer.wait(t)
@@ -283,7 +285,8 @@ class OpenCVSource:
         self._closed.set()
         with self._lock:
             self._capture.release()
-        self._damage.report(self._t)
+        if self._damage is not None:
+            self._damage.report(self._t)
 
     def _read(self) -> NDArray[np.uint8] | None:
         with self._lock:
