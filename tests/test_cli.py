@@ -222,13 +222,19 @@ def test_a_state_directory_that_cannot_be_made_is_one_line() -> None:
         "EDGECAM_CAMERA__SIMULATED__DURATION": "1",
     }
     state = "/nonexistent/.local/state/edgecam"
+    both_say_as_nobody(
+        env,
+        f"edgecam: storage.dir: cannot create {state}: nobody, the user edgecam runs as, may not write to /: "
+        f"make it for that user (sudo install -d -o nobody {state}), or set storage.dir to a folder of its own",
+    )
+
+
+def both_say_as_nobody(env: dict[str, str], line: str) -> None:
+    """check-config (exit 2) and run (exit 1), as user nobody, each print ``line`` and nothing else."""
     for command in ("check-config", "run"):
         done = cli(command, env=env, user=str(NOBODY))
         assert done.returncode == (2 if command == "check-config" else 1), done.stderr
-        assert done.stderr.splitlines() == [
-            f"edgecam: storage.dir: cannot create {state}: nobody, the user edgecam runs as, may not write to /: "
-            f"make it for that user (sudo install -d -o nobody {state}), or set storage.dir to a folder of its own"
-        ], done.stderr
+        assert done.stderr.splitlines() == [line], done.stderr
 
 
 @needs_root
@@ -244,13 +250,11 @@ def test_a_state_directory_left_with_files_of_another_user_is_one_line(open_tmp:
         if path != state / foreign:
             os.chown(path, NOBODY, NOBODY)  # the rest is the service user's
     env = {"EDGECAM_STORAGE__DIR": str(state), "EDGECAM_CAMERA__SIMULATED__DURATION": "1"}
-    for command in ("check-config", "run"):
-        done = cli(command, env=env, user=str(NOBODY))
-        assert done.returncode == (2 if command == "check-config" else 1), done.stderr
-        assert done.stderr.splitlines() == [
-            f"edgecam: storage.dir: {state / foreign} belongs to root, not to nobody, the user edgecam runs as: "
-            f"sudo chown -R nobody {state}, or run edgecam as root"
-        ], done.stderr
+    both_say_as_nobody(
+        env,
+        f"edgecam: storage.dir: {state / foreign} belongs to root, not to nobody, the user edgecam runs as: "
+        f"sudo chown -R nobody {state}, or run edgecam as root",
+    )
 
 
 @pytest.mark.parametrize(("source", "why"), [("{tmp}/nowhere.mp4", "no such file"), ("/dev/video97", "no such device")])

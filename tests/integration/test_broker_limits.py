@@ -93,6 +93,11 @@ def check_reencoded(box: Inbox) -> list[dict[str, Any]]:
     return stills
 
 
+def two_events_whole(box: Inbox) -> bool:
+    """Both door events have ended and every still JSON has its JPEG."""
+    return ends(box) == 2 and len(box.stills) == sum(e["type"] == "still" for e in box.events)
+
+
 def stats_with(box: Inbox, key: str, count: int) -> Callable[[Inbox], bool]:
     def check(b: Inbox) -> bool:
         stats = b.retained.get("stats")
@@ -110,7 +115,7 @@ def test_stills_over_the_maximum_packet_size_in_the_connack_arrive_reencoded_wit
     broker, log = limited_broker(mosquitto_factory, tmp_path)
     box = listen(broker)
     agent = run_agent(broker)
-    box.wait(lambda b: ends(b) == 2 and len(b.stills) == sum(e["type"] == "still" for e in b.events), 20, "2 ends")
+    box.wait(two_events_whole, 20, "2 ends")
     stills = check_reencoded(box)
     box.wait(stats_with(box, "stills_reencoded", len(stills)), 10, "stats counting the re-encoded stills")
     output = agent.finish()
@@ -131,7 +136,7 @@ def test_mqtt_3_1_1_with_mqtt_max_packet_size_set_reencodes_without_a_reconnect(
     broker, log = limited_broker(mosquitto_factory, tmp_path)
     box = listen(broker)
     agent = run_agent(broker, EDGECAM_MQTT__PROTOCOL="3.1.1", EDGECAM_MQTT__MAX_PACKET_SIZE=str(LIMIT))
-    box.wait(lambda b: ends(b) == 2 and len(b.stills) == sum(e["type"] == "still" for e in b.events), 20, "2 ends")
+    box.wait(two_events_whole, 20, "2 ends")
     check_reencoded(box)
     agent.finish()
     assert connections(log) == 1, "no reconnect loop"
@@ -146,7 +151,7 @@ def test_a_limit_the_broker_does_not_state_is_found_out_said_once_and_then_respe
     broker, log = limited_broker(mosquitto_factory, tmp_path)  # MQTT 3.1.1 has no way to say it
     box = listen(broker)
     agent = run_agent(broker, EDGECAM_MQTT__PROTOCOL="3.1.1")
-    box.wait(lambda b: ends(b) == 2 and len(b.stills) == sum(e["type"] == "still" for e in b.events), 30, "2 ends")
+    box.wait(two_events_whole, 30, "2 ends")
     check_reencoded(box)
     output = agent.finish()
     found = agent.lines("mqtt.max_packet_size")
