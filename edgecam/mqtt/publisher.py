@@ -17,19 +17,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
-from edgecam.commands import MAX_ACK_BYTES, MAX_COMMAND_BYTES, Commands, sparingly
+from edgecam.commands import Commands, sparingly
 from edgecam.config import MqttSettings, OutboxSettings, StorageSettings
 from edgecam.errors import BrokerError, StorageError
 from edgecam.models import Topics, iso_ms, utc_now
 from edgecam.mqtt.claim import (
-    MAX_CLAIM_BYTES,
     RESUME_AFTER_S,
     Claim,
     ClaimCheck,
@@ -39,18 +36,19 @@ from edgecam.mqtt.claim import (
     instance_id,
 )
 from edgecam.mqtt.client import (
-    RETAIN_NOT_SUPPORTED,
     BrokerLimits,
     connect,
     describe_closed_before_connack,
     describe_connect_error,
-    describe_refusal,
     new_client,
     read_password,
     tls_context,
     warn_if_insecure,
 )
 from edgecam.mqtt.limits import MAY_CLEAR, REFUSED_FOR_GOOD, FitStill, PacketLimit
+from edgecam.mqtt.network import NetEvent, Network
+from edgecam.mqtt.unstored import InMemory as InMemory  # the agent and the tests import it from here
+from edgecam.mqtt.unstored import Unstored
 from edgecam.outbox import Outbox, Pending
 
 logger = logging.getLogger(__name__)
@@ -60,32 +58,8 @@ CONNACK_TIMEOUT = 10.0
 _POLL = 1.0
 """Seconds between two looks at the outbox when nothing wakes the worker."""
 _OK = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
-MAX_WAITING_COMMANDS = 256
-"""Commands held for the agent's frame loop; more are dropped."""
-MAX_TOPIC_NAME = 256
-"""Longest command name (the topic after ``<base>/set/``) handed to the agent; a longer one is cut and refused."""
 STABLE_AFTER = 10.0
 """Seconds a connection must last before the reconnect delay starts again from ``mqtt.reconnect_min``."""
-
-
-class _NetEvent(NamedTuple):
-    """What paho's network thread tells the worker."""
-
-    gen: int
-    """Which connection (client) it came from."""
-    kind: Literal["connected", "refused", "lost", "ack", "confirm", "claim", "availability"]
-    mid: int = 0
-    reason: str = ""
-    payload: bytes = b""
-    """A consumer's confirmation (``confirm``)."""
-    retain: bool | None = None
-    """Whether the broker keeps retained messages, when it said so (CONNACK, or reason code Retain not supported)."""
-    detail: str = ""
-    """paho's error for a lost socket (``lost``), e.g. a TLS alert."""
-    code: int = 0
-    """The reason code of a lost connection or an acknowledgement."""
-    limits: BrokerLimits | None = None
-    """What the broker stated in its CONNACK (``connected``)."""
 
 
 @dataclass
@@ -129,17 +103,6 @@ class _Connection:
     """Outbox seq -> why the broker refused its still; decided once its event JSON is answered."""
 
 
-@dataclass(frozen=True)
-class InMemory:
-    """An event the disk refused, published from memory as well as the connection allows (not durable)."""
-
-    seq: int
-    payload: bytes
-    """The event's JSON, as the outbox will store it once the disk takes it."""
-    still_topic: str | None = None
-    jpeg: bytes = b""
-
-
 class Publisher:
     """Publishes the outbox, availability and the retained states (motion, door) from one worker thread."""
 
@@ -167,9 +130,6 @@ class Publisher:
         self._rewind_at: float | None = None
         self._stats_at = 0.0
         self._confirmations = Commands()
-        self._commands_prefix = topics.commands.removesuffix("#")
-        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=MAX_WAITING_COMMANDS)
-        self._dropped_commands = 0
         self._client_id = mqtt.client_id or f"edgecam-{device_id}"
         self._device_id = device_id
         self._claim = DeviceClaim("")
@@ -177,10 +137,8 @@ class Publisher:
         """The watch of a yielded agent: another agent publishes as this device."""
         self._password = read_password(mqtt)
         self._tls = tls_context(mqtt)
-        self._net: queue.SimpleQueue[_NetEvent] = queue.SimpleQueue()
-        self._socket_errors: dict[int, str] = {}
-        """Connection -> paho's last error on its socket; paho's network thread alone uses it."""
         self._wake_event = threading.Event()
+        self._network = Network(mqtt, topics, self._wake_event)
         self._stopping = threading.Event()
         self._idle_cond = threading.Condition()
         self._idle = False
@@ -188,7 +146,6 @@ class Publisher:
         self._states: dict[str, str] = {topics.motion: "OFF"}
         self._retain = True
         """The broker keeps retained messages (MQTT 5 CONNACK Retain Available; assumed for MQTT 3.1.1)."""
-        self._connected = False
         self._gen = 0
         self._failures = 0
         self._refusals = 0
@@ -198,17 +155,12 @@ class Publisher:
         self._unmarked: set[int] = set()
         """Seqs the broker has but the disk would not mark delivered (read-only): not sent again meanwhile."""
         self._mark_failures = 0
-        self._unstored: tuple[InMemory, ...] = ()
-        self._storage_fault: str | None = None
-        self._unstored_gen = 0
-        self._unstored_sent: set[int] = set()
-        """Seqs of ``_unstored`` published on connection ``_unstored_gen``."""
-        self._unstored_mids: set[int] = set()
+        self._unstored = Unstored(mqtt.max_inflight)
 
     @property
     def connected(self) -> bool:
         """The broker has accepted the current connection."""
-        return self._connected
+        return self._network.connected
 
     def start(self) -> None:
         """Connect in the background; never blocks on, nor raises for, an unreachable broker.
@@ -247,9 +199,9 @@ class Publisher:
         ``fault`` (what is wrong with the storage) goes into ``<base>/stats`` as ``storage``; ``([], None)`` once
         the disk takes the rows again.
         """
-        if fault != self._storage_fault:
+        if fault != self._unstored.fault:
             self._stats_now()
-        self._unstored, self._storage_fault = tuple(rows), fault
+        self._unstored.hold(rows, fault)
         self._wake_event.set()
 
     def _set_state(self, topic: str, payload: str) -> None:
@@ -283,91 +235,12 @@ class Publisher:
         client.max_inflight_messages_set(self._inflight())
         # A row is at most 3 messages (still, snapshot, event); plus availability, motion, door, stats and offline.
         client.max_queued_messages_set(3 * self._mqtt.max_inflight + 8)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_log = self._on_log
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
+        self._network.attach(client)
         return client
-
-    # paho's network thread: hand everything to the worker, touch no state of it.
-
-    def _on_connect(
-        self,
-        client: paho.Client,
-        gen: int,
-        flags: paho.ConnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            retain = False if reason.value == RETAIN_NOT_SUPPORTED else None  # refused for the retained will
-            self._net.put(_NetEvent(gen, "refused", reason=describe_refusal(self._mqtt, reason), retain=retain))
-        else:
-            self._connected = True
-            # MQTT 5 section 3.2.2.3.5: absent means available.
-            retain = getattr(properties, "RetainAvailable", 1) != 0 if properties is not None else True
-            limits = BrokerLimits.from_connack(properties)
-            self._net.put(_NetEvent(gen, "connected", retain=retain, limits=limits))
-        self._wake_event.set()
-
-    def _on_disconnect(
-        self,
-        client: paho.Client,
-        gen: int,
-        flags: paho.DisconnectFlags,
-        reason: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        self._connected = False
-        if flags.is_disconnect_packet_from_server:
-            why = f"broker {self._where} closed the connection: {reason}"
-        elif str(reason) == "Unspecified error":  # what paho reports for a dropped socket
-            why = f"lost the connection to broker {self._where}"
-        else:
-            why = f"lost the connection to broker {self._where}: {reason}"
-        retain = False if reason.value == RETAIN_NOT_SUPPORTED else None  # a retained message refused
-        detail = self._socket_errors.pop(gen, "")
-        self._net.put(_NetEvent(gen, "lost", reason=why, retain=retain, code=reason.value, detail=detail))
-        self._wake_event.set()
-
-    def _on_log(self, client: paho.Client, gen: int, level: int, buf: str) -> None:
-        if level == paho.MQTT_LOG_ERR:
-            self._socket_errors[gen] = buf  # read by _on_disconnect, in this same thread
-
-    def _on_publish(
-        self, client: paho.Client, gen: int, mid: int, reason: ReasonCode, properties: Properties | None
-    ) -> None:
-        self._net.put(_NetEvent(gen, "ack", mid, str(reason) if reason.is_failure else "", code=reason.value))
-        self._wake_event.set()
-
-    def _on_message(self, client: paho.Client, gen: int, message: paho.MQTTMessage) -> None:
-        if message.topic == self._topics.ack:
-            self._net.put(_NetEvent(gen, "confirm", payload=bytes(message.payload[: MAX_ACK_BYTES + 1])))
-            self._wake_event.set()
-        elif message.topic in (self._topics.agent, self._topics.availability):
-            kind: Literal["claim", "availability"] = "claim" if message.topic == self._topics.agent else "availability"
-            self._net.put(_NetEvent(gen, kind, payload=bytes(message.payload[: MAX_CLAIM_BYTES + 1])))
-            self._wake_event.set()
-        elif message.topic.startswith(self._commands_prefix):
-            name = message.topic[len(self._commands_prefix) :]
-            try:  # cut to just over the cap: the agent refuses it without this thread holding a huge payload
-                self._commands.put_nowait((name[:MAX_TOPIC_NAME], bytes(message.payload[: MAX_COMMAND_BYTES + 1])))
-            except queue.Full:
-                self._dropped_commands += 1
-                if sparingly(self._dropped_commands):
-                    logger.warning(
-                        "mqtt: %d commands dropped: they come faster than the agent reads them", self._dropped_commands
-                    )
 
     def take_commands(self) -> list[tuple[str, bytes]]:
         """The ``<base>/set/<name>`` messages received since the last call, as (name, payload), unchecked."""
-        taken: list[tuple[str, bytes]] = []
-        while True:
-            try:
-                taken.append(self._commands.get_nowait())
-            except queue.Empty:
-                return taken
+        return self._network.take_commands()
 
     # The worker thread: owns the paho client, the outbox connection and all the bookkeeping.
 
@@ -490,7 +363,7 @@ class Publisher:
         """End a connection: stop its network thread and apply the acknowledgements it delivered."""
         if conn is None:
             return
-        self._connected = False
+        self._network.connected = False
         conn.ended = conn.ended or "dropped"
         conn.client.disconnect()
         conn.client.loop_stop()
@@ -525,7 +398,7 @@ class Publisher:
     def _apply(self, conn: _Connection, outbox: Outbox, delivered: list[int]) -> None:
         while True:
             try:
-                event = self._net.get_nowait()
+                event = self._network.events.get_nowait()
             except queue.Empty:
                 return
             if event.kind == "confirm":
@@ -671,7 +544,7 @@ class Publisher:
         changed = outbox.confirm(event_ids)
         logger.debug("mqtt: a consumer confirmed %d events (%d messages)", len(event_ids), changed)
 
-    def _acked(self, conn: _Connection, event: _NetEvent, delivered: list[int]) -> None:
+    def _acked(self, conn: _Connection, event: NetEvent, delivered: list[int]) -> None:
         seq = conn.mids.pop(event.mid, None)
         if seq is None:
             return
@@ -682,7 +555,7 @@ class Publisher:
             self._limit.snapshot_refused(event.reason)
         elif event.reason and seq == 0:
             # Not sent again on this connection: the answer would be the same (and would come back at once).
-            what = "an event sent from memory" if event.mid in self._unstored_mids else "a state message"
+            what = "an event sent from memory" if self._unstored.carries(event.mid) else "a state message"
             logger.warning("mqtt: the broker refused %s: %s", state or what, event.reason)
             if state == self._topics.agent:
                 conn.claim.refused()  # the next round goes on without the check
@@ -747,33 +620,26 @@ class Publisher:
         if now < self._stats_at or conn.stats_mid in conn.mids:
             return
         self._stats_at = now + self._mqtt.stats_interval
-        storage = self._storage_fault or "ok"
+        storage = self._unstored.fault or "ok"
         stats = {**outbox.stats().payload(), **self._limit.counts(), "storage": storage, "time": iso_ms(utc_now())}
         payload = json.dumps(stats, separators=(",", ":"))
         conn.stats_mid = self._publish(conn, self._topics.stats, payload, retain=self._retain)
 
     def _publish_unstored(self, conn: _Connection) -> None:
         """Publish what waits in memory (``send_unstored``) after the outbox's rows, within ``max_inflight``."""
-        if conn.gen != self._unstored_gen:
-            self._unstored_gen, self._unstored_sent, self._unstored_mids = conn.gen, set(), set()
-        self._unstored_mids &= conn.mids.keys()  # the ones not yet acknowledged
-        room = self._mqtt.max_inflight - len(conn.rows) - (len(self._unstored_mids) + 2) // 3
-        for row in self._unstored:
-            if room <= 0:
-                return
-            if row.seq in self._unstored_sent:
-                continue
-            still: list[tuple[str, bytes, bool]] = []
-            event = row.payload
-            if row.still_topic is not None and row.jpeg:
-                still, event = self._still_messages(conn, row.seq, row.still_topic, row.jpeg, event)
-            for n, (topic, payload, retain) in enumerate([*still, (self._topics.events, event, False)]):
-                mid = self._publish(conn, topic, payload, retain=retain)  # no row to mark
-                self._unstored_mids.add(mid)
-                if n < len(still):
-                    conn.jpeg_packets[mid] = (row.seq, self._limit.packet_size(topic, len(payload)))
-            self._unstored_sent.add(row.seq)
-            room -= 1
+        self._unstored.send(conn.gen, conn.mids.keys(), len(conn.rows), lambda row: self._publish_in_memory(conn, row))
+
+    def _publish_in_memory(self, conn: _Connection, row: InMemory) -> None:
+        """Publish the messages of one event held in memory; there is no outbox row to mark."""
+        still: list[tuple[str, bytes, bool]] = []
+        event = row.payload
+        if row.still_topic is not None and row.jpeg:
+            still, event = self._still_messages(conn, row.seq, row.still_topic, row.jpeg, event)
+        for n, (topic, payload, retain) in enumerate([*still, (self._topics.events, event, False)]):
+            mid = self._publish(conn, topic, payload, retain=retain)  # no row to mark
+            self._unstored.published(mid)
+            if n < len(still):
+                conn.jpeg_packets[mid] = (row.seq, self._limit.packet_size(topic, len(payload)))
 
     def _publish_rows(self, conn: _Connection, outbox: Outbox) -> None:
         room = self._mqtt.max_inflight - len(conn.rows)
