@@ -9,20 +9,25 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from edgecam.capture import Capture, Emitted, fit_jpeg
+from edgecam.clock import time_synced
 from edgecam.commands import Commands
-from edgecam.config import Settings
+from edgecam.config import CameraSettings, Settings
 from edgecam.contact import DoorContact, open_contact
 from edgecam.credentials import camera_url
+from edgecam.discovery import DISCOVERY_FILE, Discovery
 from edgecam.disk import write_atomically
 from edgecam.door import DoorWatcher, open_watcher
 from edgecam.errors import CameraError, ConfigError, StorageError
-from edgecam.models import DoorState, Event, Frame, MotionResult, Still, Topics
+from edgecam.gpio import GpioSwitch, open_privacy_switch
+from edgecam.models import DoorState, Event, Frame, MotionResult, Still, Topics, iso_ms
 from edgecam.motion import MotionDetector
 from edgecam.mqtt.client import read_password, tls_context
 from edgecam.mqtt.publisher import InMemory, Publisher
 from edgecam.outbox import Outbox, payload_bytes
+from edgecam.privacy import Privacy, open_schedule
 from edgecam.sources import FrameSource, check_source, open_source
 from edgecam.state_dir import check_state_dir, storage_fault
 from edgecam.systemd import Notifier
@@ -50,6 +55,8 @@ class Step:
     emitted: list[Emitted]
     door_level: float | None = None
     """The zone's dissimilarity from the closed-door reference, where there is one and the frame said enough."""
+    detect_s: float | None = None
+    """Seconds the detector took over this frame; None while detection is off."""
 
 
 class Pipeline:
@@ -71,7 +78,7 @@ class Pipeline:
         self.door = door
         self.contact = contact
         self.detecting = True
-        """False while detection is switched off (``<base>/set/detect``): frames are read, nothing is detected."""
+        """False while detection is held off (``PrivacyControl``): frames are read, nothing is detected."""
         self.detector = self._new_detector()
         self.capture = Capture(
             settings.capture, settings.motion.masks, settings.device_id, Topics(settings.topic_base), stills_dir
@@ -101,9 +108,11 @@ class Pipeline:
                 door = self.door.update(frame) if self.door is not None else None
                 if contact_open is not None:
                     door = "open" if contact_open else "closed"
+                began = time.perf_counter()
                 result = self.detector.process(frame, door, contact_open)
+                detect_s = time.perf_counter() - began
                 emitted = self.capture.on_frame(frame, result, self.source.still)
-                yield Step(frame, result, emitted, self.door.last if self.door is not None else None)
+                yield Step(frame, result, emitted, self.door.last if self.door is not None else None, detect_s)
                 if stop is not None and stop.is_set():
                     break
         except CameraError:
@@ -118,7 +127,7 @@ class Pipeline:
 
     def _paused(self, frame: Frame) -> Step:
         if self.capture.in_event:
-            end = MotionResult(score=0.0, moving=False, event="end", why="detection switched off")
+            end = MotionResult(score=0.0, moving=False, event="end", why="detection held off")
             return Step(frame, end, self.capture.finish(frame.t))
         return Step(frame, MotionResult(score=0.0, moving=False), [])
 
@@ -128,8 +137,8 @@ def check_settings(settings: Settings, command: str = "run") -> DoorWatcher | No
 
     Secret files (private, readable), TLS files, the camera password's place in the URL, a camera file or device
     that is not there, the state directory (this user can make it, enter it and write what is in it), the door
-    zone against the masks and the door reference. Returns the door watcher (None without a reference); raises
-    ConfigError or StorageError with one line.
+    zone against the masks and the door reference, the privacy schedule's time zone and the privacy switch's pin.
+    Returns the door watcher (None without a reference); raises ConfigError or StorageError with one line.
     """
     read_password(settings.mqtt)
     tls_context(settings.mqtt)
@@ -138,6 +147,12 @@ def check_settings(settings: Settings, command: str = "run") -> DoorWatcher | No
         check_source(settings.camera)  # without opening it: check-config must not take the camera from run
     except CameraError as err:
         raise ConfigError(str(err)) from err
+    open_schedule(settings.privacy)  # the system's time zone, where privacy.timezone is unset
+    if settings.privacy.gpio_pin is not None and settings.privacy.gpio_pin == settings.door.contact_pin:
+        raise ConfigError(
+            f"privacy.gpio_pin: GPIO{settings.privacy.gpio_pin} is door.contact_pin too: "
+            "give the privacy switch a pin of its own"
+        )
     check_state_dir(settings.storage, command)
     cam = settings.camera
     MotionDetector(settings.motion, cam.detect_width, cam.detect_height, settings.door)  # refuses a hidden zone
@@ -167,11 +182,21 @@ class Agent:
         door_state: DoorState | None = None
         door = check_settings(s)
         fit_still = functools.partial(fit_jpeg, quality=s.capture.jpeg_quality)
-        publisher = Publisher(s.mqtt, topics, s.storage, s.device_id, s.outbox, fit_still)  # first: secrets fail fast
+        vitals = Vitals()
+        knows_door = door is not None or s.door.contact_pin is not None
+        discovery = Discovery(
+            s.homeassistant, s.device_id, topics, knows_door, camera_model(s.camera), s.storage.dir / DISCOVERY_FILE
+        )
+        publisher = Publisher(  # first: secrets fail fast
+            s.mqtt, topics, s.storage, s.device_id, s.outbox, fit_still, discovery, vitals.payload
+        )
         with ExitStack() as cleanup:  # in reverse: stop the camera, drain, disconnect, close outbox and contact
             contact = self._open_contact()
             if contact is not None:
                 cleanup.callback(contact.close)
+            privacy_switch = open_privacy_switch(s.privacy)
+            if privacy_switch is not None:
+                cleanup.callback(privacy_switch.close)
             outbox = Outbox(s.storage)
             cleanup.callback(outbox.close)
             outbox.recover(topics.still)
@@ -193,9 +218,10 @@ class Agent:
             )
             self._notifier.ready(f"watching {s.camera.shown}")
             pipeline = Pipeline(s, source, None, door, contact)
-            switch = DetectSwitch(s.storage.dir / "detect", pipeline, publisher)
+            privacy = PrivacyControl(s, pipeline, publisher, privacy_switch)
             for step in pipeline.steps(stop):
-                switch.apply(publisher.take_commands())
+                vitals.frame(step.detect_s)
+                privacy.apply(publisher.take_commands())
                 result = step.result
                 if result.door is not None and result.door != door_state:
                     door_state = result.door
@@ -206,7 +232,10 @@ class Agent:
                 for event, _ in step.emitted:
                     why = f" ({result.why})" if event.type != "still" and result.why else ""
                     logger.info("agent: %s %s score=%.3f%s", event.type, event.event_id, event.score, why)
-                    events += event.type == "start"
+                    if event.type == "start":
+                        events += 1
+                        vitals.last_event = iso_ms(event.time)
+                        publisher.set_last_event(vitals.last_event)
                 if store.put(step.emitted):
                     publisher.wake()
                 if result.event == "end":
@@ -227,38 +256,117 @@ class Agent:
             )
 
 
-class DetectSwitch:
-    """``<base>/set/detect``: switches detection off and on, remembered across restarts in the state directory."""
+class PrivacyControl:
+    """Switches detection off and on: ``<base>/set/detect``, ``privacy.schedule`` and the privacy switch on a pin.
 
-    def __init__(self, path: Path, pipeline: Pipeline, publisher: Publisher) -> None:
-        self._path = path
+    The switch's last command is remembered across restarts in the state directory (``detect``); ``Privacy``
+    decides, and the pipeline and the publisher (``<base>/detect``, ``<base>/privacy``) hear of each change only.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        publisher: Publisher,
+        pin: GpioSwitch | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._path = settings.storage.dir / "detect"
         self._pipeline = pipeline
         self._publisher = publisher
+        self._pin = pin
+        self._clock = clock
         self._commands = Commands()
         try:
-            on = path.read_text(encoding="ascii").strip() != "OFF"
+            on = self._path.read_text(encoding="ascii").strip() != "OFF"
         except (OSError, UnicodeDecodeError):
             on = True
         if not on:
-            logger.warning("agent: detection is switched off (%s says OFF); send ON to set/detect to resume", path)
-        pipeline.set_detecting(on)
-        publisher.set_detect(on)
+            logger.warning(
+                "agent: detection is switched off (%s says OFF); send ON to set/detect to resume", self._path
+            )
+        schedule = open_schedule(settings.privacy)
+        if schedule is not None:
+            windows = ", ".join(settings.privacy.schedule)
+            logger.info("privacy: the schedule holds detection off during %s (%s)", windows, schedule.zone)
+        self._privacy = Privacy(on, schedule.covers if schedule is not None else None)
+        self.apply([])
 
     def apply(self, received: list[tuple[str, bytes]]) -> None:
-        """Act on the valid commands among ``received``; the rest are refused and logged by ``Commands``."""
+        """Act on the valid commands among ``received``, the schedule and the pin; cheap, called on every frame.
+
+        Invalid commands are refused and logged by ``Commands``.
+        """
         for name, payload in received:
             command = self._commands.parse(name, payload)
             if command is None:
                 continue
             on = command.value == "ON"
-            if on != self._pipeline.detecting:
-                logger.info("agent: detection switched %s by set/detect", command.value)
+            if on != self._privacy.switch_on:
+                self._privacy.switch_on = on
                 try:
                     write_atomically(self._path, command.value.encode())
                 except OSError as err:
                     logger.error("agent: cannot remember detection %s in %s: %s", command.value, self._path, err)
-            self._pipeline.set_detecting(on)
-            self._publisher.set_detect(on)
+        decision = self._privacy.update(self._clock(), self._pin is not None and self._pin.is_on())
+        if decision is not None:
+            self._pipeline.set_detecting(decision.detect)
+            self._publisher.set_detect(decision.detect, decision.held_off_by)
+
+
+class Vitals:
+    """How the frame loop is doing, for ``<base>/stats``: frame rate and detector time over the last seconds.
+
+    The frame loop writes, the publisher's worker reads (``payload``): a lock keeps the window whole.
+    """
+
+    WINDOW_S = 10.0
+    """Seconds of frames the rates are measured over."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started = clock()
+        self._frames: deque[tuple[float, float | None]] = deque()
+        self._lock = threading.Lock()
+        self.last_event: str | None = None
+        """When the latest door event started (ISO 8601 UTC), None until there has been one since the start."""
+
+    def frame(self, detect_s: float | None) -> None:
+        """One frame was read; the detector took ``detect_s`` over it (None: detection is off)."""
+        now = self._clock()
+        with self._lock:
+            self._frames.append((now, detect_s))
+            while self._frames and self._frames[0][0] < now - self.WINDOW_S:
+                self._frames.popleft()
+
+    def payload(self) -> dict[str, Any]:
+        """The fields the agent adds to the outbox's report on ``<base>/stats``.
+
+        ``uptime_s``, ``fps`` (None before two frames), ``detect_ms`` (None while detection is off),
+        ``time_synced`` and ``last_event``.
+        """
+        now = self._clock()
+        with self._lock:
+            frames = [f for f in self._frames if f[0] >= now - self.WINDOW_S]
+        span = frames[-1][0] - frames[0][0] if len(frames) > 1 else 0.0
+        times = [d for _, d in frames if d is not None]
+        return {
+            "uptime_s": round(now - self._started),
+            "fps": round((len(frames) - 1) / span, 1) if span > 0 else None,
+            "detect_ms": round(1000 * sum(times) / len(times), 2) if times else None,
+            "time_synced": time_synced(),
+            "last_event": self.last_event,
+        }
+
+
+def camera_model(camera: CameraSettings) -> str:
+    """What kind of camera this is, as Home Assistant's device page shows it."""
+    source = camera.source
+    if source in ("simulated", "picamera2"):
+        return "simulated door camera" if source == "simulated" else "Raspberry Pi camera (picamera2)"
+    if source.startswith("/dev/video") or source.isdigit():
+        return "USB camera"
+    return "network camera" if "://" in source else "recorded video"
 
 
 Announce = Callable[[list[InMemory], str | None], None]

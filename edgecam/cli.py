@@ -1,4 +1,4 @@
-"""The ``edgecam`` commands: run, check-config, replay, calibrate, listen and simulate."""
+"""The ``edgecam`` commands: run, check-config, replay, calibrate, listen, simulate and forget-ha."""
 
 import argparse
 import json
@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("--count", type=int, help="exit after this many event messages")
     listen.add_argument(
         "--ack", action="store_true", help="confirm each whole event on <base>/ack (for outbox.confirm = 'consumer')"
+    )
+    sub.add_parser(
+        "forget-ha",
+        parents=[common],
+        help="remove this device and its entities from Home Assistant (stop the agent or disable discovery first)",
     )
     simulate = sub.add_parser("simulate", parents=[common], help="render the simulated door scene to a video file")
     simulate.add_argument("out", type=Path, help="video file to write (.mkv or .avi)")
@@ -196,7 +201,30 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "replay": _replay, "calibrate": _calibrate, "listen": _listen, "simulate": _simulate}
+def _forget_ha(settings: Settings, args: argparse.Namespace) -> int:
+    from edgecam.discovery import DISCOVERY_FILE, forget
+
+    topics = forget(settings, settings.storage.dir / DISCOVERY_FILE)
+    print(
+        f"forget-ha: removed {len(topics)} discovery configs of device {settings.device_id} from "
+        f"{settings.homeassistant.discovery_prefix}/; Home Assistant deletes the device with its last entity"
+    )
+    if settings.homeassistant.enabled:
+        print(
+            "forget-ha: a running agent announces it again when it next connects; set homeassistant.enabled = false "
+            "to keep it away"
+        )
+    return 0
+
+
+COMMANDS = {
+    "run": _run,
+    "replay": _replay,
+    "calibrate": _calibrate,
+    "listen": _listen,
+    "simulate": _simulate,
+    "forget-ha": _forget_ha,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from pydantic_settings import (
 )
 
 from edgecam.redact import redact
+from edgecam.schedule import check_window, check_zone
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MIN_PACKET_SIZE = 4096
@@ -240,6 +241,42 @@ class CaptureSettings(Section):
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the stills.")
 
 
+class PrivacySettings(Section):
+    """When detection is held off besides ``<base>/set/detect``: a schedule and a switch on a GPIO pin."""
+
+    schedule: list[Annotated[str, AfterValidator(check_window)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description=(
+            "Windows of local time when detection is held off, '[days ]HH:MM-HH:MM': e.g. 'mon-fri 17:30-08:00', "
+            "'sat,sun 00:00-24:00', '22:00-07:00' (every day); one crossing midnight belongs to the day it starts."
+        ),
+    )
+    timezone: Annotated[str | None, AfterValidator(check_zone)] = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="IANA time zone of the schedule, e.g. 'Europe/Berlin'; default the system's (TZ, /etc/localtime).",
+    )
+    gpio_pin: int | None = Field(
+        None,
+        ge=0,
+        le=27,
+        description="GPIO (BCM number) of a privacy switch that holds detection off (gpiozero); unset = none.",
+    )
+    gpio_off_when: Literal["low", "high"] = Field(
+        "low",
+        description="Pin level that holds detection off: 'low' for a switch to ground that is closed for privacy.",
+    )
+    gpio_pull: Literal["up", "down", "none"] | None = Field(
+        None,
+        description=(
+            "The pin's internal resistor, 'none' for a driven signal or an external one; default 'up' with "
+            "gpio_off_when 'low', 'down' with 'high', so that an open switch lets detection run."
+        ),
+    )
+
+
 def _default_state_dir() -> Path:
     if state := os.environ.get("STATE_DIRECTORY"):  # set by systemd's StateDirectory=
         return Path(state.split(":")[0])
@@ -403,6 +440,37 @@ class MqttSettings(Section):
         return systemd_credential("mqtt-password" if name == "password" else "mqtt-client-key")
 
 
+class HomeAssistantSettings(Section):
+    """Home Assistant MQTT discovery: the device and its entities appear by themselves (docs/home-assistant.md)."""
+
+    enabled: bool = Field(
+        True,
+        description=(
+            "Announce the device to Home Assistant (retained discovery configs); false removes what this agent "
+            "announced before, at its next connect."
+        ),
+    )
+    discovery_prefix: Annotated[str, AfterValidator(_check_topic_segment), AfterValidator(_check_not_reserved)] = Field(
+        "homeassistant",
+        min_length=1,
+        max_length=128,
+        description="Home Assistant's discovery prefix (its MQTT integration's setting, 'homeassistant' by default).",
+    )
+    discovery: Literal["component", "device"] = Field(
+        "component",
+        description=(
+            "'component': one config topic per entity, every Home Assistant since 2023.8; 'device': one config "
+            "topic for the whole device, Home Assistant 2024.11 and later."
+        ),
+    )
+    device_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The device's name in Home Assistant (entity ids follow from it); default the device_id.",
+    )
+
+
 def _default_device_id() -> str:
     return socket.gethostname().split(".")[0] or "edgecam"
 
@@ -426,9 +494,15 @@ class Settings(BaseSettings):
     motion: MotionSettings = Field(default_factory=MotionSettings, description="Motion detection.")
     door: DoorSettings = Field(default_factory=DoorSettings, description="Door state and door contact.")
     capture: CaptureSettings = Field(default_factory=CaptureSettings, description="Stills.")
+    privacy: PrivacySettings = Field(
+        default_factory=PrivacySettings, description="When detection is held off: schedule, GPIO switch."
+    )
     storage: StorageSettings = Field(default_factory=StorageSettings, description="State directory.")
     outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Delivery confirmation.")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker.")
+    homeassistant: HomeAssistantSettings = Field(
+        default_factory=HomeAssistantSettings, description="Home Assistant discovery."
+    )
 
     @classmethod
     def settings_customise_sources(

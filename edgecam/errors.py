@@ -21,5 +21,5 @@ class BrokerError(EdgecamError):
     """The MQTT broker could not be reached or refused the connection."""
 
 
-class ContactError(EdgecamError):
-    """The door contact's GPIO pin could not be opened."""
+class GpioError(EdgecamError):
+    """A GPIO input could not be opened (the door contact, the privacy switch); the message names its setting."""

@@ -151,6 +151,25 @@ class Topics:
         return f"{self.base}/detect"
 
     @property
+    def detect_command(self) -> str:
+        """``ON`` / ``OFF`` here switches detection (``edgecam.commands``)."""
+        return f"{self.base}/set/detect"
+
+    @property
+    def privacy(self) -> str:
+        """Why detection is off (JSON, retained): ``{"detect": "ON"|"OFF", "held_off_by": [...]}``.
+
+        ``held_off_by`` lists what holds detection off, any of ``switch`` (``<base>/set/detect``), ``schedule``
+        (``privacy.schedule``) and ``gpio`` (``privacy.gpio_pin``); empty while detection is on.
+        """
+        return f"{self.base}/privacy"
+
+    @property
+    def last_event(self) -> str:
+        """The start time of the latest door event (ISO 8601 UTC), retained; absent until there has been one."""
+        return f"{self.base}/last_event"
+
+    @property
     def commands(self) -> str:
         """The filter of the commands the agent accepts: ``<base>/set/<name>``."""
         return f"{self.base}/set/#"

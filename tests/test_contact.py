@@ -6,7 +6,7 @@ from gpiozero.pins.mock import MockFactory
 
 from edgecam.config import DoorSettings
 from edgecam.contact import open_contact
-from edgecam.errors import ContactError
+from edgecam.errors import GpioError
 
 PIN = 17
 
@@ -54,7 +54,7 @@ def test_the_bounce_time_is_handed_to_the_pin(factory: MockFactory) -> None:
 def test_a_pin_in_use_is_a_one_line_error_naming_the_setting(factory: MockFactory) -> None:
     first = open_contact(DoorSettings(contact_pin=PIN), factory)
     assert first is not None
-    with pytest.raises(ContactError, match=r"^door\.contact_pin: GPIO17 cannot be read: .*in use") as err:
+    with pytest.raises(GpioError, match=r"^door\.contact_pin: GPIO17 cannot be read: .*in use") as err:
         open_contact(DoorSettings(contact_pin=PIN), factory)
     assert "\n" not in str(err.value)
     first.close()
@@ -68,6 +68,6 @@ def test_no_gpio_library_is_one_line_with_the_fix(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(Device, "pin_factory", None)
     monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "lgpio")  # not installed here, nor on a Pi without python3-lgpio
-    with pytest.raises(ContactError, match=r"^door\.contact_pin: GPIO17 cannot be read: .*python3-lgpio") as err:
+    with pytest.raises(GpioError, match=r"^door\.contact_pin: GPIO17 cannot be read: .*python3-lgpio") as err:
         open_contact(DoorSettings(contact_pin=PIN))
     assert "\n" not in str(err.value)

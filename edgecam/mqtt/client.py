@@ -246,9 +246,9 @@ class Subscriber:
             self._client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive)
         self._client.loop_start()
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Publish at QoS 1, not retained; paho sends it once connected."""
-        self._client.publish(topic, payload, qos=1)
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> paho.MQTTMessageInfo:
+        """Publish at QoS 1; paho sends it once connected. ``wait_for_publish(timeout)`` on the result waits."""
+        return self._client.publish(topic, payload, qos=1, retain=retain)
 
     def wait_subscribed(self, timeout: float) -> bool:
         """Wait until the broker has confirmed the subscriptions; False on timeout."""

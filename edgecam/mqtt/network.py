@@ -6,6 +6,7 @@ Nothing here touches the worker's state: each callback puts a ``NetEvent`` on a 
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import paho.mqtt.client as paho
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 MAX_WAITING_COMMANDS = 256
 """Commands held for the agent's frame loop; more are dropped."""
+MAX_DISCOVERY_PEEK = 16
+"""Bytes kept of a Home Assistant message: enough to tell ``online`` and an empty config from the rest."""
 MAX_TOPIC_NAME = 256
 """Longest command name (the topic after ``<base>/set/``) handed to the agent; a longer one is cut and refused."""
 
@@ -31,7 +34,7 @@ class NetEvent(NamedTuple):
 
     gen: int
     """Which connection (client) it came from."""
-    kind: Literal["connected", "refused", "lost", "ack", "confirm", "claim", "availability"]
+    kind: Literal["connected", "refused", "lost", "ack", "confirm", "claim", "availability", "discovery"]
     mid: int = 0
     reason: str = ""
     payload: bytes = b""
@@ -44,6 +47,8 @@ class NetEvent(NamedTuple):
     """The reason code of a lost connection or an acknowledgement."""
     limits: BrokerLimits | None = None
     """What the broker stated in its CONNACK (``connected``)."""
+    topic: str = ""
+    """Where a Home Assistant message came from (``discovery``; ``retain`` then says whether it was retained)."""
 
 
 class Network:
@@ -52,10 +57,13 @@ class Network:
     The client's user data is its connection number (``gen``), which every event carries.
     """
 
-    def __init__(self, mqtt: MqttSettings, topics: Topics, wake: threading.Event) -> None:
-        """Report to ``events`` and set ``wake`` for the worker."""
+    def __init__(
+        self, mqtt: MqttSettings, topics: Topics, wake: threading.Event, discovery_filters: Sequence[str] = ()
+    ) -> None:
+        """Report to ``events`` and set ``wake`` for the worker; messages on ``discovery_filters`` too."""
         self._mqtt = mqtt
         self._topics = topics
+        self._discovery_filters = list(discovery_filters)
         self._wake = wake
         self.events: queue.SimpleQueue[NetEvent] = queue.SimpleQueue()
         self.connected = False
@@ -143,6 +151,10 @@ class Network:
         elif message.topic in (self._topics.agent, self._topics.availability):
             kind: Literal["claim", "availability"] = "claim" if message.topic == self._topics.agent else "availability"
             self.events.put(NetEvent(gen, kind, payload=bytes(message.payload[: MAX_CLAIM_BYTES + 1])))
+            self._wake.set()
+        elif any(paho.topic_matches_sub(f, message.topic) for f in self._discovery_filters):
+            payload = bytes(message.payload[:MAX_DISCOVERY_PEEK])
+            self.events.put(NetEvent(gen, "discovery", payload=payload, retain=message.retain, topic=message.topic))
             self._wake.set()
         elif message.topic.startswith(self._commands_prefix):
             name = message.topic[len(self._commands_prefix) :]

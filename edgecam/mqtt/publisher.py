@@ -15,15 +15,16 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 
 from edgecam.commands import Commands, sparingly
 from edgecam.config import MqttSettings, OutboxSettings, StorageSettings
+from edgecam.discovery import MAX_STALE_CLEARS, Discovery
 from edgecam.errors import BrokerError, StorageError
 from edgecam.models import Topics, iso_ms, utc_now
 from edgecam.mqtt.claim import (
@@ -93,6 +94,8 @@ class _Connection:
     """When the broker accepted the connection (monotonic)."""
     stable: bool = False
     """It has lasted ``STABLE_AFTER``: the next loss starts the reconnect delay afresh."""
+    discovery_refused: bool = False
+    """The broker refused a Home Assistant config on this connection (said once)."""
     lost_code: int = 0
     """The reason code the connection ended with (MQTT 5 DISCONNECT from the broker), 0 if none."""
     kinds: dict[int, Literal["still", "snapshot"]] = field(default_factory=dict)
@@ -114,11 +117,16 @@ class Publisher:
         device_id: str,
         delivery: OutboxSettings | None = None,
         fit_still: FitStill | None = None,
+        discovery: Discovery | None = None,
+        vitals: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """Prepare the publisher; raise ConfigError for an unreadable password or CA file.
 
         ``fit_still`` re-encodes a still too large for the broker; without it such a still is dropped.
+        ``discovery`` is announced to Home Assistant on every connect and whenever Home Assistant comes online.
+        ``vitals`` gives the frame loop's fields of ``<base>/stats`` (called from the worker thread).
         """
+        self._vitals = vitals
         self._limit = PacketLimit(mqtt, topics, fit_still, self._stats_now)
         self._receive_maximum: int | None = None
         """The broker's Receive Maximum, when it is below ``mqtt.max_inflight``."""
@@ -138,7 +146,8 @@ class Publisher:
         self._password = read_password(mqtt)
         self._tls = tls_context(mqtt)
         self._wake_event = threading.Event()
-        self._network = Network(mqtt, topics, self._wake_event)
+        self._discovery = discovery
+        self._network = Network(mqtt, topics, self._wake_event, discovery.filters() if discovery else [])
         self._stopping = threading.Event()
         self._idle_cond = threading.Condition()
         self._idle = False
@@ -185,9 +194,18 @@ class Publisher:
         """Set the retained motion state (``ON``/``OFF``), published now or on the next connect."""
         self._set_state(self._topics.motion, "ON" if on else "OFF")
 
-    def set_detect(self, on: bool) -> None:
-        """Set the retained detection state (``ON``/``OFF``), published now or on the next connect."""
+    def set_detect(self, on: bool, held_off_by: Sequence[str] = ()) -> None:
+        """Set the retained detection state (``ON``/``OFF``) and what holds it off, published now or on connect.
+
+        ``held_off_by``: any of ``switch``, ``schedule``, ``gpio`` (``Topics.privacy``); empty while ``on``.
+        """
+        privacy = {"detect": "ON" if on else "OFF", "held_off_by": list(held_off_by)}
+        self._set_state(self._topics.privacy, json.dumps(privacy, separators=(",", ":")))
         self._set_state(self._topics.detect, "ON" if on else "OFF")
+
+    def set_last_event(self, time: str) -> None:
+        """Set the retained start time (ISO 8601) of the latest door event, published now or on the next connect."""
+        self._set_state(self._topics.last_event, time)
 
     def set_door(self, state: str) -> None:
         """Set the retained door state (``open``/``closed``), published now or on the next connect."""
@@ -233,8 +251,10 @@ class Publisher:
         client = new_client(self._mqtt, self._client_id, self._password, self._tls, reconnect=False, persistent=True)
         client.will_set(self._topics.availability, "offline", qos=1, retain=self._retain)
         client.max_inflight_messages_set(self._inflight())
-        # A row is at most 3 messages (still, snapshot, event); plus availability, motion, door, stats and offline.
-        client.max_queued_messages_set(3 * self._mqtt.max_inflight + 8)
+        # A row is at most 3 messages (still, snapshot, event); plus the claim, availability, the states, stats,
+        # offline, and Home Assistant's configs (announced twice at most: on connect and on its birth) and removals.
+        announced = 2 * len(self._discovery.configs) + MAX_STALE_CLEARS if self._discovery else 0
+        client.max_queued_messages_set(3 * self._mqtt.max_inflight + 12 + announced)
         self._network.attach(client)
         return client
 
@@ -416,6 +436,10 @@ class Publisher:
                     self._take_step(conn, outbox, conn.claim.heard(event.payload))
             elif event.kind == "availability":
                 conn.claim.availability = event.payload
+            elif event.kind == "discovery":
+                if conn.claim.active and self._discovery is not None:
+                    for topic, payload in self._discovery.heard(event.topic, event.payload, event.retain is True):
+                        self._publish(conn, topic, payload, retain=self._retain, state=True)
             elif event.kind in ("refused", "lost"):
                 if conn.ended is None:
                     if event.retain is False and self._retain:
@@ -499,6 +523,11 @@ class Publisher:
         self._publish(conn, self._topics.availability, "online", retain=self._retain)
         if self._retain:
             self._publish_snapshot(conn, outbox)
+        if self._discovery is not None:
+            for topic, payload in self._discovery.announce():
+                self._publish(conn, topic, payload, retain=self._retain, state=True)
+            if self._discovery.filters():
+                conn.client.subscribe([(f, 1) for f in self._discovery.filters()])
         conn.client.subscribe(self._topics.commands, qos=1)
         if self._by_consumer:
             conn.client.subscribe(self._topics.ack, qos=1)
@@ -556,6 +585,16 @@ class Publisher:
         elif event.reason and seq == 0:
             # Not sent again on this connection: the answer would be the same (and would come back at once).
             what = "an event sent from memory" if self._unstored.carries(event.mid) else "a state message"
+            if state is not None and self._discovery is not None and self._discovery.owns(state):
+                if not conn.discovery_refused:  # the others are refused for the same reason
+                    conn.discovery_refused = True
+                    logger.warning(
+                        "mqtt: the broker refused the Home Assistant discovery config %s: %s; let this device write "
+                        "its configs (docs/mosquitto/edgecam.acl) or set homeassistant.enabled = false",
+                        state,
+                        event.reason,
+                    )
+                return
             logger.warning("mqtt: the broker refused %s: %s", state or what, event.reason)
             if state == self._topics.agent:
                 conn.claim.refused()  # the next round goes on without the check
@@ -621,7 +660,14 @@ class Publisher:
             return
         self._stats_at = now + self._mqtt.stats_interval
         storage = self._unstored.fault or "ok"
-        stats = {**outbox.stats().payload(), **self._limit.counts(), "storage": storage, "time": iso_ms(utc_now())}
+        vitals = self._vitals() if self._vitals is not None else {}
+        stats = {
+            **outbox.stats().payload(),
+            **self._limit.counts(),
+            **vitals,
+            "storage": storage,
+            "time": iso_ms(utc_now()),
+        }
         payload = json.dumps(stats, separators=(",", ":"))
         conn.stats_mid = self._publish(conn, self._topics.stats, payload, retain=self._retain)
 

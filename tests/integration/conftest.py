@@ -1,5 +1,6 @@
-"""Fixtures the integration tests share: agents run as processes, and a subscriber to what they publish."""
+"""Fixtures the integration tests share: agents run as processes, a subscriber to what they publish, Home Assistant."""
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import Broker
+from tests.homeassistant import DEMO_VERSION, HomeAssistant, install_command, installed, python_missing
 from tests.integration.test_agent import BASE, Inbox, start_agent
 from tests.integration.test_reliability import Child
 
@@ -58,3 +60,30 @@ def run_agent(tmp_path: Path) -> Iterator[Callable[..., Child]]:
     yield run
     for child in children:
         child.kill()
+
+
+@pytest.fixture
+def homeassistant(request: pytest.FixtureRequest, mosquitto: Broker, tmp_path: Path) -> Iterator[HomeAssistant]:
+    """A real Home Assistant, running, onboarded, its MQTT integration connected to the test's ``mosquitto``.
+
+    The version is the test's indirect parameter (default 2024.3.3). Not installed: the test is skipped naming the
+    install command, or fails under EDGECAM_REQUIRE_HOMEASSISTANT=1 (scripts/test), unless this machine has no
+    Python for that version.
+    """
+    version: str = getattr(request, "param", DEMO_VERSION)
+    if not installed(version):
+        if reason := python_missing(version):
+            pytest.skip(reason)
+        message = f"Home Assistant {version} is not installed: run {install_command(version)}"
+        if os.environ.get("EDGECAM_REQUIRE_HOMEASSISTANT") == "1":
+            pytest.fail(message + " (EDGECAM_REQUIRE_HOMEASSISTANT=1)")
+        pytest.skip(message)
+    hass = HomeAssistant(version, tmp_path / f"homeassistant-{version}")
+    try:
+        ready_s = hass.start()
+        hass.onboard()
+        hass.add_mqtt(mosquitto.host, mosquitto.port)
+        request.node.user_properties.append(("homeassistant_ready_s", round(ready_s, 1)))
+        yield hass
+    finally:
+        hass.stop()

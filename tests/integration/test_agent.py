@@ -90,8 +90,8 @@ def start_agent(
         EDGECAM_STORAGE__DIR=str(tmp_path / "state"),
         EDGECAM_CAMERA__SOURCE=str(clip) if clip else "simulated",
         EDGECAM_MOTION__ZONE=json.dumps(DOOR_ZONE),
-        **env,
     )
+    environ.update(env)
     argv = [sys.executable, "-m", module, *(command or ("run",))]
     return subprocess.Popen(argv, env=environ, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

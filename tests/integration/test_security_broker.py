@@ -281,7 +281,7 @@ def broker(mosquitto_factory: Callable[..., Broker], pki: Path) -> Broker:
 
 def device_topics(topics: Topics) -> list[str]:
     """Every topic a camera publishes on: each topic of ``Topics`` but the two it reads, and a still's."""
-    reads = {"commands", "ack"}
+    reads = {"commands", "ack", "detect_command"}
     names = [name for name, value in vars(Topics).items() if isinstance(value, property) and name not in reads]
     return [str(getattr(topics, name)) for name in names] + [topics.still("9c1f5a0e", 1)]
 
@@ -358,9 +358,12 @@ def test_a_camera_writes_its_own_topics_and_nothing_else(broker: Broker, pki: Pa
         TOPICS_A.ack,
         f"{TOPICS_A.base}/anything-else",
         "homeassistant/status",
+        f"homeassistant/sensor/{B}/fps/config",  # another camera's Home Assistant config
     ]
     answers = {topic: str(camera.publish(topic)) for topic in refused}
     assert answers == dict.fromkeys(refused, "Not authorized")
+    discovery = [f"homeassistant/sensor/{A}/fps/config", f"homeassistant/device/{A}/config"]
+    assert [str(camera.publish(topic)) for topic in discovery] == ["No matching subscribers"] * 2
     own = device_topics(TOPICS_A)
     answers = {topic: str(camera.publish(topic)) for topic in own}
     assert all(answer in ("Success", "No matching subscribers") for answer in answers.values()), (

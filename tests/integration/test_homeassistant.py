@@ -1,0 +1,262 @@
+"""The agent against a real Home Assistant: what a household sees, checked through Home Assistant's own APIs.
+
+A real Mosquitto, a real Home Assistant (tests/homeassistant.py, installed by scripts/install-homeassistant) and
+the real agent as a process on the simulated camera, after ``edgecam calibrate`` so it reports the door.
+"""
+
+import json
+import re
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.publish as publish
+import pytest
+
+from tests.conftest import Broker, Collector
+from tests.homeassistant import HomeAssistant
+from tests.integration.test_agent import BASE, DEVICE
+from tests.integration.test_reliability import Child
+
+pytestmark = pytest.mark.integration
+
+# What the agent announces (edgecam/discovery.py), as a user sees it: object id -> (component, name). Home Assistant
+# makes the entity id from the device's name and the entity's name, slugified: binary_sensor.itest_door_door.
+ENTITIES = {
+    "door": ("binary_sensor", "Door"),
+    "motion": ("binary_sensor", "Door movement"),
+    "still": ("image", "Latest still"),
+    "activity": ("event", "Door activity"),
+    "detect": ("switch", "Detection"),
+    "outbox_depth": ("sensor", "Outbox depth"),
+    "oldest_waiting": ("sensor", "Oldest waiting"),
+    "disk_used": ("sensor", "Outbox disk used"),
+    "stills_dropped": ("sensor", "Stills dropped"),
+    "clock_synced": ("binary_sensor", "Clock synchronised"),
+    "last_event": ("sensor", "Last door event"),
+    "fps": ("sensor", "Frames per second"),
+    "detect_time": ("sensor", "Detector time per frame"),
+    "uptime": ("sensor", "Uptime"),
+}
+DIAGNOSTIC = set(ENTITIES) - {"door", "motion", "still", "activity", "detect"}
+
+# The door opens 5 s after the agent starts and every 12 s after that; one opening lasts 4 s.
+SCENE = {"EDGECAM_CAMERA__SIMULATED__FIRST_OPENING": "5", "EDGECAM_CAMERA__SIMULATED__DOOR_PERIOD": "12"}
+
+
+def entity_id(object_id: str) -> str:
+    component, name = ENTITIES[object_id]
+    return f"{component}.{re.sub(r'[^a-z0-9]+', '_', f'{DEVICE} {name}'.lower()).strip('_')}"
+
+
+def our_device(hass: HomeAssistant) -> list[dict[str, Any]]:
+    """The devices in Home Assistant's registry that are this agent."""
+    return [d for d in hass.devices() if ["mqtt", f"edgecam_{DEVICE}"] in d["identifiers"]]
+
+
+def states(hass: HomeAssistant) -> dict[str, dict[str, Any]]:
+    """This device's entities' state objects, by object id (absent while Home Assistant does not know one)."""
+    by_id = {s["entity_id"]: s for s in hass.states()}
+    return {o: by_id[entity_id(o)] for o in ENTITIES if entity_id(o) in by_id}
+
+
+class History:
+    """Every distinct state of some entities, polled from Home Assistant's REST API (an update lasts seconds)."""
+
+    def __init__(self, hass: HomeAssistant, object_ids: list[str]) -> None:
+        self.hass = hass
+        self.seen: dict[str, list[dict[str, Any]]] = {o: [] for o in object_ids}
+
+    def poll(self) -> None:
+        now = states(self.hass)
+        for object_id, seen in self.seen.items():
+            state = now.get(object_id)
+            if state is not None and (not seen or seen[-1]["last_updated"] != state["last_updated"]):
+                seen.append(state)
+
+    def values(self, object_id: str) -> list[str]:
+        return [s["state"] for s in self.seen[object_id]]
+
+    def until(self, check: Callable[["History"], bool], timeout: float, what: str) -> None:
+        def step() -> bool:
+            self.poll()
+            return check(self)
+
+        self.hass.wait_for(step, timeout, f"{what}; seen {dict((o, self.values(o)) for o in self.seen)}")
+
+
+def all_showing(hass: HomeAssistant, available: bool) -> bool:
+    """Home Assistant shows every entity of the table, each available (or each unavailable)."""
+    shown = states(hass)
+    return len(shown) == len(ENTITIES) and all((s["state"] != "unavailable") == available for s in shown.values())
+
+
+def on_then_off(values: list[str]) -> bool:
+    return "on" in values and "off" in values[values.index("on") :]
+
+
+def door_events(history: History) -> list[dict[str, Any]]:
+    """The event entity's attributes at each event it showed."""
+    return [s["attributes"] for s in history.seen["activity"] if s["state"] not in ("unknown", "unavailable")]
+
+
+def whole_event(history: History) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The attributes of the first door event whose start and then end the event entity showed."""
+    shown = door_events(history)
+    for index, start in enumerate(shown):
+        for end in shown[index + 1 :]:
+            if (start["event_type"], end["event_type"]) == ("start", "end") and start["event_id"] == end["event_id"]:
+                return start, end
+    return None
+
+
+def last_payload(collector: Collector, topic: str) -> bytes | None:
+    messages = collector.on(topic)
+    return messages[-1].payload if messages else None
+
+
+def showing(hass: HomeAssistant, entity: str, state: str) -> dict[str, Any] | None:
+    """The entity's state object once it shows ``state``."""
+    current = hass.state(entity)
+    return current if current is not None and current["state"] == state else None
+
+
+def agent_events(collector: Collector) -> dict[tuple[str, str], dict[str, Any]]:
+    """The agent's start and end messages as the broker delivered them, by (event id, type)."""
+    events = (json.loads(m.payload) for m in collector.on(f"{BASE}/events"))
+    return {(e["event_id"], e["type"]): e for e in events if e["type"] in ("start", "end")}
+
+
+@pytest.mark.parametrize("homeassistant", ["2024.3.3", "2025.4.4"], indirect=True)
+def test_home_assistant_starts_and_its_mqtt_integration_takes_discovery_from_the_broker(
+    homeassistant: HomeAssistant, mosquitto: Broker
+) -> None:
+    entries = homeassistant.get("/api/config/config_entries/entry?domain=mqtt")
+    assert [e["state"] for e in entries] == ["loaded"]
+    device = {"identifiers": ["smoke"], "name": "Smoke"}
+    config = {"name": "Probe", "unique_id": "smoke_probe", "state_topic": "smoke/probe", "device": device}
+    topic = "homeassistant/binary_sensor/smoke/probe/config"
+    publish.single(topic, json.dumps(config), retain=True, hostname=mosquitto.host, port=mosquitto.port, qos=1)
+    homeassistant.wait_for(lambda: homeassistant.state("binary_sensor.smoke_probe"), 10, "the probe entity")
+    publish.single("smoke/probe", b"ON", retain=True, hostname=mosquitto.host, port=mosquitto.port, qos=1)
+    homeassistant.wait_for(lambda: showing(homeassistant, "binary_sensor.smoke_probe", "on"), 10, "the probe on")
+    assert not [r.text for r in homeassistant.log_records() if r.level in ("ERROR", "CRITICAL")]
+
+
+@pytest.mark.parametrize(
+    ("homeassistant", "discovery"),
+    [("2024.3.3", "component"), ("2025.4.4", "component"), ("2025.4.4", "device")],
+    indirect=["homeassistant"],
+)
+def test_home_assistant_sees_one_device_that_follows_the_door_and_obeys_the_switch(
+    homeassistant: HomeAssistant,
+    discovery: str,
+    mosquitto: Broker,
+    run_agent: Callable[..., Child],
+    collector_factory: Callable[..., Collector],
+    record_property: Callable[[str, object], None],
+) -> None:
+    hass = homeassistant
+    started = time.monotonic()
+    seen = collector_factory(mosquitto, ("homeassistant/#", f"{BASE}/#"))
+    env = {"EDGECAM_HOMEASSISTANT__DISCOVERY": discovery, "EDGECAM_MQTT__STATS_INTERVAL": "1", **SCENE}
+    # The closed door learnt from a quiet stretch of the scene, so the agent reports the door's state.
+    quiet = {**env, "EDGECAM_CAMERA__SIMULATED__FIRST_OPENING": "60", "EDGECAM_DOOR__CALIBRATE_SECONDS": "1"}
+    run_agent(mosquitto, "calibrate", **quiet).finish()
+    agent = run_agent(mosquitto, **env)
+
+    # One device, with every entity of the table, in the registries Home Assistant's own pages read.
+    devices = hass.wait_for(lambda: our_device(hass), 20, "the device in the device registry")
+    assert len(devices) == 1, devices
+    device = devices[0]
+    assert (device["name"], device["manufacturer"]) == (DEVICE, "edgecam")
+    assert device["model"], device
+    assert device["sw_version"], device
+
+    def device_entities() -> list[dict[str, Any]]:
+        found = [e for e in hass.entities() if e["device_id"] == device["id"]]
+        return found if len(found) >= len(ENTITIES) else []
+
+    registered = hass.wait_for(device_entities, 10, "every entity in the entity registry")
+    assert {e["unique_id"]: e["entity_id"] for e in registered} == {
+        f"edgecam_{DEVICE}_{o}": entity_id(o) for o in ENTITIES
+    }
+    assert {e["entity_id"] for e in registered if e["entity_category"] == "diagnostic"} == {
+        entity_id(o) for o in DIAGNOSTIC
+    }
+    assert {e["platform"] for e in registered} == {"mqtt"}
+    hass.wait_for(lambda: all_showing(hass, available=True), 10, "every entity available")
+
+    # Door and movement follow the scene; each door event shows on the event entity; the image is the latest still.
+    history = History(hass, ["door", "motion", "activity"])
+    history.until(
+        lambda h: on_then_off(h.values("door")) and on_then_off(h.values("motion")) and whole_event(h) is not None,
+        30,
+        "the door open and closed, movement on and off, a door event's start and end",
+    )
+    event = whole_event(history)
+    assert event is not None
+    sent = agent_events(seen)
+    for attributes in event:
+        message = sent[(attributes["event_id"], attributes["event_type"])]
+        assert attributes["seq"] == message["seq"], (attributes, message)
+        assert attributes.get("door") == message.get("door"), (attributes, message)
+        assert attributes.get("stills") == message.get("stills"), (attributes, message)
+    assert event[1]["stills"] >= 1
+    assert {e["event_type"] for e in door_events(history)} <= {"start", "end"}, "a still is not an event"
+
+    def image_is_latest_still() -> bool:
+        retained = seen.on(f"{BASE}/snapshot")
+        image = hass.image(entity_id("still"))
+        return bool(retained) and image.status == 200 and image.body == retained[-1].payload
+
+    hass.wait_for(image_is_latest_still, 10, "the image entity serving the latest still byte for byte")
+    assert hass.image(entity_id("still")).content_type == "image/jpeg"
+
+    # The switch is the privacy switch: Home Assistant turns detection off and on, the agent confirms.
+    def switch(service: str, confirmed: bytes, state: str) -> dict[str, Any]:
+        hass.call_service("switch", service, entity_id=entity_id("detect"))
+        seen.wait_for(lambda c: last_payload(c, f"{BASE}/detect") == confirmed)
+        return hass.wait_for(lambda: showing(hass, entity_id("detect"), state), 10, f"the switch {state}")
+
+    assert switch("turn_off", b"OFF", "off")["attributes"].get("held_off_by") == ["switch"]
+    assert switch("turn_on", b"ON", "on")["attributes"].get("held_off_by") == []
+    shown_states = {entity_id(o): s["state"] for o, s in states(hass).items()}
+    print(f"Home Assistant {hass.version}, {discovery} discovery, states shown:", json.dumps(shown_states, indent=1))
+
+    # SIGKILL: the broker's last will makes every entity unavailable; a new agent brings them back.
+    configs = {m.topic for m in seen.received if m.topic.endswith("/config") and m.payload}
+    assert len(configs) == (1 if discovery == "device" else len(ENTITIES)), sorted(configs)
+    announced = {topic: len(seen.on(topic)) for topic in configs}
+    agent.process.send_signal(signal.SIGKILL)
+    agent.exit_code(10)
+    hass.wait_for(lambda: all_showing(hass, available=False), 15, "every entity unavailable")
+    agent = run_agent(mosquitto, **env)
+    hass.wait_for(lambda: all_showing(hass, available=True), 20, "every entity available again")
+    again = {e["unique_id"]: e["entity_id"] for e in hass.entities() if e["device_id"] == device["id"]}
+    assert again == {e["unique_id"]: e["entity_id"] for e in registered}, "the same entities, no duplicates"
+    assert [d["id"] for d in our_device(hass)] == [device["id"]]
+
+    # Home Assistant's birth message makes the agent announce every config again (after those of its connect).
+    seen.wait_for(lambda c: all(len(c.on(topic)) > count for topic, count in announced.items()))
+    announced = {topic: len(seen.on(topic)) for topic in configs}
+    publish.single("homeassistant/status", b"online", hostname=mosquitto.host, port=mosquitto.port, qos=1)
+    seen.wait_for(lambda c: all(len(c.on(topic)) > count for topic, count in announced.items()))
+
+    # forget-ha, with the agent stopped, deletes the device from Home Assistant.
+    agent.process.send_signal(signal.SIGTERM)
+    agent.finish(20)
+    forget = run_agent(mosquitto, "forget-ha", **env)
+    forget.finish(20)
+    hass.wait_for(lambda: not our_device(hass), 15, "the device gone from the device registry")
+    hass.wait_for(lambda: not states(hass), 10, "every entity gone")
+
+    # Nothing in Home Assistant's log complains about this device's topics, configs or entities.
+    ours = re.compile(rf"edgecam|{re.escape(DEVICE)}|{DEVICE.replace('-', '_')}")
+    complaints = [r.text for r in hass.log_records() if r.level not in ("DEBUG", "INFO") and ours.search(r.text)]
+    assert not complaints, "\n".join(complaints)
+
+    duration = time.monotonic() - started
+    record_property("duration_s", round(duration, 1))
+    print(f"Home Assistant {hass.version}, {discovery} discovery: {duration:.1f} s after Home Assistant was ready")
