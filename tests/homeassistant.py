@@ -43,7 +43,8 @@ INSTALL = ROOT / "scripts" / "install-homeassistant"
 
 T = TypeVar("T")
 
-# What the test and the demo need, and no more: no recorder, history or default_config (each would want packages
+# What the test and the demo need, and no more (automations, and a folder image.snapshot may write, for the alert
+# in docs/home-assistant.md): no recorder, history or default_config (each would want packages
 # --skip-pip does not install). Onboarding, auth and config make the owner and the MQTT entry; mqtt itself comes
 # from the config entry. 2024.3 logs each entity discovery creates at INFO (2025.4 at DEBUG): it helps read a failure.
 CONFIGURATION = """\
@@ -57,6 +58,8 @@ homeassistant:
   currency: EUR
   country: DE
   language: en
+  allowlist_external_dirs:
+    - {www}
 http:
   server_host: 127.0.0.1
   server_port: {port}
@@ -70,6 +73,7 @@ event:
 binary_sensor:
 sensor:
 switch:
+automation: !include automations.yaml
 logger:
   default: warning
   logs:
@@ -175,7 +179,10 @@ class HomeAssistant:
         if not installed(self.version):
             raise HomeAssistantError(f"Home Assistant {self.version} is not installed: {install_command(self.version)}")
         (self.config_dir / ".storage").mkdir(parents=True, exist_ok=True)
-        (self.config_dir / "configuration.yaml").write_text(CONFIGURATION.format(port=self.port))
+        (self.config_dir / "www").mkdir(exist_ok=True)
+        (self.config_dir / "automations.yaml").write_text("[]\n")
+        configuration = CONFIGURATION.format(port=self.port, www=self.config_dir / "www")
+        (self.config_dir / "configuration.yaml").write_text(configuration)
         (self.config_dir / ".storage" / "onboarding").write_text(json.dumps(ONBOARDING))
         argv = [str(hass), "-c", str(self.config_dir), "--skip-pip", "--log-no-color"]
         started = time.monotonic()

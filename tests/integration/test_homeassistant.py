@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import Broker, Collector
 from tests.homeassistant import HomeAssistant
-from tests.integration.test_agent import BASE, DEVICE
+from tests.integration.test_agent import BASE, DEVICE, ROOT
 from tests.integration.test_reliability import Child
 
 pytestmark = pytest.mark.integration
@@ -260,3 +260,40 @@ def test_home_assistant_sees_one_device_that_follows_the_door_and_obeys_the_swit
     duration = time.monotonic() - started
     record_property("duration_s", round(duration, 1))
     print(f"Home Assistant {hass.version}, {discovery} discovery: {duration:.1f} s after Home Assistant was ready")
+
+
+@pytest.mark.parametrize("homeassistant", ["2025.4.4"], indirect=True)
+def test_the_documented_alert_keeps_each_door_events_first_still(
+    homeassistant: HomeAssistant,
+    mosquitto: Broker,
+    run_agent: Callable[..., Child],
+    collector_factory: Callable[..., Collector],
+) -> None:
+    hass = homeassistant
+    (hass.config_dir / "automations.yaml").write_text(documented_alert(hass))
+    hass.call_service("automation", "reload")
+    hass.wait_for(lambda: showing(hass, "automation.front_door_notify_with_the_picture", "on"), 10, "the automation")
+    seen = collector_factory(mosquitto, (f"{BASE}/#",))
+    run_agent(mosquitto, **SCENE)
+
+    def kept() -> dict[str, bytes] | None:
+        files = {p.stem: p.read_bytes() for p in (hass.config_dir / "www" / "edgecam").glob("*.jpg")}
+        return files if len(files) >= 2 else None
+
+    files = hass.wait_for(kept, 40, "two door events' stills kept by the automation")
+    for event_id, jpeg in files.items():
+        (first,) = seen.on(f"{BASE}/events/{event_id}/stills/1")
+        assert jpeg == first.payload, f"{event_id}: the kept picture is not the event's first still"
+
+
+def documented_alert(hass: HomeAssistant) -> str:
+    """The alert automation of docs/home-assistant.md for this device, without its last step (there is no phone)."""
+    doc = (ROOT / "docs" / "home-assistant.md").read_text()
+    blocks: list[str] = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
+    (block,) = [b for b in blocks if "notify with the picture" in b]
+    steps, notify = block.split("  - service: notify.")
+    assert 'image: "/local/edgecam/{{ event_id }}.jpg"' in notify
+    steps = steps.replace("front_door_", f"{DEVICE.replace('-', '_')}_").replace(
+        "/config/www", str(hass.config_dir / "www")
+    )
+    return "- " + steps.replace("\n", "\n  ")
