@@ -201,6 +201,9 @@ class Agent:
             cleanup.callback(outbox.close)
             outbox.recover(topics.still)
             outbox.sweep()
+            vitals.last_event = outbox.last_start()
+            if vitals.last_event is not None:
+                publisher.set_last_event(vitals.last_event)
             store = Store(outbox, announce=publisher.send_unstored)
             publisher.start()
             cleanup.callback(publisher.stop)
@@ -329,7 +332,7 @@ class Vitals:
         self._frames: deque[tuple[float, float | None]] = deque()
         self._lock = threading.Lock()
         self.last_event: str | None = None
-        """When the latest door event started (ISO 8601 UTC), None until there has been one since the start."""
+        """When the latest door event started (ISO 8601 UTC): from the outbox at start, then from the frame loop."""
 
     def frame(self, detect_s: float | None) -> None:
         """One frame was read; the detector took ``detect_s`` over it (None: detection is off)."""

@@ -349,6 +349,17 @@ class Outbox:
         rows = self._read("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
         return int(rows[0][0]) if rows else 0
 
+    def last_start(self) -> str | None:
+        """When the newest door event in the outbox started (its ``time``, ISO 8601), or None if there is none."""
+        rows = self._read("SELECT payload FROM outbox WHERE type = 'start' ORDER BY seq DESC LIMIT 1")
+        if not rows:
+            return None
+        try:
+            time = json.loads(rows[0][0]).get("time")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            return None
+        return time if isinstance(time, str) else None
+
     def depth(self) -> int:
         """How many events wait for delivery."""
         return int(self._read("SELECT COUNT(*) FROM outbox WHERE delivered IS NULL")[0][0])

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -561,3 +562,12 @@ def test_an_event_whose_failed_commit_reached_the_disk_after_all_is_not_stored_t
         assert outbox.append(event, None, seq) == seq
         assert outbox.append(event, None, seq) == seq  # the Store trying again with the seq it gave out
         assert outbox.depth() == 1
+
+
+def test_the_newest_door_events_start_time_survives_a_restart(storage: StorageSettings) -> None:
+    with closing(Outbox(storage)) as outbox:
+        assert outbox.last_start() is None
+        append_all(outbox, make_door_event(TOPICS, DEVICE, 1))
+        append_all(outbox, make_door_event(TOPICS, DEVICE, 1, start=datetime(2026, 11, 23, 8, 0, tzinfo=UTC)))
+    with closing(Outbox(storage)) as reopened:
+        assert reopened.last_start() == "2026-11-23T08:00:00.000Z"
