@@ -286,7 +286,9 @@ class PrivacyControl:
             on = True
         if not on:
             logger.warning(
-                "agent: detection is switched off (%s says OFF); send ON to set/detect to resume", self._path
+                "agent: detection is switched off (%s says OFF); turn on the Detection switch in Home Assistant, or "
+                "send ON to set/detect, to resume",
+                self._path,
             )
         schedule = open_schedule(settings.privacy)
         if schedule is not None:

@@ -204,15 +204,23 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 def _forget_ha(settings: Settings, args: argparse.Namespace) -> int:
     from edgecam.discovery import DISCOVERY_FILE, forget
 
-    topics = forget(settings, settings.storage.dir / DISCOVERY_FILE)
-    print(
-        f"forget-ha: removed {len(topics)} discovery configs of device {settings.device_id} from "
-        f"{settings.homeassistant.discovery_prefix}/; Home Assistant deletes the device with its last entity"
-    )
-    if settings.homeassistant.enabled:
+    device, prefix = settings.device_id, settings.homeassistant.discovery_prefix
+    forgotten = forget(settings, settings.storage.dir / DISCOVERY_FILE)
+    if forgotten.topics:
         print(
-            "forget-ha: a running agent announces it again when it next connects; set homeassistant.enabled = false "
-            "to keep it away"
+            f"forget-ha: removed {len(forgotten.topics)} discovery configs of device {device} from {prefix}/; "
+            "Home Assistant deletes the device with its last entity"
+        )
+    else:
+        print(f"forget-ha: nothing to remove: no discovery configs of device {device} under {prefix}/")
+    if forgotten.agent_online:
+        print(
+            f"forget-ha: the agent of device {device} is online: it announces the device again when it reconnects "
+            "or Home Assistant restarts; stop it, or set homeassistant.enabled = false and restart it"
+        )
+    elif settings.homeassistant.enabled:
+        print(
+            "forget-ha: the agent announces the device again when it next starts, unless homeassistant.enabled = false"
         )
     return 0
 

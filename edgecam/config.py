@@ -456,6 +456,16 @@ class HomeAssistantSettings(Section):
         max_length=128,
         description="Home Assistant's discovery prefix (its MQTT integration's setting, 'homeassistant' by default).",
     )
+    status_topic: Annotated[str, AfterValidator(_check_not_reserved)] = Field(
+        "homeassistant/status",
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^+#\x00]+$",
+        description=(
+            "Where Home Assistant publishes its birth message 'online' (its MQTT integration's birth topic, "
+            "'homeassistant/status' whatever the discovery prefix); the device is announced again on it."
+        ),
+    )
     discovery: Literal["component", "device"] = Field(
         "component",
         description=(

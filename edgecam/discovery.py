@@ -97,6 +97,7 @@ def entities(topics: Topics, door: bool) -> list[Entity]:
                 "command_topic": topics.detect_command,
                 "state_topic": topics.detect,
                 "json_attributes_topic": topics.privacy,
+                "json_attributes_template": "{{ {'held_off_by': value_json.held_off_by} | tojson }}",
             },
         ),
         Entity(
@@ -226,16 +227,14 @@ class Discovery:
         self._node = device_id
         self._remembered = remembered
         self.enabled = settings.enabled
-        self.configs = (
-            announcement(settings, device_id, topics, entities(topics, door), model) if settings.enabled else {}
-        )
-        """Config topic -> its retained JSON payload; empty when discovery is off."""
-        self._cleared = 0
-
-    @property
-    def status_topic(self) -> str:
+        self.status_topic = settings.status_topic
         """Where Home Assistant publishes its birth message ``online``."""
-        return f"{self._prefix}/status"
+        table = entities(topics, door) if settings.enabled else []
+        self._entities = len(table)
+        self.configs = announcement(settings, device_id, topics, table, model) if table else {}
+        """Config topic -> its retained JSON payload; empty when discovery is off."""
+        self._removed: set[str] = set()
+        """Config topics whose removal this connection has published."""
 
     def owns(self, topic: str) -> bool:
         """``topic`` is one of Home Assistant's (a config or a removal this agent publishes)."""
@@ -252,11 +251,21 @@ class Discovery:
 
         Remembers the topics announced (a state directory that refuses the file is logged; the agent goes on).
         """
-        self._cleared = 0
         before = read_remembered(self._remembered)
         if set(before) != set(self.configs):
             remember(self._remembered, self.configs)
         stale = [topic for topic in before if topic not in self.configs]
+        # paho sends a subscription at once but holds publications beyond its in-flight window, so the broker may
+        # still hand back a retained config removed here; removing it twice would reach Home Assistant after the
+        # new configs, which it reports as a conflicting discovery message.
+        self._removed = set(stale)
+        if self.configs:
+            logger.info(
+                "homeassistant: announcing device %s with %d entities under %s/",
+                self._node,
+                self._entities,
+                self._prefix,
+            )
         return [(topic, b"") for topic in stale] + list(self.configs.items())
 
     def heard(self, topic: str, payload: bytes, retained: bool) -> list[tuple[str, bytes]]:
@@ -266,15 +275,13 @@ class Discovery:
         """
         if topic == self.status_topic:
             if payload.strip() == b"online" and not retained:
-                logger.info(
-                    "homeassistant: Home Assistant came online; announcing %d entities again", len(self.configs)
-                )
+                logger.info("homeassistant: Home Assistant came online; announcing %d entities again", self._entities)
                 return list(self.configs.items())
             return []
-        if not payload or topic in self.configs or self._cleared >= MAX_STALE_CLEARS:
+        if not payload or topic in self.configs or topic in self._removed or len(self._removed) >= MAX_STALE_CLEARS:
             return []
-        self._cleared += 1
-        logger.info("homeassistant: removing the stale discovery config %s (not announced by this agent)", topic)
+        self._removed.add(topic)
+        logger.info("homeassistant: removing the stale discovery config %s (not among those announced now)", topic)
         return [(topic, b"")]
 
 
@@ -338,25 +345,41 @@ def remember(path: Path, topics: Iterable[str]) -> None:
         logger.warning("homeassistant: cannot write %s (%s); a later change may leave stale entities", path, err)
 
 
-def forget(settings: Settings, remembered: Path, timeout: float = 10.0) -> list[str]:
+@dataclass(frozen=True)
+class Forgotten:
+    """What ``forget`` did."""
+
+    topics: list[str]
+    """The config topics emptied."""
+    agent_online: bool
+    """The device's retained availability says ``online``: its agent runs and will announce the device again."""
+
+
+def forget(settings: Settings, remembered: Path, timeout: float = 10.0) -> Forgotten:
     """Remove this device from Home Assistant: an empty retained payload on each of its config topics.
 
-    Those are the retained configs under this node (either form) and those in ``remembered``. Returns the topics
-    cleared; raises BrokerError when the broker cannot be reached or does not take them within ``timeout`` s.
+    Those are the retained configs under this node (either form) and those in ``remembered``. Raises BrokerError
+    when the broker cannot be reached or does not take them within ``timeout`` s.
     """
     prefix, node = settings.homeassistant.discovery_prefix, settings.device_id
     # Under this node, so the device's ACL lets it write and read it; an empty payload means nothing to Home Assistant.
     marker = f"{prefix}/sensor/{node}/forget-{secrets.token_hex(8)}/config"
+    availability = Topics(settings.topic_base).availability
     found: set[str] = set()
+    online = threading.Event()
     seen_marker = threading.Event()
 
     def heard(topic: str, payload: bytes, retained: bool) -> None:
         if topic == marker:
             seen_marker.set()
+        elif topic == availability:
+            if payload == b"online":
+                online.set()
         elif payload and retained:
             found.add(topic)
 
-    subscriber = Subscriber(settings.mqtt, [*node_filters(prefix, node), marker], heard, f"edgecam-forget-{node}")
+    filters = [*node_filters(prefix, node), availability, marker]
+    subscriber = Subscriber(settings.mqtt, filters, heard, f"edgecam-forget-{node}")
     subscriber.start()
     try:
         if not subscriber.wait_subscribed(timeout):
@@ -377,4 +400,4 @@ def forget(settings: Settings, remembered: Path, timeout: float = 10.0) -> list[
     finally:
         subscriber.stop()
     remember(remembered, [])
-    return topics
+    return Forgotten(topics, online.is_set())

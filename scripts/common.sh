@@ -3,7 +3,7 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 # Home Assistant's virtual environments (scripts/install-homeassistant), outside the clone so a new clone reuses them.
-HOMEASSISTANT_CACHE=${EDGECAM_TEST_CACHE:-$HOME/.cache/edgecam-test}
+HOMEASSISTANT_CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/edgecam-test
 
 as_root() {
   if [[ $(id -u) == 0 ]]; then "$@"; else sudo "$@"; fi

@@ -1,12 +1,12 @@
 """A real Home Assistant on loopback for the tests and the demo, driven through its own REST and websocket APIs.
 
-``scripts/install-homeassistant VERSION`` builds each version in ``$EDGECAM_TEST_CACHE/homeassistant-VERSION``
-(default ``~/.cache/edgecam-test``). :class:`HomeAssistant` runs ``hass --skip-pip`` (nothing is downloaded while
-testing) on a fresh configuration directory with HTTP on ``127.0.0.1`` only, creates the owner through the onboarding
-API, trades the code it returns for a token and adds the MQTT integration for a broker. The requests are those Home
-Assistant's own frontend makes, read in ``homeassistant/components/onboarding/views.py``, ``auth/__init__.py``,
-``config/config_entries.py`` and ``config/device_registry.py`` of 2024.3.3 and 2025.4.4; the device and entity
-registries are only on the websocket API.
+``scripts/install-homeassistant VERSION`` builds each version in ``<cache>/edgecam-test/homeassistant-VERSION``
+(``<cache>``: ``$XDG_CACHE_HOME``, default ``~/.cache``). :class:`HomeAssistant` runs ``hass --skip-pip`` (nothing is
+downloaded while testing) on a fresh configuration directory with HTTP on ``127.0.0.1`` only, creates the owner
+through the onboarding API, trades the code it returns for a token and adds the MQTT integration for a broker. The
+requests are those Home Assistant's own frontend makes, read in ``homeassistant/components/onboarding/views.py``,
+``auth/__init__.py``, ``config/config_entries.py`` and ``config/device_registry.py`` of 2024.3.3 and 2025.4.4; the
+device and entity registries are only on the websocket API.
 
 Run as a program it serves ``scripts/demo --homeassistant``::
 
@@ -101,8 +101,8 @@ class HomeAssistantError(Exception):
 
 
 def cache_dir() -> Path:
-    """Where scripts/install-homeassistant keeps its virtual environments (``EDGECAM_TEST_CACHE`` overrides)."""
-    return Path(os.environ.get("EDGECAM_TEST_CACHE") or Path.home() / ".cache" / "edgecam-test")
+    """Where scripts/install-homeassistant keeps its virtual environments: ``$XDG_CACHE_HOME/edgecam-test``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgecam-test"
 
 
 def venv(version: str) -> Path:

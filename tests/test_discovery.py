@@ -121,3 +121,20 @@ def test_bad_discovery_settings_name_the_field() -> None:
         HomeAssistantSettings(discovery_prefix="home/assistant")
     with pytest.raises(ValueError, match="discovery"):
         HomeAssistantSettings(discovery="per-entity")
+
+
+def test_a_config_removed_on_connect_is_not_removed_again_when_the_broker_hands_it_back(tmp_path: Path) -> None:
+    component = discovery(tmp_path)
+    component.announce()
+    device = discovery(tmp_path, discovery="device")
+    removed = [t for t, p in device.announce() if p == b""]
+    assert removed == sorted(component.configs)
+    # The retained copy, delivered to the new subscription before the broker got to the removal.
+    assert device.heard(removed[0], component.configs[removed[0]], retained=True) == []
+
+
+def test_the_birth_topic_is_its_own_setting(tmp_path: Path) -> None:
+    d = discovery(tmp_path, discovery_prefix="ha", status_topic="hass/status")
+    assert d.filters()[0] == "hass/status"
+    assert d.heard("hass/status", b"online", retained=False) == list(d.configs.items())
+    assert all(topic.startswith("ha/") for topic in d.configs)

@@ -67,7 +67,7 @@ def homeassistant(request: pytest.FixtureRequest, mosquitto: Broker, tmp_path: P
     """A real Home Assistant, running, onboarded, its MQTT integration connected to the test's ``mosquitto``.
 
     The version is the test's indirect parameter (default 2024.3.3). Not installed: the test is skipped naming the
-    install command, or fails under EDGECAM_REQUIRE_HOMEASSISTANT=1 (scripts/test), unless this machine has no
+    install command, or fails under REQUIRE_HOMEASSISTANT=1 (scripts/test), unless this machine has no
     Python for that version.
     """
     version: str = getattr(request, "param", DEMO_VERSION)
@@ -75,8 +75,8 @@ def homeassistant(request: pytest.FixtureRequest, mosquitto: Broker, tmp_path: P
         if reason := python_missing(version):
             pytest.skip(reason)
         message = f"Home Assistant {version} is not installed: run {install_command(version)}"
-        if os.environ.get("EDGECAM_REQUIRE_HOMEASSISTANT") == "1":
-            pytest.fail(message + " (EDGECAM_REQUIRE_HOMEASSISTANT=1)")
+        if os.environ.get("REQUIRE_HOMEASSISTANT") == "1":
+            pytest.fail(message + " (REQUIRE_HOMEASSISTANT=1)")
         pytest.skip(message)
     hass = HomeAssistant(version, tmp_path / f"homeassistant-{version}")
     try:

@@ -4,6 +4,7 @@ A real Mosquitto, a real Home Assistant (tests/homeassistant.py, installed by sc
 the real agent as a process on the simulated camera, after ``edgecam calibrate`` so it reports the door.
 """
 
+import functools
 import json
 import re
 import signal
@@ -260,6 +261,49 @@ def test_home_assistant_sees_one_device_that_follows_the_door_and_obeys_the_swit
     duration = time.monotonic() - started
     record_property("duration_s", round(duration, 1))
     print(f"Home Assistant {hass.version}, {discovery} discovery: {duration:.1f} s after Home Assistant was ready")
+
+
+@pytest.mark.parametrize("homeassistant", ["2025.4.4"], indirect=True)
+def test_switching_the_discovery_form_keeps_the_device_and_its_entities_without_a_complaint(
+    homeassistant: HomeAssistant,
+    mosquitto: Broker,
+    run_agent: Callable[..., Child],
+    collector_factory: Callable[..., Collector],
+) -> None:
+    hass = homeassistant
+    seen = collector_factory(mosquitto, (f"{BASE}/stats",))
+    quiet = {"EDGECAM_CAMERA__SIMULATED__FIRST_OPENING": "60", "EDGECAM_DOOR__CALIBRATE_SECONDS": "1"}
+    run_agent(mosquitto, "calibrate", **quiet).finish()
+    registered: dict[str, str] = {}
+    for n, form in enumerate(["component", "device", "component"]):
+        agent = run_agent(mosquitto, EDGECAM_HOMEASSISTANT__DISCOVERY=form, EDGECAM_MQTT__STATS_INTERVAL="1")
+        agent.wait_log("homeassistant: announcing device", 10)
+        # Two stats later the agent has had the broker's retained replies to its subscriptions and acted on them.
+        seen.wait_for(functools.partial(has_stats, at_least=len(seen.on(f"{BASE}/stats")) + 2))
+        probe(hass, mosquitto, f"probe{n}")  # Home Assistant has handled everything published before it
+        hass.wait_for(lambda: all_showing(hass, available=True), 10, f"every entity available ({form})")
+        (device,) = our_device(hass)
+        now = {e["unique_id"]: e["entity_id"] for e in hass.entities() if e["device_id"] == device["id"]}
+        assert now == (registered or now), f"{form}: other entities than before"
+        registered = now
+        agent.process.terminate()
+        agent.finish(20)
+    assert len(registered) == len(ENTITIES)
+    ours = re.compile(rf"edgecam|{re.escape(DEVICE)}|{DEVICE.replace('-', '_')}")
+    complaints = [r.text for r in hass.log_records() if r.level not in ("DEBUG", "INFO") and ours.search(r.text)]
+    assert not complaints, "\n".join(complaints)
+
+
+def has_stats(collector: Collector, at_least: int) -> bool:
+    return len(collector.on(f"{BASE}/stats")) >= at_least
+
+
+def probe(hass: HomeAssistant, broker: Broker, name: str) -> None:
+    """Publish a discovery config of another device and wait until Home Assistant shows its entity."""
+    config = {"name": "Probe", "unique_id": name, "state_topic": f"probe/{name}", "device": {"identifiers": [name]}}
+    topic = f"homeassistant/binary_sensor/{name}/probe/config"
+    publish.single(topic, json.dumps(config), hostname=broker.host, port=broker.port, qos=1)
+    hass.wait_for(lambda: any(e["unique_id"] == name for e in hass.entities()), 10, f"the {name} entity")
 
 
 @pytest.mark.parametrize("homeassistant", ["2025.4.4"], indirect=True)
