@@ -15,8 +15,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from numpy.typing import NDArray
 
-from edgecam.agent import MAX_WAITING_STILLS, RETRY_STORE_S, Agent, Store
-from edgecam.config import Settings, StorageSettings
+from edgecam.agent import MAX_WAITING_STILLS, RETRY_STORE_S, Agent, Store, Vitals, camera_model
+from edgecam.config import CameraSettings, Settings, StorageSettings
 from edgecam.contact import open_contact
 from edgecam.errors import StorageError
 from edgecam.models import Event, Frame, Still, Topics
@@ -326,3 +326,35 @@ def test_an_event_cut_short_is_closed_and_says_why(
         rows = db.execute("SELECT type, event_id FROM outbox ORDER BY seq").fetchall()  # delivered or not
     assert rows[0][0] == "start"
     assert tuple(rows[-1]) == ("end", rows[0][1]), "the end is stored at once, not at the next start"
+
+
+def test_vitals_give_the_frame_rate_and_detector_time_of_the_last_ten_seconds() -> None:
+    now = [100.0]
+    vitals = Vitals(clock=lambda: now[0])
+    assert vitals.payload()["fps"] is None  # no frame yet
+    for _ in range(30):  # 3 s at 10 fps, 2 ms each
+        now[0] += 0.1
+        vitals.frame(0.002)
+    for _ in range(200):  # then 20 s at 5 fps with detection off
+        now[0] += 0.2
+        vitals.frame(None)
+    shown = vitals.payload()
+    assert shown["fps"] == 5.0
+    assert shown["detect_ms"] is None  # nothing detected within the window
+    assert shown["uptime_s"] == 43
+    vitals.frame(0.004)
+    assert vitals.payload()["detect_ms"] == 4.0
+
+
+@pytest.mark.parametrize(
+    ("source", "model"),
+    [
+        ("simulated", "simulated door camera"),
+        ("picamera2", "Raspberry Pi camera (picamera2)"),
+        ("/dev/video0", "USB camera"),
+        ("rtsp://user:secret@cam.lan/stream", "network camera"),
+        ("clip.h264", "recorded video"),
+    ],
+)
+def test_home_assistant_names_the_kind_of_camera_never_its_address(source: str, model: str) -> None:
+    assert camera_model(CameraSettings(source=source)) == model
