@@ -2,7 +2,7 @@
 
 ``Trace`` keeps a few numbers per frame (the score, the detector's flags, the door's dissimilarity); ``Explainer``
 keeps, per event, the frames that started and ended it with the pixels that counted, and draws each event once it
-is over, so a long clip costs memory for its numbers only.
+is over, so a long clip costs memory for its numbers only (and a few dozen frames for the sheet).
 """
 
 import bisect
@@ -23,6 +23,8 @@ from edgecam.zones import draw_zones
 logger = logging.getLogger(__name__)
 
 SHEET_FRAMES = 4
+SPREAD = 16
+"""``Trace`` keeps between ``SPREAD`` and twice as many evenly spaced frames of the run, for the sheet's tiles."""
 SHEET_WIDTH = 1280
 PRE_ROLL = 3.0
 """Seconds of score curve drawn before an event's start."""
@@ -48,15 +50,26 @@ class Trace:
     events: list[tuple[float, float | None]] = field(default_factory=list)
     """(start, end) times; end None while the event is under way."""
     frames: list[tuple[float, NDArray[np.uint8]]] = field(default_factory=list)
-    """The first frame and each event's start frame, for the sheet."""
+    """The start frames of the first ``SHEET_FRAMES - 1`` events, for the sheet."""
+    spread: list[tuple[float, NDArray[np.uint8]]] = field(default_factory=list)
+    """Every ``stride``-th frame from the first, for the sheet's tiles no event takes."""
+    stride: int = 1
 
     def add(self, t: float, gray: NDArray[np.uint8], result: MotionResult, door_level: float | None) -> None:
         """Record one frame."""
         self.times.append(t)
         self.results.append(result)
         self.door_levels.append(door_level)
-        if result.event == "start" or not self.frames:
+        if result.event == "start" and len(self.frames) < SHEET_FRAMES - 1:
             self.frames.append((t, gray))
+        if (len(self.times) - 1) % self.stride == 0:
+            self.spread.append((t, gray))
+            # A clip's length is unknown until it ends (a raw .h264 has no frame count), so keep every stride-th
+            # frame and, at 2 * SPREAD of them, drop every other one and double the stride: however long the
+            # clip, at most 2 * SPREAD frames are held, still evenly spaced from the first.
+            if len(self.spread) == 2 * SPREAD:
+                del self.spread[1::2]
+                self.stride *= 2
         if result.event == "start":
             self.events.append((t, None))
         elif result.event == "end" and self.events:
@@ -138,14 +151,34 @@ def plot(
     return image
 
 
+def sheet_frames(trace: Trace) -> list[tuple[float, NDArray[np.uint8], str]]:
+    """The sheet's frames in time order as (clip time in s, detection image, caption).
+
+    The start frames of the first ``SHEET_FRAMES - 1`` events, and in the tiles left the frames nearest to the
+    starts of as many equal parts of the run (the first of them the run's first frame), so a run with few or no
+    events still shows its scene across its length. Fewer only when the run has fewer frames.
+    """
+    if not trace.times:
+        return []
+    chosen = [(t, gray, "event start") for t, gray in trace.frames[: SHEET_FRAMES - 1]]
+    spare = [(t, gray) for t, gray in trace.spread if all(t != event_t for event_t, _, _ in chosen)]
+    parts = SHEET_FRAMES - len(chosen)
+    first, span = trace.times[0], trace.times[-1] - trace.times[0]
+    for part in range(min(parts, len(spare))):
+        gaps = [abs(t - (first + span * part / parts)) for t, _ in spare]
+        t, gray = spare.pop(gaps.index(min(gaps)))
+        chosen.append((t, gray, ""))
+    return sorted(chosen, key=lambda frame: frame[0])
+
+
 def render_sheet(settings: Settings, trace: Trace) -> NDArray[np.uint8]:
     """The whole run: a few frames with the door zone (green) and masks (red), the score over time with events."""
     tile_w = SHEET_WIDTH // SHEET_FRAMES
     row = np.zeros((tile_w * 3 // 4, SHEET_WIDTH, 3), np.uint8)
     tiles = []
-    for t, gray in trace.frames[:SHEET_FRAMES]:
+    for t, gray, label in sheet_frames(trace):
         tile = _fit(draw_zones(gray, settings.motion.zone, settings.motion.masks), tile_w)
-        _caption(tile, [f"t={t:.1f}s"])
+        _caption(tile, [f"t={t:.1f}s {label}".rstrip()])
         tiles.append(tile)
     if tiles:
         row = np.zeros((max(tile.shape[0] for tile in tiles), SHEET_WIDTH, 3), np.uint8)

@@ -8,6 +8,7 @@ import pytest
 
 from edgecam.cli import main
 from edgecam.config import SimulatedSettings
+from edgecam.explain import PLOT_HEIGHT, SHEET_FRAMES
 from edgecam.sources.scene import door_openings
 from edgecam.sources.simulated import DOOR_ZONE, render_clip
 from tests import videos
@@ -66,6 +67,35 @@ def test_replay_out_saves_the_stills_and_a_sheet(
     sheet = cv2.imread(str(tmp_path / "replay.png"))
     assert sheet is not None
     assert sheet.shape[1] >= 1000
+
+
+@pytest.fixture(scope="module")
+def quiet_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 s of the hall with the door shut throughout: no event."""
+    path = tmp_path_factory.mktemp("clip") / "quiet.avi"
+    assert render_clip(path, SimulatedSettings(first_opening=100.0), 8.0) == []
+    return path
+
+
+def sheet_tiles(sheet: Any) -> list[Any]:
+    """The frames across the top of ``replay.png``, left to right."""
+    tile_w = sheet.shape[1] // SHEET_FRAMES
+    row = sheet[: sheet.shape[0] - PLOT_HEIGHT]
+    return [row[:, i * tile_w : (i + 1) * tile_w] for i in range(SHEET_FRAMES)]
+
+
+def test_the_sheet_of_a_quiet_clip_shows_frames_from_across_it(
+    capsys: pytest.CaptureFixture[str], quiet_clip: Path, tmp_path: Path
+) -> None:
+    assert replay(capsys, str(quiet_clip), "--out", str(tmp_path)) == []
+    sheet = cv2.imread(str(tmp_path / "replay.png"))
+    assert sheet is not None
+    tiles = sheet_tiles(sheet)
+    for i, tile in enumerate(tiles):
+        black = float((tile.max(axis=2) < 16).mean())
+        assert black < 0.2, f"tile {i + 1} of {len(tiles)} is {black:.0%} black"
+    for i, tile in enumerate(tiles[1:], 1):
+        assert cv2.absdiff(tile, tiles[i - 1]).mean() > 0.5, f"tiles {i} and {i + 1} show the same frame"
 
 
 @needs_clips
