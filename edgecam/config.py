@@ -80,7 +80,74 @@ class SimulatedSettings(Section):
         le=1.0,
         description="How unevenly the hall light lights the scene: 0 evenly, 1 all from a lamp at the top left.",
     )
-    light_level: float = Field(1.0, ge=0.05, le=2.0, description="Brightness of the lit scene; below 1 is a dim hall.")
+    light_level: float = Field(1.0, ge=0.01, le=2.0, description="Brightness of the lit scene; below 1 is a dim hall.")
+    sensor_gain: float = Field(
+        1.0,
+        ge=1.0,
+        le=64.0,
+        description=(
+            "The camera's analogue gain: multiplies the picture's brightness and the sensor noise (shot_noise, "
+            "read_noise) with it; a dim hall at light_level 0.25 and gain 4 is as bright as a lit one, and noisier."
+        ),
+    )
+    shot_noise: float = Field(
+        0.0,
+        ge=0.0,
+        le=50.0,
+        description=(
+            "Photon shot noise: standard deviation in grey levels of a white pixel at gain 1; its variance grows "
+            "with the pixel's grey level and with sensor_gain. 0 = none."
+        ),
+    )
+    read_noise: float = Field(
+        0.0,
+        ge=0.0,
+        le=50.0,
+        description="Read noise: standard deviation in grey levels at gain 1, whatever the brightness; times the gain.",
+    )
+    lamp_rise: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description=(
+            "Seconds a switched hall light takes to come fully on or go out (a dimmer, an LED driver's soft start, "
+            "a warming lamp): the light ramps linearly. 0 = at once."
+        ),
+    )
+    shadow: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Fraction of the hall light a shadow takes away right of an edge just inside the door zone's right "
+            "border; it shows only while the light is on. 0 = no shadow."
+        ),
+    )
+    side_light: float = Field(
+        0.0,
+        ge=0.0,
+        le=2.0,
+        description=(
+            "A light from the side (a lamp in the next room through a doorway) that brightens the picture by this "
+            "fraction right of an edge just inside the door zone's right border; it comes on in one gap between "
+            "openings and goes off in the next, ramping over lamp_rise. 0 = none."
+        ),
+    )
+    person_at_door: float = Field(
+        0.0,
+        ge=0.0,
+        le=600.0,
+        description=(
+            "Seconds a person stands in front of the closed door (waiting, shifting weight), once between openings, "
+            "walking up to it and away again; the door does not move. 0 = nobody."
+        ),
+    )
+    jpeg_quality: int = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Round-trip every frame through JPEG at this quality (an MJPEG camera or stream); 0 = off.",
+    )
     drift: float = Field(
         0.0, ge=0.0, le=0.9, description="Slow exposure drift: fraction by which brightness swings up and down."
     )
@@ -96,6 +163,12 @@ class SimulatedSettings(Section):
             raise ValueError(
                 f"door_period ({self.door_period} s) must be longer than one opening "
                 f"(door_opening + door_open + door_closing = {swing} s)"
+            )
+        # A person at the door walks up for 1.5 s and away for 1.5 s, with time to spare before the next opening.
+        if self.person_at_door > 0 and self.door_period - swing < self.person_at_door + 4.0:
+            raise ValueError(
+                f"door_period ({self.door_period} s) must leave person_at_door + 4 s ({self.person_at_door + 4.0} s) "
+                f"between openings (door_opening + door_open + door_closing = {swing} s)"
             )
         return self
 

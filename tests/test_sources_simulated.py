@@ -1,6 +1,8 @@
 import itertools
+import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -183,3 +185,128 @@ def test_render_clip_keeps_a_fractional_frame_rate_in_mkv_and_refuses_it_in_avi(
     assert source.fps == 7.5
     assert len(list(source.frames())) == 15
     source.close()
+
+
+def test_sensor_noise_grows_with_brightness_and_with_gain() -> None:
+    wall = np.s_[100:200, 20:200]
+
+    def wall_noise(light_level: float, gain: float) -> tuple[float, float]:
+        """The noise's variance on the wall, and the wall's mean grey level without noise."""
+        scene = {"noise": 0, "light_level": light_level, "sensor_gain": gain, "first_opening": 100.0}
+        noisy = SceneRenderer(SimulatedSettings(**scene, shot_noise=4.0, read_noise=1.0), 640, 480)
+        clean = SceneRenderer(SimulatedSettings(**scene), 640, 480)
+        diffs = [noisy.render(i)[0][wall].astype(float) - clean.render(i)[0][wall] for i in range(3)]
+        return float(np.var(diffs)), float(clean.render(0)[0][wall].mean())
+
+    (bright, grey), (dim, dim_grey) = wall_noise(1.0, 1.0), wall_noise(0.25, 1.0)
+    assert grey > 3.5 * dim_grey
+    assert bright > 2.5 * dim  # shot noise: the variance follows the grey level
+    assert bright == pytest.approx(4.0**2 * grey / 255 + 1.0, rel=0.15)
+    assert dim == pytest.approx(4.0**2 * dim_grey / 255 + 1.0, rel=0.15)
+    # As bright a picture from a quarter of the light at gain 4: four times the shot noise's variance and sixteen
+    # times the read noise's.
+    gained, gained_grey = wall_noise(0.25, 4.0)
+    assert gained_grey == pytest.approx(grey, abs=1.0)
+    assert gained == pytest.approx(4 * 4.0**2 * grey / 255 + 16.0, rel=0.15)
+
+
+def test_sensor_gain_brightens_the_picture_like_more_light() -> None:
+    dim_gained = SceneRenderer(SimulatedSettings(noise=0, light_level=0.25, sensor_gain=4.0), 640, 480)
+    lit = SceneRenderer(SimulatedSettings(noise=0), 640, 480)
+    assert np.abs(at(dim_gained, 1.0) - at(lit, 1.0)).mean() < 1.0
+
+
+def test_a_lamp_ramps_up_over_lamp_rise_seconds() -> None:
+    sim = SimulatedSettings(light_switching=True, lamp=0.6, lamp_rise=1.5, light_ramp=0.0, noise=0, door_period=20)
+    renderer = SceneRenderer(sim, 640, 480)
+    switch = next(s for s in renderer.script_at(30.0).switches if s.on)  # off in the first gap, on in the second
+    wall = np.s_[60:200, 20:200]
+
+    def wall_mean(t: float) -> float:
+        return float(at(renderer, t)[wall].mean())
+
+    frames = [math.ceil(switch.t * sim.fps) + i for i in range(round(1.5 * sim.fps) + 1)]
+    ramp = [float(renderer.render(i)[0][wall].astype(float).mean()) for i in frames]
+    assert all(b > a + 1.0 for a, b in itertools.pairwise(ramp))  # brightening every frame for 1.5 s
+    assert wall_mean(switch.t + 1.6) == pytest.approx(wall_mean(switch.t + 4.0), abs=0.01)  # then steady
+    assert wall_mean(switch.t - 0.1) < 0.6 * wall_mean(switch.t + 4.0)
+    assert renderer.state(switch.t + 0.75).brightness == pytest.approx((0.4 + 1.0) / 2)
+    at_once = SceneRenderer(sim.model_copy(update={"lamp_rise": 0.0}), 640, 480)
+    assert at(at_once, switch.t + 0.1)[wall].mean() == pytest.approx(wall_mean(switch.t + 4.0), abs=0.01)
+
+
+def test_a_shadow_edge_lies_just_inside_the_door_zones_right_border_while_the_lamp_is_on() -> None:
+    sim = SimulatedSettings(light_switching=True, lamp=0.6, noise=0, door_period=20)
+    shaded = SceneRenderer(sim.model_copy(update={"shadow": 0.5}), 640, 480)
+    plain = SceneRenderer(sim, 640, 480)
+    row = np.s_[100:110]  # on the closed door leaf's upper rail and the wall beside it
+
+    def ratio(t: float) -> NDArray[np.float64]:
+        column_ratio: NDArray[np.float64] = (at(shaded, t)[row] / at(plain, t)[row]).mean(axis=(0, 2))
+        return column_ratio
+
+    lit, dark = ratio(3.0), ratio(17.0)  # before the first opening; after the switch off in its gap
+    right = round(0.62 * 640)
+    edge = int(np.argmax(lit < 0.75))
+    assert right - 0.05 * 640 < edge < right
+    assert (lit[: edge - 4] > 0.98).all()
+    assert (lit[edge + 4 :] < 0.6).all()
+    assert (np.abs(dark - 1.0) < 0.02).all()  # the shadow is the lamp's: gone with the light off
+
+
+def test_a_person_stands_in_the_door_zone_while_the_door_stays_shut() -> None:
+    sim = SimulatedSettings(person_at_door=15.0, door_period=30.0, noise=0)
+    renderer = SceneRenderer(sim, 640, 480)
+    nobody = SceneRenderer(sim.model_copy(update={"person_at_door": 0.0}), 640, 480)
+    inside, _ = zone_masks()
+    stand = renderer.script_at(20.0).stands[0]
+    assert stand.duration >= 15.0
+    assert door_openings(sim, 60.0) == door_openings(nobody.sim, 60.0)
+    openings = door_openings(sim, 60.0)
+    assert not any(start < stand.end and stand.start < end for start, end in openings)
+    for t in np.arange(stand.start, stand.end, 0.5):
+        assert renderer.state(float(t)).door_angle == 0.0
+    for t in np.arange(stand.start + 2.0, stand.end - 2.0, 1.5):  # standing, not walking
+        changed = np.abs(at(renderer, float(t)) - at(nobody, float(t))).max(axis=2) > 30
+        assert changed[inside].mean() > 0.15, t  # a good part of the door zone is the person
+        assert changed[inside].sum() > 0.7 * changed.sum(), t  # and the person is mostly in the door zone
+
+
+def test_a_person_standing_longer_than_the_gap_between_openings_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"door_period .*person_at_door"):
+        load_settings(camera={"simulated": {"person_at_door": 10.0, "door_period": 12.0}})
+
+
+def test_jpeg_quality_round_trips_every_frame_through_jpeg() -> None:
+    plain = SceneRenderer(SimulatedSettings(), 640, 480)
+    compressed = SceneRenderer(SimulatedSettings(jpeg_quality=30), 640, 480)
+    for index in (0, 45):
+        image = plain.render(index)[0]
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 30])
+        assert ok
+        assert np.array_equal(compressed.render(index)[0], np.asarray(cv2.imdecode(data, cv2.IMREAD_COLOR)))
+        assert np.abs(compressed.render(index)[0].astype(int) - image).mean() > 1.0
+
+
+def test_a_side_light_ramps_on_beyond_an_edge_just_inside_the_door_zone() -> None:
+    sim = SimulatedSettings(side_light=0.12, lamp_rise=1.0, noise=0, door_period=20)  # the white door unclipped
+    lit = SceneRenderer(sim, 640, 480)
+    plain = SceneRenderer(sim.model_copy(update={"side_light": 0.0}), 640, 480)
+    switch = lit.script_at(10.0).side_switches[0]  # on in the first gap, off in the next
+    assert switch.on
+    assert not any(start <= switch.t <= end for start, end in door_openings(sim, 30.0))
+    rows, wall = np.s_[100:110], np.s_[100:200, 440:620]  # the wall right of the door frame
+
+    def ratio(t: float, where: slice | tuple[slice, ...]) -> NDArray[np.float64]:
+        return np.asarray(at(lit, t)[where] / at(plain, t)[where], np.float64)
+
+    assert np.allclose(ratio(switch.t - 0.2, wall), 1.0)
+    assert ratio(switch.t + 0.5, wall).mean() == pytest.approx(1.06, abs=0.01)  # half way up its 1 s ramp
+    assert ratio(switch.t + 1.1, wall).mean() == pytest.approx(1.12, abs=0.01)
+    columns = ratio(switch.t + 1.1, rows).mean(axis=(0, 2))
+    edge, right = int(np.argmax(columns > 1.06)), round(0.62 * 640)
+    assert right - 0.05 * 640 < edge < right
+    assert np.allclose(columns[: edge - 4], 1.0)  # the rest of the picture, most of it, is as it was
+    off = lit.script_at(30.0).side_switches[1]
+    assert not off.on
+    assert np.allclose(ratio(off.t + 1.1, wall), 1.0)

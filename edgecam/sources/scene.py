@@ -18,6 +18,8 @@ DARK = 0.4
 SEED_CYCLE = 0
 """The random stream of the script; the painter's streams follow it."""
 _AE_STRENGTH = 0.6  # how much auto exposure makes up for a darker scene (0 none, 1 fully)
+STAND_WALK = 1.5
+"""Seconds a person at the door takes to walk up to it, and to walk away again."""
 
 
 def _ease(p: float) -> float:
@@ -94,6 +96,21 @@ class StepOut(Person):
 
 
 @dataclass(frozen=True)
+class Stand(Person):
+    """A person walks up to the closed door from one side, stands in front of it, and walks back out."""
+
+    def place(self, t: float) -> tuple[float, float]:
+        """How far from the frame edge to the door's middle (0..1) and the leg phase in radians at ``t``."""
+        dt = t - self.start
+        away = self.duration - dt
+        if dt < STAND_WALK:
+            return dt / STAND_WALK, 2.0 * math.pi * 2.5 * dt / STAND_WALK
+        if away < STAND_WALK:
+            return away / STAND_WALK, 2.0 * math.pi * 2.5 * away / STAND_WALK
+        return 1.0, 0.0
+
+
+@dataclass(frozen=True)
 class SceneState:
     """Everything the painter needs for one frame."""
 
@@ -110,6 +127,12 @@ class SceneState:
     """The camera shows its grey infrared picture."""
     stepping: tuple[tuple[StepOut, float], ...] = ()
     """Each person coming out through the door: the step-out and how far through it (0..1)."""
+    light_share: float = 1.0
+    """How far the hall light is on: 0 off, 1 on, in between while it ramps (``lamp_rise``)."""
+    standing: tuple[tuple[Stand, float, float], ...] = ()
+    """Each person at the door: the stand, how far from the frame edge to the door (0..1), the leg phase."""
+    side_share: float = 0.0
+    """How far the side light is on: 0 off, 1 on, in between while it ramps (``lamp_rise``)."""
 
 
 def _exposure(light_on: bool) -> float:
@@ -130,9 +153,16 @@ class Script:
     ir_switches: tuple[LightSwitch, ...] = ()
     """Switches of the camera's infrared mode (``on`` = infrared)."""
     step_outs: tuple[StepOut, ...] = ()
+    stands: tuple[Stand, ...] = ()
+    side_on: bool = False
+    """The side light's state before the first side switch in this script."""
+    side_switches: tuple[LightSwitch, ...] = ()
 
-    def state(self, t: float, light_ramp: float) -> SceneState:
-        """The scene at ``t`` seconds; the exposure adapts linearly over ``light_ramp`` s after a switch."""
+    def state(self, t: float, light_ramp: float, lamp_rise: float = 0.0) -> SceneState:
+        """The scene at ``t`` seconds.
+
+        After a switch the exposure adapts linearly over ``light_ramp`` s and the light itself over ``lamp_rise``.
+        """
         angle = max((s.angle_at(t) for s in self.swings), default=0.0)
         on = before = self.light_on
         since = math.inf
@@ -143,13 +173,29 @@ class Script:
         if since < light_ramp:
             exposure = _exposure(before) + (exposure - _exposure(before)) * since / light_ramp
         level = 1.0 if on else DARK
+        share = _share(self.light_on, self.switches, t, lamp_rise)
+        if 0.0 < share < 1.0:
+            level = DARK + (1.0 - DARK) * share
         walkers = tuple((w, *w.progress(t)) for w in self.walks if w.start <= t < w.end)
         infrared = self.infrared
         for switch in self.ir_switches:
             if switch.t <= t:
                 infrared = switch.on
         stepping = tuple((p, (t - p.start) / p.duration) for p in self.step_outs if p.start <= t < p.end)
-        return SceneState(angle, on, level * exposure, exposure, walkers, infrared, stepping)
+        standing = tuple((p, *p.place(t)) for p in self.stands if p.start <= t < p.end)
+        side = _share(self.side_on, self.side_switches, t, lamp_rise)
+        return SceneState(angle, on, level * exposure, exposure, walkers, infrared, stepping, share, standing, side)
+
+
+def _share(on: bool, switches: tuple[LightSwitch, ...], t: float, rise: float) -> float:
+    """How far a light that was ``on`` before ``switches`` is on at ``t``, ramping linearly over ``rise`` s."""
+    before, since = on, math.inf
+    for switch in switches:
+        if switch.t <= t:
+            before, on, since = on, switch.on, t - switch.t
+    if since < rise:
+        return float(before) + (float(on) - float(before)) * since / rise
+    return float(on)
 
 
 def _cycle_start(sim: SimulatedSettings, k: int) -> float:
@@ -168,6 +214,10 @@ def _light_after_cycle(sim: SimulatedSettings, k: int) -> bool:
     return not sim.light_switching or k < 0 or k % 2 == 1
 
 
+def _side_light_after_cycle(sim: SimulatedSettings, k: int) -> bool:
+    return sim.side_light > 0 and k >= 0 and k % 2 == 0
+
+
 def _infrared_after_cycle(sim: SimulatedSettings, k: int) -> bool:
     return sim.infrared and k >= 0 and k % 2 == 0
 
@@ -175,13 +225,16 @@ def _infrared_after_cycle(sim: SimulatedSettings, k: int) -> bool:
 def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> Script:
     """The events of door cycles ``first_cycle`` to ``last_cycle`` (inclusive); the same seed, the same script.
 
-    Each cycle opens the door once; in the quiet gap after it the light may switch and a person may walk past.
+    Each cycle opens the door once; in the quiet gap after it the light may switch and a person may walk past or
+    stand at the door.
     """
     swings: list[DoorSwing] = []
     switches: list[LightSwitch] = []
     walks: list[Walk] = []
     ir_switches: list[LightSwitch] = []
     step_outs: list[StepOut] = []
+    stands: list[Stand] = []
+    side_switches: list[LightSwitch] = []
     swing_length = sim.door_opening + sim.door_open + sim.door_closing
     gap = sim.door_period - swing_length
     for k in range(max(0, first_cycle), last_cycle + 1):
@@ -195,6 +248,9 @@ def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> S
         walk_at = start + swing_length + gap * rng.uniform(0.45, 0.5)
         light_on_at = start + rng.uniform(-0.3, 0.3)
         ir_at = start + swing_length + gap * rng.uniform(0.6, 0.75)
+        stand_side: Literal["left", "right"] = "left" if rng.random() < 0.5 else "right"
+        stand_slack = rng.uniform(0.0, 1.0)
+        side_at = start + swing_length + gap * rng.uniform(0.2, 0.7)
         if sim.light_with_door:
             switches.append(LightSwitch(max(0.0, light_on_at), True))
         if sim.light_switching or sim.light_with_door:
@@ -206,6 +262,12 @@ def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> S
         if sim.walk_through and sim.door_open > 0:
             out_at = start + sim.door_opening + 0.1 * sim.door_open
             step_outs.append(StepOut(out_at, 0.8 * sim.door_open, side, (blue, green, red)))
+        if sim.person_at_door > 0:
+            stay = sim.person_at_door + 2 * STAND_WALK
+            stand_at = start + swing_length + 0.5 + (gap - stay - 1.0) * stand_slack  # 0.5 s clear of either swing
+            stands.append(Stand(stand_at, stay, stand_side, (red, blue, green)))
+        if sim.side_light > 0:
+            side_switches.append(LightSwitch(side_at, _side_light_after_cycle(sim, k)))
     return Script(
         _light_after_cycle(sim, first_cycle - 1),
         tuple(swings),
@@ -214,6 +276,9 @@ def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> S
         _infrared_after_cycle(sim, first_cycle - 1),
         tuple(ir_switches),
         tuple(step_outs),
+        tuple(stands),
+        _side_light_after_cycle(sim, first_cycle - 1),
+        tuple(side_switches),
     )
 
 

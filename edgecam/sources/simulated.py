@@ -1,9 +1,11 @@
 """A scripted synthetic door scene: deterministic frames with known truth for the demo, the tests and benchmarks.
 
 The scene is a textured hall wall with a door in the middle third. The door swings open into a darker room on a
-fixed script, the camera adds sensor noise, and between openings the hall light may switch (with the camera's
-exposure adapting) and a person may walk past outside the door zone. What happens when is data (``scene.py``: a
-``Script`` of events per door cycle), so benchmark scenarios can add kinds of events without touching the painter.
+fixed script, the camera adds sensor noise (fixed, or shot and read noise scaled by its gain) and may compress each
+frame as JPEG, and between openings the hall light may switch or ramp (with the camera's exposure adapting), a light
+from the side may come on, and a person may walk past outside the door zone or stand in front of the closed door.
+What happens when is data (``scene.py``: a ``Script`` of events per door cycle), so benchmark scenarios can add kinds
+of events without touching the painter.
 """
 
 import logging
@@ -24,8 +26,10 @@ from edgecam.sources.opencv import Pacer, detection_gray
 from edgecam.sources.scene import (
     DARK,
     SEED_CYCLE,
+    STAND_WALK,
     SceneState,
     Script,
+    Stand,
     StepOut,
     Walk,
     build_script,
@@ -44,6 +48,9 @@ _HORIZON = 0.45  # eye level, fraction of the image height
 _PERSON_HEIGHT = 0.62  # fraction of the image height
 _NOISE_PAD = 16  # noise fields are this much larger than the image; each frame takes a shifted window
 _SEED_BASE, _SEED_NOISE, _SEED_FRAME, _SEED_JITTER = range(SEED_CYCLE + 1, SEED_CYCLE + 5)  # a stream per purpose
+_SEED_SENSOR = SEED_CYCLE + 5  # shot and read noise, after the others so that they keep their numbers
+# A shadow's or side light's edge lies this far inside the door zone's right border, fraction of the width.
+_EDGE_INSET = 0.02
 _IR_WEIGHTS = np.array([[0.1, 0.3, 0.6]], np.float32)  # B, G, R: near infrared looks much like the red channel
 _IR_GAIN = 0.75  # the infrared illuminator, relative to the hall light
 # File suffix -> (OpenCV writer backend, codec, JPEG quality or None).
@@ -61,7 +68,9 @@ class SceneRenderer:
         self._base = self._paint_base(np.random.default_rng((sim.seed, _SEED_BASE)))
         self._noise = self._noise_fields(np.random.default_rng((sim.seed, _SEED_NOISE)))
         self._vignette = self._ir_vignette() if sim.infrared else None
-        self._lamp = self._lamp_field() if sim.lamp > 0 else None
+        self._lamp = self._lamp_field() if sim.lamp > 0 or sim.shadow > 0 else None
+        self._side = np.asarray(cv2.merge([self._edge_step()] * 3), np.float32) if sim.side_light > 0 else None
+        self._sensor = self._sensor_fields() if sim.shot_noise > 0 or sim.read_noise > 0 else None
         self._script_cycle = -2
         self._script = Script()
 
@@ -75,7 +84,7 @@ class SceneRenderer:
 
     def state(self, t: float) -> SceneState:
         """The scene at ``t`` seconds."""
-        return self.script_at(t).state(t, self.sim.light_ramp)
+        return self.script_at(t).state(t, self.sim.light_ramp, self.sim.lamp_rise)
 
     def render(self, index: int) -> tuple[NDArray[np.uint8], dict[str, Any]]:
         """Frame ``index``: the BGR image and camera-like metadata (Lux, ExposureTime, AnalogueGain)."""
@@ -88,21 +97,34 @@ class SceneRenderer:
             self._paint_walker(image, walk, how_far, phase)
         for step_out, progress in state.stepping:
             self._paint_step_out(image, step_out, progress)
+        for stand, how_far, phase in state.standing:
+            self._paint_stand(image, stand, how_far, phase, t)
+        if self._side is not None and state.side_share > 0:
+            light = self._side * np.float32(sim.side_light * state.side_share) + np.float32(1.0)
+            image = np.asarray(cv2.multiply(image, light, dtype=cv2.CV_8U), np.uint8)
         jitter = np.random.default_rng((sim.seed, _SEED_JITTER, index))
         flicker, dx, dy = jitter.uniform(-1.0, 1.0, size=3)
         if sim.shake > 0:
             shift = np.array([[1.0, 0.0, dx * sim.shake], [0.0, 1.0, dy * sim.shake]], np.float32)
             image = np.asarray(cv2.warpAffine(image, shift, (self.width, self.height), borderMode=cv2.BORDER_REFLECT))
-        camera_gain = sim.light_level * (1.0 + sim.flicker * flicker)
+        camera_gain = sim.light_level * sim.sensor_gain * (1.0 + sim.flicker * flicker)
         camera_gain *= 1.0 + sim.drift * math.sin(2.0 * math.pi * t / sim.drift_period)
         brightness = state.brightness * camera_gain
         if state.infrared and self._vignette is not None:
             grey = cv2.transform(image, _IR_WEIGHTS) * self._vignette * (_IR_GAIN * camera_gain)
             image = np.asarray(cv2.cvtColor(np.clip(grey, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR))
+        elif self._lamp is not None and 0.0 < state.light_share < 1.0:
+            # The lamp ramping: part ambient light (DARK, even), part the lamp's field, at the exposure of now.
+            light = self._lamp * state.light_share + DARK * (1.0 - state.light_share)
+            image = np.asarray(
+                cv2.multiply(image, light, scale=state.exposure * camera_gain, dtype=cv2.CV_8U), np.uint8
+            )
         elif state.light_on and self._lamp is not None:
             image = np.asarray(cv2.multiply(image, self._lamp, scale=brightness, dtype=cv2.CV_8U), np.uint8)
         elif brightness != 1.0:
             image = np.asarray(cv2.convertScaleAbs(image, alpha=brightness), dtype=np.uint8)
+        if self._sensor is not None:
+            image = self._add_sensor_noise(image, index, self._sensor)
         if self._noise is not None:
             rng = np.random.default_rng((self.sim.seed, _SEED_FRAME, index))
             field = int(rng.integers(len(self._noise)))
@@ -111,6 +133,11 @@ class SceneRenderer:
             window = np.s_[dy : dy + self.height, dx : dx + self.width]
             # Exact for a signed noise field: at each pixel one of the two parts is zero.
             image = np.asarray(cv2.subtract(cv2.add(image, up[window]), down[window]), dtype=np.uint8)
+        if sim.jpeg_quality > 0:
+            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, sim.jpeg_quality])
+            if not ok:
+                raise CameraError(f"camera: OpenCV cannot encode JPEG at quality {sim.jpeg_quality}")
+            image = np.asarray(cv2.imdecode(data, cv2.IMREAD_COLOR), np.uint8)
         return image, self._metadata(state)
 
     def _metadata(self, state: SceneState) -> dict[str, Any]:
@@ -118,7 +145,7 @@ class SceneRenderer:
         frame_us = 1_000_000.0 / self.sim.fps
         gain = max(1.0, exposure_us / frame_us)
         return {
-            "Lux": round(400.0 * (1.0 if state.light_on else DARK), 1),
+            "Lux": round(400.0 * state.brightness / state.exposure, 1),
             "ExposureTime": int(min(exposure_us, frame_us)),
             "AnalogueGain": round(gain, 3),
             "ColourGains": (1.0, 1.0) if state.infrared else (1.92, 1.61),
@@ -165,6 +192,29 @@ class SceneRenderer:
             fields.append((np.maximum(noise, 0).astype(np.uint8), np.maximum(-noise, 0).astype(np.uint8)))
         return fields
 
+    def _sensor_fields(self) -> list[NDArray[np.float32]]:
+        """Two fields of unit Gaussian noise, per channel; each frame takes a shifted window of one."""
+        rng = np.random.default_rng((self.sim.seed, _SEED_SENSOR))
+        shape = (self.height + _NOISE_PAD, self.width + _NOISE_PAD, 3)
+        return [rng.standard_normal(shape, dtype=np.float32) for _ in range(2)]
+
+    def _add_sensor_noise(
+        self, image: NDArray[np.uint8], index: int, fields: list[NDArray[np.float32]]
+    ) -> NDArray[np.uint8]:
+        """Shot noise (variance in proportion to the grey level) and read noise, both amplified by the gain.
+
+        A pixel of grey level g at analogue gain G collected g / G units of light, so its shot noise's variance in
+        grey levels is ``shot_noise**2 * G * g / 255`` and its read noise's standard deviation ``G * read_noise``.
+        """
+        sim = self.sim
+        rng = np.random.default_rng((sim.seed, _SEED_SENSOR, index))
+        field = fields[int(rng.integers(len(fields)))]
+        dy, dx = (int(v) for v in rng.integers(0, _NOISE_PAD + 1, size=2))
+        grey = np.arange(256, dtype=np.float32)
+        std = np.sqrt(grey * (sim.shot_noise**2 * sim.sensor_gain / 255.0) + (sim.read_noise * sim.sensor_gain) ** 2)
+        noise = cv2.multiply(cv2.LUT(image, std.astype(np.float32)), field[dy : dy + self.height, dx : dx + self.width])
+        return np.asarray(cv2.add(image, noise, dtype=cv2.CV_8U), np.uint8)  # rounded and saturated
+
     def _project(self, u: NDArray[np.float64], v: NDArray[np.float64], angle: float) -> NDArray[np.int32]:
         """Image points (fixed point, 4 fraction bits) of door-leaf points (u across, v down) opened ``angle``."""
         a = math.radians(angle)
@@ -198,7 +248,16 @@ class SceneRenderer:
         d2 = ((x / self.width - 0.2) ** 2 + (y / self.width + 0.05) ** 2) / 0.45**2
         falloff = 1.0 / (1.0 + d2)
         field = (1.0 - self.sim.lamp) + self.sim.lamp * falloff / float(falloff.mean())
+        if self.sim.shadow > 0:
+            field *= 1.0 - self.sim.shadow * self._edge_step()
         return np.asarray(cv2.merge([field, field, field]), np.float32)
+
+    def _edge_step(self) -> NDArray[np.float32]:
+        """0 left of an edge just inside the door zone's right border, 1 right of it, with a soft penumbra."""
+        x = np.arange(self.width, dtype=np.float32)
+        edge = (_DOOR_X1 - _EDGE_INSET) * self.width
+        row = np.clip((x - edge) / max(1.0, 0.005 * self.width) + 0.5, 0.0, 1.0)
+        return np.ascontiguousarray(np.broadcast_to(row, (self.height, self.width)), np.float32)
 
     def _ir_vignette(self) -> NDArray[np.float32]:
         """The infrared illuminator lights the middle of the picture more than its corners."""
@@ -216,6 +275,15 @@ class SceneRenderer:
             turn = (_DOOR_X1 + 2 * _ARCHITRAVE) * self.width + half
             x = self.width + half - (self.width + half - turn) * how_far
         self._paint_person(image, x, 0.97 * self.height, 1.0, phase, walk.colour)
+
+    def _paint_stand(self, image: NDArray[np.uint8], stand: Stand, how_far: float, phase: float, t: float) -> None:
+        """A person in front of the closed door, shifting their weight from side to side while they stand."""
+        centre = (_DOOR_X0 + _DOOR_X1) / 2 * self.width
+        edge = -0.2 * self.width if stand.side == "left" else 1.2 * self.width
+        standing_for = t - stand.start - STAND_WALK
+        sway = 0.012 * self.width * math.sin(2.0 * math.pi * standing_for / 5.0) if how_far >= 1.0 else 0.0
+        x = edge + (centre - edge) * how_far + sway
+        self._paint_person(image, x, 0.93 * self.height, 1.0, phase, stand.colour)
 
     def _paint_step_out(self, image: NDArray[np.uint8], step: StepOut, progress: float) -> None:
         """Out of the room towards the camera (growing) for the first 40 %, then sideways out of the picture."""
