@@ -4,33 +4,32 @@ import functools
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from edgecam.capture import Capture, Emitted, fit_jpeg
-from edgecam.clock import time_synced
 from edgecam.commands import Commands
-from edgecam.config import CameraSettings, Settings
+from edgecam.config import Settings
 from edgecam.contact import DoorContact, open_contact
 from edgecam.credentials import camera_url
-from edgecam.discovery import DISCOVERY_FILE, Discovery
+from edgecam.discovery import DISCOVERY_FILE, Discovery, camera_model
 from edgecam.disk import write_atomically
 from edgecam.door import DoorWatcher, open_watcher
-from edgecam.errors import CameraError, ConfigError, StorageError
+from edgecam.errors import CameraError, ConfigError
 from edgecam.gpio import GpioSwitch, open_privacy_switch
-from edgecam.models import DoorState, Event, Frame, MotionResult, Still, Topics, iso_ms
+from edgecam.models import DoorState, Frame, MotionResult, Topics, iso_ms
 from edgecam.motion import MotionDetector
 from edgecam.mqtt.client import read_password, tls_context
-from edgecam.mqtt.publisher import InMemory, Publisher
-from edgecam.outbox import Outbox, payload_bytes
+from edgecam.mqtt.publisher import Publisher
+from edgecam.outbox import Outbox
 from edgecam.privacy import Privacy, open_schedule
 from edgecam.sources import FrameSource, check_source, open_source
-from edgecam.state_dir import check_state_dir, storage_fault
+from edgecam.state_dir import check_state_dir
+from edgecam.store import Store
 from edgecam.systemd import Notifier
+from edgecam.vitals import Vitals
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +37,6 @@ DRAIN_AT_END_S = 10.0
 """How long a source that ended by itself (a file) waits for the broker to take what is queued."""
 DRAIN_ON_STOP_S = 2.0
 """The same on SIGTERM, kept short for systemd's stop timeout; what is left stays in the outbox."""
-SWEEP_EVERY_S = 3600.0
-"""How often delivered events past ``storage.retention_days`` are deleted."""
-RETRY_STORE_S = 5.0
-"""How often events that could not be stored (a full disk) are tried again."""
-MAX_WAITING_STILLS = 20
-"""Stills whose JPEG is kept in memory while the disk refuses even event rows."""
 
 
 @dataclass(frozen=True)
@@ -317,149 +310,3 @@ class PrivacyControl:
         if decision is not None:
             self._pipeline.set_detecting(decision.detect)
             self._publisher.set_detect(decision.detect, decision.held_off_by)
-
-
-class Vitals:
-    """How the frame loop is doing, for ``<base>/stats``: frame rate and detector time over the last seconds.
-
-    The frame loop writes, the publisher's worker reads (``payload``): a lock keeps the window whole.
-    """
-
-    WINDOW_S = 10.0
-    """Seconds of frames the rates are measured over."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._started = clock()
-        self._frames: deque[tuple[float, float | None]] = deque()
-        self._lock = threading.Lock()
-        self.last_event: str | None = None
-        """When the latest door event started (ISO 8601 UTC): from the outbox at start, then from the frame loop."""
-
-    def frame(self, detect_s: float | None) -> None:
-        """One frame was read; the detector took ``detect_s`` over it (None: detection is off)."""
-        now = self._clock()
-        with self._lock:
-            self._frames.append((now, detect_s))
-            while self._frames and self._frames[0][0] < now - self.WINDOW_S:
-                self._frames.popleft()
-
-    def payload(self) -> dict[str, Any]:
-        """The fields the agent adds to the outbox's report on ``<base>/stats``.
-
-        ``uptime_s``, ``fps`` (None before two frames), ``detect_ms`` (None while detection is off),
-        ``time_synced`` and ``last_event``.
-        """
-        now = self._clock()
-        with self._lock:
-            frames = [f for f in self._frames if f[0] >= now - self.WINDOW_S]
-        span = frames[-1][0] - frames[0][0] if len(frames) > 1 else 0.0
-        times = [d for _, d in frames if d is not None]
-        return {
-            "uptime_s": round(now - self._started),
-            "fps": round((len(frames) - 1) / span, 1) if span > 0 else None,
-            "detect_ms": round(1000 * sum(times) / len(times), 2) if times else None,
-            "time_synced": time_synced(),
-            "last_event": self.last_event,
-        }
-
-
-def camera_model(camera: CameraSettings) -> str:
-    """What kind of camera this is, as Home Assistant's device page shows it."""
-    source = camera.source
-    if source in ("simulated", "picamera2"):
-        return "simulated door camera" if source == "simulated" else "Raspberry Pi camera (picamera2)"
-    if source.startswith("/dev/video") or source.isdigit():
-        return "USB camera"
-    return "network camera" if "://" in source else "recorded video"
-
-
-Announce = Callable[[list[InMemory], str | None], None]
-"""Receives what waits in memory (to publish it from there) and the storage fault, or ([], None) once stored."""
-
-
-class Store:
-    """Appends events to the outbox in capture order; holds them in memory while the disk refuses them.
-
-    Each event gets its seq here, from the outbox's counter, when it is captured: one that waits in memory (and
-    may be published from there) keeps it when the disk takes it later, so the same seq is the same message.
-    A seq given out in memory and lost with the process (the agent stopped before the disk came back) may be
-    given again after a restart.
-    """
-
-    def __init__(
-        self, outbox: Outbox, clock: Callable[[], float] = time.monotonic, announce: Announce | None = None
-    ) -> None:
-        self._outbox = outbox
-        self._clock = clock
-        self._announce = announce
-        self._waiting: deque[tuple[int, Event, Still | None]] = deque()
-        self._seq = outbox.last_seq()
-        self._fault: str | None = None
-        self._retry_at = 0.0
-        self._swept_at = clock()
-
-    def put(self, emitted: list[Emitted]) -> bool:
-        """Queue ``emitted`` behind anything still waiting and store what the disk takes; True if any was stored."""
-        for event, still in emitted:
-            self._seq += 1
-            self._waiting.append((self._seq, event, still))
-        now = self._clock()
-        if now - self._swept_at >= SWEEP_EVERY_S:
-            self._swept_at = now
-            try:
-                self._outbox.sweep()
-            except StorageError as err:
-                logger.error("%s", err)
-        if not self._waiting or (now < self._retry_at and not emitted):
-            return False
-        return self.flush()
-
-    def flush(self, final: bool = False) -> bool:
-        """Store what waits, oldest first; True if anything was stored."""
-        stored = False
-        while self._waiting:
-            seq, event, still = self._waiting[0]
-            try:
-                self._outbox.append(event, still, seq)
-            except StorageError as err:
-                self._retry_at = self._clock() + RETRY_STORE_S
-                if final:
-                    logger.error("%s; %d events could not be stored and are lost", err, len(self._waiting))
-                else:
-                    fault = storage_fault(self._outbox.storage)
-                    self._fault = err.args[0] if fault == "ok" else fault
-                    waiting = len(self._waiting)
-                    logger.warning("%s; %d events wait in memory and go to the broker from there", err, waiting)
-                    self._trim()
-                    if self._announce is not None:
-                        self._announce(self._in_memory(), self._fault)
-                return stored
-            self._waiting.popleft()
-            stored = True
-        if self._fault is not None:
-            self._fault = None
-            logger.info("agent: the state directory takes events again; nothing waits in memory")
-            if self._announce is not None:
-                self._announce([], None)
-        return stored
-
-    def _in_memory(self) -> list[InMemory]:
-        """What waits, as the messages the outbox would publish (a still whose JPEG was let go says dropped)."""
-        rows = []
-        for seq, event, still in self._waiting:
-            payload = event.payload(seq)
-            topic = event.extra.get("topic")
-            jpeg = still.jpeg if still is not None else b""
-            if still is not None and not jpeg:
-                payload["dropped"] = True
-            rows.append(InMemory(seq, payload_bytes(payload), topic if isinstance(topic, str) and jpeg else None, jpeg))
-        return rows
-
-    def _trim(self) -> None:
-        """Keep the JPEGs of only the newest waiting stills: the events matter more than memory for pictures."""
-        stills = [i for i, (_, _, still) in enumerate(self._waiting) if still is not None and still.jpeg]
-        for i in stills[: max(0, len(stills) - MAX_WAITING_STILLS)]:
-            seq, event, still = self._waiting[i]
-            assert still is not None
-            self._waiting[i] = (seq, event, replace(still, jpeg=b""))  # stored as dropped once the disk takes rows

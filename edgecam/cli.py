@@ -202,7 +202,8 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _forget_ha(settings: Settings, args: argparse.Namespace) -> int:
-    from edgecam.discovery import DISCOVERY_FILE, forget
+    from edgecam.discovery import DISCOVERY_FILE
+    from edgecam.forget import forget
 
     device, prefix = settings.device_id, settings.homeassistant.discovery_prefix
     forgotten = forget(settings, settings.storage.dir / DISCOVERY_FILE)

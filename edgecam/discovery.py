@@ -10,19 +10,15 @@ entity; Home Assistant publishes its birth message ``online`` on ``<prefix>/stat
 
 import json
 import logging
-import secrets
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from edgecam import __version__
-from edgecam.config import HomeAssistantSettings, Settings
+from edgecam.config import CameraSettings, HomeAssistantSettings
 from edgecam.disk import write_atomically
-from edgecam.errors import BrokerError
 from edgecam.models import Topics
-from edgecam.mqtt.client import Subscriber
 
 logger = logging.getLogger(__name__)
 
@@ -315,6 +311,16 @@ def announcement(
     return {topic: json.dumps(config, separators=(",", ":")).encode() for topic, config in configs.items()}
 
 
+def camera_model(camera: CameraSettings) -> str:
+    """What kind of camera this is, as Home Assistant's device page shows it."""
+    source = camera.source
+    if source in ("simulated", "picamera2"):
+        return "simulated door camera" if source == "simulated" else "Raspberry Pi camera (picamera2)"
+    if source.startswith("/dev/video") or source.isdigit():
+        return "USB camera"
+    return "network camera" if "://" in source else "recorded video"
+
+
 def unique_id(device_id: str, entity: Entity) -> str:
     """The entity's unique id: the same on every restart while ``device_id`` stays."""
     return f"edgecam_{device_id}_{entity.object_id}"
@@ -343,61 +349,3 @@ def remember(path: Path, topics: Iterable[str]) -> None:
         write_atomically(path, json.dumps(sorted(topics), indent=1).encode())
     except OSError as err:
         logger.warning("homeassistant: cannot write %s (%s); a later change may leave stale entities", path, err)
-
-
-@dataclass(frozen=True)
-class Forgotten:
-    """What ``forget`` did."""
-
-    topics: list[str]
-    """The config topics emptied."""
-    agent_online: bool
-    """The device's retained availability says ``online``: its agent runs and will announce the device again."""
-
-
-def forget(settings: Settings, remembered: Path, timeout: float = 10.0) -> Forgotten:
-    """Remove this device from Home Assistant: an empty retained payload on each of its config topics.
-
-    Those are the retained configs under this node (either form) and those in ``remembered``. Raises BrokerError
-    when the broker cannot be reached or does not take them within ``timeout`` s.
-    """
-    prefix, node = settings.homeassistant.discovery_prefix, settings.device_id
-    # Under this node, so the device's ACL lets it write and read it; an empty payload means nothing to Home Assistant.
-    marker = f"{prefix}/sensor/{node}/forget-{secrets.token_hex(8)}/config"
-    availability = Topics(settings.topic_base).availability
-    found: set[str] = set()
-    online = threading.Event()
-    seen_marker = threading.Event()
-
-    def heard(topic: str, payload: bytes, retained: bool) -> None:
-        if topic == marker:
-            seen_marker.set()
-        elif topic == availability:
-            if payload == b"online":
-                online.set()
-        elif payload and retained:
-            found.add(topic)
-
-    filters = [*node_filters(prefix, node), availability, marker]
-    subscriber = Subscriber(settings.mqtt, filters, heard, f"edgecam-forget-{node}")
-    subscriber.start()
-    try:
-        if not subscriber.wait_subscribed(timeout):
-            raise BrokerError(f"forget-ha: no answer from broker {settings.mqtt.host}:{settings.mqtt.port}")
-        # The broker sends the retained configs before anything published after the subscription.
-        subscriber.publish(marker, b"")
-        if not seen_marker.wait(timeout):
-            raise BrokerError("forget-ha: the broker did not send this device's retained configs back")
-        topics = sorted(found | set(read_remembered(remembered)))
-        try:
-            sent = [subscriber.publish(topic, b"", retain=True) for topic in topics]
-            for info in sent:
-                info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError) as err:  # paho: the connection went, or its queue is full
-            raise BrokerError(f"forget-ha: {err}; run it again") from err
-        if not all(info.is_published() for info in sent):
-            raise BrokerError("forget-ha: the broker did not confirm every removal; run it again")
-    finally:
-        subscriber.stop()
-    remember(remembered, [])
-    return Forgotten(topics, online.is_set())

@@ -15,14 +15,17 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from numpy.typing import NDArray
 
-from edgecam.agent import MAX_WAITING_STILLS, RETRY_STORE_S, Agent, Store, Vitals, camera_model
+from edgecam.agent import Agent
 from edgecam.config import CameraSettings, Settings, StorageSettings
 from edgecam.contact import open_contact
+from edgecam.discovery import camera_model
 from edgecam.errors import StorageError
 from edgecam.models import Event, Frame, Still, Topics
 from edgecam.outbox import Outbox
 from edgecam.sources.simulated import DOOR_ZONE, SimulatedSource
+from edgecam.store import MAX_WAITING_STILLS, RETRY_STORE_S, Store
 from edgecam.systemd import Notifier
+from edgecam.vitals import Vitals
 from tests.conftest import Broker, Collector, make_door_event
 
 pytestmark = pytest.mark.integration

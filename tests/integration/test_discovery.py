@@ -58,13 +58,13 @@ def test_a_new_device_id_removes_the_old_device_and_forget_ha_removes_the_new_on
     old = run_agent(mosquitto, EDGECAM_DEVICE_ID="old-name")
     old.wait_log("mqtt: connected", 10)
     assert wait_for_configs(mosquitto, collector_factory, "old-name")
-    stop(old)
+    old.stop()
 
     new = run_agent(mosquitto, EDGECAM_HOMEASSISTANT__DISCOVERY="device")
     assert wait_for_configs(mosquitto, collector_factory, DEVICE)
     assert retained_configs(mosquitto, collector_factory, "old-name") == {}
     assert list(retained_configs(mosquitto, collector_factory, DEVICE)) == [f"homeassistant/device/{DEVICE}/config"]
-    stop(new)
+    new.stop()
 
     forgot = forget_ha(mosquitto, tmp_path)
     assert forgot.returncode == 0, forgot.stderr
@@ -78,7 +78,7 @@ def test_discovery_switched_off_removes_what_the_agent_announced_before(
 ) -> None:
     first = run_agent(mosquitto)
     assert wait_for_configs(mosquitto, collector_factory, DEVICE)
-    stop(first)
+    first.stop()
     run_agent(mosquitto, EDGECAM_HOMEASSISTANT__ENABLED="false").wait_log("mqtt: connected", 10)
     assert wait_for_configs(mosquitto, collector_factory, DEVICE, present=False)
 
@@ -88,11 +88,6 @@ def wait_for_configs(
 ) -> bool:
     """Whether retained configs under ``node`` come to be there (or gone) within 10 s."""
     return wait_until(lambda: bool(retained_configs(broker, collector_factory, node)) == present, 10, interval=0.2)
-
-
-def stop(agent: Child) -> None:
-    agent.process.terminate()
-    agent.finish()
 
 
 def forget_ha(broker: Broker, tmp_path: Path) -> subprocess.CompletedProcess[str]:

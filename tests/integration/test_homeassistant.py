@@ -246,17 +246,14 @@ def test_home_assistant_sees_one_device_that_follows_the_door_and_obeys_the_swit
     seen.wait_for(lambda c: all(len(c.on(topic)) > count for topic, count in announced.items()))
 
     # forget-ha, with the agent stopped, deletes the device from Home Assistant.
-    agent.process.send_signal(signal.SIGTERM)
-    agent.finish(20)
+    agent.stop(20)
     forget = run_agent(mosquitto, "forget-ha", **env)
     forget.finish(20)
     hass.wait_for(lambda: not our_device(hass), 15, "the device gone from the device registry")
     hass.wait_for(lambda: not states(hass), 10, "every entity gone")
 
     # Nothing in Home Assistant's log complains about this device's topics, configs or entities.
-    ours = re.compile(rf"edgecam|{re.escape(DEVICE)}|{DEVICE.replace('-', '_')}")
-    complaints = [r.text for r in hass.log_records() if r.level not in ("DEBUG", "INFO") and ours.search(r.text)]
-    assert not complaints, "\n".join(complaints)
+    assert complaints(hass) == []
 
     duration = time.monotonic() - started
     record_property("duration_s", round(duration, 1))
@@ -286,12 +283,15 @@ def test_switching_the_discovery_form_keeps_the_device_and_its_entities_without_
         now = {e["unique_id"]: e["entity_id"] for e in hass.entities() if e["device_id"] == device["id"]}
         assert now == (registered or now), f"{form}: other entities than before"
         registered = now
-        agent.process.terminate()
-        agent.finish(20)
+        agent.stop(20)
     assert len(registered) == len(ENTITIES)
+    assert complaints(hass) == []
+
+
+def complaints(hass: HomeAssistant) -> list[str]:
+    """Home Assistant's warnings and errors that name edgecam, this device or its entities."""
     ours = re.compile(rf"edgecam|{re.escape(DEVICE)}|{DEVICE.replace('-', '_')}")
-    complaints = [r.text for r in hass.log_records() if r.level not in ("DEBUG", "INFO") and ours.search(r.text)]
-    assert not complaints, "\n".join(complaints)
+    return [r.text for r in hass.log_records() if r.level not in ("DEBUG", "INFO") and ours.search(r.text)]
 
 
 def has_stats(collector: Collector, at_least: int) -> bool:

@@ -89,8 +89,7 @@ def test_on_sent_while_the_schedule_holds_detection_off_is_remembered_and_change
         client.inbox.wait(held_off_by("schedule"), 10, "held off by the schedule alone")
         assert (tmp_path / "state" / "detect").read_text() == "ON", "remembered for when the window ends"
         assert client.inbox.history["detect"] == [b"OFF"], "ON did not turn detection on"
-        agent.process.terminate()
-        log = agent.finish(20)
+        log = agent.stop(20)
     finally:
         client.stop()
     assert "privacy: detection stays off, held off by the schedule (privacy.schedule)" in log

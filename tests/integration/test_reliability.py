@@ -134,6 +134,11 @@ class Child:
         assert "Traceback" not in self.log
         return self.log
 
+    def stop(self, timeout: float = 60) -> str:
+        """SIGTERM, then wait for a clean exit; return the whole log."""
+        self.process.terminate()
+        return self.finish(timeout)
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()

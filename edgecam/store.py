@@ -1,0 +1,114 @@
+"""Between capture and the outbox: events appended in capture order, held in memory while the disk refuses them."""
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+
+from edgecam.capture import Emitted
+from edgecam.errors import StorageError
+from edgecam.models import Event, Still
+from edgecam.mqtt.publisher import InMemory
+from edgecam.outbox import Outbox, payload_bytes
+from edgecam.state_dir import storage_fault
+
+logger = logging.getLogger(__name__)
+
+SWEEP_EVERY_S = 3600.0
+"""How often delivered events past ``storage.retention_days`` are deleted."""
+RETRY_STORE_S = 5.0
+"""How often events that could not be stored (a full disk) are tried again."""
+MAX_WAITING_STILLS = 20
+"""Stills whose JPEG is kept in memory while the disk refuses even event rows."""
+
+
+Announce = Callable[[list[InMemory], str | None], None]
+"""Receives what waits in memory (to publish it from there) and the storage fault, or ([], None) once stored."""
+
+
+class Store:
+    """Appends events to the outbox in capture order; holds them in memory while the disk refuses them.
+
+    Each event gets its seq here, from the outbox's counter, when it is captured: one that waits in memory (and
+    may be published from there) keeps it when the disk takes it later, so the same seq is the same message.
+    A seq given out in memory and lost with the process (the agent stopped before the disk came back) may be
+    given again after a restart.
+    """
+
+    def __init__(
+        self, outbox: Outbox, clock: Callable[[], float] = time.monotonic, announce: Announce | None = None
+    ) -> None:
+        self._outbox = outbox
+        self._clock = clock
+        self._announce = announce
+        self._waiting: deque[tuple[int, Event, Still | None]] = deque()
+        self._seq = outbox.last_seq()
+        self._fault: str | None = None
+        self._retry_at = 0.0
+        self._swept_at = clock()
+
+    def put(self, emitted: list[Emitted]) -> bool:
+        """Queue ``emitted`` behind anything still waiting and store what the disk takes; True if any was stored."""
+        for event, still in emitted:
+            self._seq += 1
+            self._waiting.append((self._seq, event, still))
+        now = self._clock()
+        if now - self._swept_at >= SWEEP_EVERY_S:
+            self._swept_at = now
+            try:
+                self._outbox.sweep()
+            except StorageError as err:
+                logger.error("%s", err)
+        if not self._waiting or (now < self._retry_at and not emitted):
+            return False
+        return self.flush()
+
+    def flush(self, final: bool = False) -> bool:
+        """Store what waits, oldest first; True if anything was stored."""
+        stored = False
+        while self._waiting:
+            seq, event, still = self._waiting[0]
+            try:
+                self._outbox.append(event, still, seq)
+            except StorageError as err:
+                self._retry_at = self._clock() + RETRY_STORE_S
+                if final:
+                    logger.error("%s; %d events could not be stored and are lost", err, len(self._waiting))
+                else:
+                    fault = storage_fault(self._outbox.storage)
+                    self._fault = err.args[0] if fault == "ok" else fault
+                    waiting = len(self._waiting)
+                    logger.warning("%s; %d events wait in memory and go to the broker from there", err, waiting)
+                    self._trim()
+                    if self._announce is not None:
+                        self._announce(self._in_memory(), self._fault)
+                return stored
+            self._waiting.popleft()
+            stored = True
+        if self._fault is not None:
+            self._fault = None
+            logger.info("agent: the state directory takes events again; nothing waits in memory")
+            if self._announce is not None:
+                self._announce([], None)
+        return stored
+
+    def _in_memory(self) -> list[InMemory]:
+        """What waits, as the messages the outbox would publish (a still whose JPEG was let go says dropped)."""
+        rows = []
+        for seq, event, still in self._waiting:
+            payload = event.payload(seq)
+            topic = event.extra.get("topic")
+            jpeg = still.jpeg if still is not None else b""
+            if still is not None and not jpeg:
+                payload["dropped"] = True
+            rows.append(InMemory(seq, payload_bytes(payload), topic if isinstance(topic, str) and jpeg else None, jpeg))
+        return rows
+
+    def _trim(self) -> None:
+        """Keep the JPEGs of only the newest waiting stills: the events matter more than memory for pictures."""
+        stills = [i for i, (_, _, still) in enumerate(self._waiting) if still is not None and still.jpeg]
+        for i in stills[: max(0, len(stills) - MAX_WAITING_STILLS)]:
+            seq, event, still = self._waiting[i]
+            assert still is not None
+            self._waiting[i] = (seq, event, replace(still, jpeg=b""))  # stored as dropped once the disk takes rows
