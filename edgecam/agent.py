@@ -29,6 +29,7 @@ from edgecam.sources import FrameSource, check_source, open_source
 from edgecam.state_dir import check_state_dir
 from edgecam.store import Store
 from edgecam.systemd import Notifier
+from edgecam.viewing import SceneMonitor
 from edgecam.vitals import Vitals
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,10 @@ class Pipeline:
 
     def _new_detector(self) -> MotionDetector:
         cam = self.settings.camera
-        return MotionDetector(self.settings.motion, cam.detect_width, cam.detect_height, self.settings.door)
+        confirmed = self.settings.door.confirm and (self.door is not None or self.contact is not None)
+        return MotionDetector(
+            self.settings.motion, cam.detect_width, cam.detect_height, self.settings.door, relative=confirmed
+        )
 
     def set_detecting(self, on: bool) -> None:
         """Switch detection on (with a background learnt afresh) or off (ending the event under way)."""
@@ -102,7 +106,8 @@ class Pipeline:
                 if contact_open is not None:
                     door = "open" if contact_open else "closed"
                 began = time.perf_counter()
-                result = self.detector.process(frame, door, contact_open)
+                left_closed = self.door.left_closed if self.door is not None else None
+                result = self.detector.process(frame, door, contact_open, left_closed)
                 detect_s = time.perf_counter() - began
                 emitted = self.capture.on_frame(frame, result, self.source.still)
                 yield Step(frame, result, emitted, self.door.last if self.door is not None else None, detect_s)
@@ -177,6 +182,7 @@ class Agent:
         fit_still = functools.partial(fit_jpeg, quality=s.capture.jpeg_quality)
         vitals = Vitals()
         knows_door = door is not None or s.door.contact_pin is not None
+        scene = SceneMonitor(s, relative=s.door.confirm and knows_door)
         discovery = Discovery(
             s.homeassistant, s.device_id, topics, knows_door, camera_model(s.camera), s.storage.dir / DISCOVERY_FILE
         )
@@ -217,6 +223,8 @@ class Agent:
             privacy = PrivacyControl(s, pipeline, publisher, privacy_switch)
             for step in pipeline.steps(stop):
                 vitals.frame(step.detect_s)
+                if step.detect_s is not None:  # detection is on: the result says what the frame showed
+                    vitals.scene_warnings = scene.update(step.frame, step.result)
                 privacy.apply(publisher.take_commands())
                 result = step.result
                 if result.door is not None and result.door != door_state:

@@ -15,6 +15,7 @@ from edgecam.door import DoorReference, DoorWatcher
 from edgecam.errors import CameraError, EdgecamError, StorageError
 from edgecam.motion import MotionDetector
 from edgecam.sources import FrameSource
+from edgecam.viewing import DoorZoneView, SceneWarning, judge
 from edgecam.zones import burn_masks, draw_zones
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class Calibration:
     seconds: float
     detail: float
     """Root-mean-square gradient of the zone in the reference, grey levels per pixel."""
+    warnings: tuple[SceneWarning, ...] = ()
+    """What about the scene keeps the detector from working well (``edgecam.viewing``); each is logged too."""
 
 
 def calibrate(
@@ -43,7 +46,8 @@ def calibrate(
 
     Frames before ``skip`` seconds (of a recording) are passed over. Writes the reference to ``path`` and a PNG
     beside it. Raises EdgecamError, without writing anything, when the door zone moved, the light changed or the
-    contact said open meanwhile, or the zone shows too little detail.
+    contact said open meanwhile, or the zone shows too little detail. Logs a warning for each thing about the
+    scene that keeps the detector from working well (too dark, too noisy, ...), and saves the reference all the same.
     """
     cam = settings.camera
     detector = MotionDetector(settings.motion, cam.detect_width, cam.detect_height)
@@ -90,7 +94,12 @@ def calibrate(
         raise StorageError(f"calibrate: cannot save the reference: {err}") from err
     seconds = last_t - first_t
     logger.info("calibrate: learnt the closed door from %d frames over %.1f s", len(frames), seconds)
-    return Calibration(reference, path, picture, seconds, watcher.reference_detail)
+    viewing = DoorZoneView.for_settings(settings).assess_stretch(frames)
+    # The reference made here lets the door confirm motion, and the detector scale its threshold with the light.
+    warnings = tuple(judge(viewing, settings.motion.threshold, relative=settings.door.confirm))
+    for warning in warnings:
+        logger.warning("calibrate: %s", warning.message)
+    return Calibration(reference, path, picture, seconds, watcher.reference_detail, warnings)
 
 
 def _picture(settings: Settings, still: NDArray[np.uint8]) -> bytes:

@@ -112,6 +112,9 @@ class Capture:
         self._new_id = new_id
         self._synced = synced
         self._open: _Open | None = None
+        self._held: list[tuple[float, float, Still]] = []
+        """Stills of motion the door has not confirmed yet, with their frame time and score: in memory only."""
+        self._held_id: str | None = None
 
     @property
     def in_event(self) -> bool:
@@ -119,29 +122,61 @@ class Capture:
         return self._open is not None
 
     def on_frame(self, frame: Frame, result: MotionResult, take_still: TakeStill) -> list[Emitted]:
-        """Return the events (with their stills) this frame produces, in publishing order."""
+        """Return the events (with their stills) this frame produces, in publishing order.
+
+        While motion waits for the door's confirmation (``result.pending``), stills are taken into memory; the
+        start commits them, and motion the door never confirmed drops them unwritten: no byte of a still leaves
+        memory unless the door moved.
+        """
         out: list[Emitted] = []
+        if result.pending and self._open is None:
+            self._hold(frame, result, take_still)
+            return out
         if result.event == "start" and self._open is None:
-            self._open = _Open(self._new_id(), self._clock(), frame.t, result.score)
+            event_id = self._held_id or self._new_id()
+            self._open = _Open(event_id, self._clock(), frame.t, result.score)
             out.append((self._event(self._open, "start", result.score, **_door(result)), None))
+            for t, score, still in self._held:
+                emitted = self._commit(self._open, still, score, t)
+                if emitted is not None:
+                    out.append(emitted)
+        elif self._held:
+            logger.debug("capture: %d stills dropped unwritten: the door did not move", len(self._held))
+        self._held, self._held_id = [], None
         ev = self._open
         if ev is None:
             return out
         ev.peak = max(ev.peak, result.score)
         if (
             result.moving
+            and result.stirring
             and ev.stills < self._settings.stills_per_event
             and frame.t - ev.last_still_t >= self._settings.interval
         ):
-            emitted = self._still(ev, take_still, result.score, frame.t)
+            taken = self._take(ev.event_id, ev.stills + 1, take_still)
+            emitted = self._commit(ev, taken, result.score, frame.t) if taken is not None else None
             if emitted is not None:
                 out.append(emitted)
         if result.event == "end":
             out.append(self.finish(frame.t, result)[0])
         return out
 
+    def _hold(self, frame: Frame, result: MotionResult, take_still: TakeStill) -> None:
+        last = self._held[-1][0] if self._held else float("-inf")
+        if (
+            not (result.moving and result.stirring)
+            or len(self._held) >= self._settings.stills_per_event
+            or frame.t - last < self._settings.interval
+        ):
+            return
+        self._held_id = self._held_id or self._new_id()
+        still = self._take(self._held_id, len(self._held) + 1, take_still)
+        if still is not None:
+            self._held.append((frame.t, result.score, still))
+
     def finish(self, t: float, result: MotionResult | None = None) -> list[Emitted]:
         """End the event under way, if any (the source ended or the agent is stopping)."""
+        self._held, self._held_id = [], None
         ev = self._open
         if ev is None:
             return []
@@ -150,15 +185,24 @@ class Capture:
         extra = _door(result) if result else {}
         return [(self._event(ev, "end", ev.peak, duration_s=duration, stills=ev.stills, **extra), None)]
 
-    def _still(self, ev: _Open, take_still: TakeStill, score: float, t: float) -> Emitted | None:
-        index = ev.stills + 1
+    def _take(self, event_id: str, index: int, take_still: TakeStill) -> Still | None:
+        """Take, mask and encode a still, in memory; None (logged) when the camera or the encoder fails."""
         try:
-            still = encode_still(take_still(), self._masks, self._settings.jpeg_quality, ev.event_id, index)
+            return encode_still(take_still(), self._masks, self._settings.jpeg_quality, event_id, index)
+        except (OSError, StorageError) as err:
+            logger.error("capture: still %d of event %s not taken: %s", index, event_id, err)
+            return None
+
+    def _commit(self, ev: _Open, still: Still, score: float, t: float) -> Emitted | None:
+        """The still's event; with ``stills_dir`` (replay) the still is written there first."""
+        index = ev.stills + 1
+        still = replace(still, index=index)
+        try:
             if self._stills_dir is not None:
                 path = self._stills_dir / ev.event_id / f"{index}.jpg"
                 write_atomically(path, still.jpeg)
                 still = replace(still, path=path)
-        except (OSError, StorageError) as err:
+        except OSError as err:
             logger.error("capture: still %d of event %s not saved: %s", index, ev.event_id, err)
             return None
         ev.stills = index

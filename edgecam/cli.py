@@ -114,13 +114,15 @@ def _stop_on_signals() -> threading.Event:
 def _check_config(settings: Settings) -> int:
     """Print the effective settings; make every check ``run`` makes before it starts (``check_settings``)."""
     from edgecam.agent import check_settings
+    from edgecam.motion import EventTracker
 
     print(render_toml(settings), end="")
     try:
-        check_settings(settings, "check-config")
+        door = check_settings(settings, "check-config")
     except (ConfigError, StorageError) as err:
         print(f"edgecam: {err}", file=sys.stderr)
         return 2
+    print(f"# events: {EventTracker.describe(settings.motion, settings.door, door is not None)}")
     if settings.mqtt.tls_insecure:
         print("edgecam: warning: mqtt.tls_insecure is on: the broker is not verified; for tests only", file=sys.stderr)
     if settings.device_id.lower() in DISTRIBUTION_HOST_NAMES:
@@ -130,7 +132,29 @@ def _check_config(settings: Settings) -> int:
             "(docs/mqtt.md#connection): set device_id in the settings file, or EDGECAM_DEVICE_ID",
             file=sys.stderr,
         )
+    for warning in _scene_warnings(settings):
+        print(f"edgecam: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _scene_warnings(settings: Settings) -> list[str]:
+    """What ``check-config`` can tell of the scene without the camera: the door zone's size, the reference's look."""
+    from edgecam.door import load_reference
+    from edgecam.viewing import DoorZoneView, judge
+
+    view = DoorZoneView.for_settings(settings)
+    threshold = settings.motion.threshold
+    lines = [w.message for w in judge(view.viewing(), threshold)]
+    path = settings.door_reference_path
+    if path.exists():  # check_settings has read it already, or refused it
+        reference = load_reference(path)
+        for warning in judge(view.assess(reference.gray), threshold, relative=settings.door.confirm):
+            if warning.code != "zone_too_small":
+                lines.append(
+                    f"the door reference {path} (made {reference.created}): {warning.message}; "
+                    "then run 'edgecam calibrate' again"
+                )
+    return lines
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:

@@ -154,6 +154,36 @@ class SimulatedSettings(Section):
     drift_period: float = Field(60.0, ge=1.0, le=3600.0, description="Seconds of one exposure drift cycle.")
     flicker: float = Field(0.0, ge=0.0, le=0.5, description="Frame-to-frame brightness flicker, fraction.")
     shake: float = Field(0.0, ge=0.0, le=20.0, description="Camera shake: pixels the picture jitters each frame.")
+    style: Literal["hall", "porch", "porch-grey"] = Field(
+        "hall",
+        description=(
+            "The scene and camera: 'hall', a white panelled door seen straight on in a beige hall; 'porch', a dark "
+            "wooden plank door with a glass pane seen from high up to its right through a wide-angle lens (barrel "
+            "distortion, strong vignetting, a lifted tone curve, row and colour noise); 'porch-grey', the same with a "
+            "grey door in a grey wall (little contrast). Its door zone: edgecam.sources.simulated.door_zone."
+        ),
+    )
+    person_pose: Literal["stand", "lean", "phone"] = Field(
+        "stand",
+        description=(
+            "What the person at the door (person_at_door) does there: 'stand' shifting weight, 'lean' on the door "
+            "frame, 'phone' with a phone held to the head."
+        ),
+    )
+    pet: bool = Field(False, description="A cat crosses the bottom of the door zone once between openings (4 s).")
+    h264_bitrate: int = Field(
+        0,
+        ge=0,
+        le=50_000,
+        description=(
+            "Round-trip the frames through a real H.264 encoder (libx264 in PyAV) at this many kbit/s, one group "
+            "of pictures of h264_gop frames at a time, as an IP camera or rpicam-vid stream: blocks, smeared noise, "
+            "a pulse at every I-frame. 0 = off."
+        ),
+    )
+    h264_gop: int = Field(
+        20, ge=1, le=600, description="Frames from one H.264 I-frame to the next (the group of pictures)."
+    )
     duration: float = Field(0.0, ge=0.0, description="Seconds after which the scene ends; 0 = endless.")
 
     @model_validator(mode="after")
@@ -170,6 +200,23 @@ class SimulatedSettings(Section):
                 f"door_period ({self.door_period} s) must leave person_at_door + 4 s ({self.person_at_door + 4.0} s) "
                 f"between openings (door_opening + door_open + door_closing = {swing} s)"
             )
+        # A pet takes 4 s to cross, with 0.5 s to spare on either side.
+        if self.pet and self.door_period - swing < 5.0:
+            raise ValueError(
+                f"door_period ({self.door_period} s) must leave 5 s between openings for the pet to cross "
+                f"(door_opening + door_open + door_closing = {swing} s)"
+            )
+        if self.person_pose != "stand" and self.person_at_door <= 0:
+            raise ValueError(f"person_pose '{self.person_pose}' needs a person at the door: set person_at_door")
+        if self.jpeg_quality > 0 and self.h264_bitrate > 0:
+            raise ValueError("jpeg_quality and h264_bitrate are both set: compress as JPEG or as H.264, not both")
+        if self.h264_bitrate > 0 and (self.width % 2 or self.height % 2):
+            raise ValueError(
+                f"h264_bitrate needs an even width and height (4:2:0 colour halves both): {self.width}x{self.height}"
+            )
+        hall_only = [name for name in ("walk_through", "passer_by") if getattr(self, name)]
+        if self.style != "hall" and hall_only:
+            raise ValueError(f"{' and '.join(hall_only)}: drawn for style 'hall' only, not for '{self.style}'")
         return self
 
 
@@ -269,13 +316,26 @@ class DoorSettings(Section):
         description="Closed-door reference saved by 'edgecam calibrate'; default <storage.dir>/door-reference.npz.",
     )
     open_level: float = Field(
-        0.5,
+        0.3,
         gt=0.0,
         lt=1.0,
         description=(
             "Dissimilarity of the zone from the closed-door reference (0 same, 1 unrelated) that means open; "
-            "0.5 is about 5 degrees ajar. Closed again below 70 % of it."
+            "0.3 is about 5 degrees ajar. Closed again below 70 % of it, which also confirms camera motion."
         ),
+    )
+    confirm: bool = Field(
+        True,
+        description=(
+            "With a reference or a contact, camera motion starts an event only once the door leaves its closed "
+            "look or the contact opens; false: motion.min_frames moving frames start one, as without."
+        ),
+    )
+    confirm_window: float = Field(
+        2.0,
+        ge=0.1,
+        le=30.0,
+        description="Seconds after camera motion in the zone within which the door must confirm it.",
     )
     open_quiet: float = Field(
         30.0,

@@ -8,6 +8,7 @@ The *dissimilarity* is 1 minus that correlation, clipped to 0..1: about 0.5 once
 """
 
 import io
+import itertools
 import json
 import logging
 import math
@@ -42,6 +43,25 @@ CLOSE_FACTOR = 0.7
 """Hysteresis: open at ``door.open_level``, closed again only below this fraction of it."""
 HOLD = 0.3
 """Seconds a new reading must last before the state follows it."""
+BANDS = 4
+"""Horizontal bands of the zone compared one by one."""
+CLIPPED = 250.0
+"""Grey level from which a pixel is taken as clipped white: its edges are unknown, and it is left out."""
+CLIPPED_SHARE = 0.01
+"""Share of the zone's box clipped white from which clipped pixels are left out; fewer are noise on a white door."""
+BAND_KEPT = 0.1
+"""A band reading under this has kept its closed look (a closed door reads under 0.05 in every light and noise of
+the benchmark, a door 5 degrees ajar 0.12 to 0.6 in each band): then the door is closed behind whatever changed the
+other bands. Where every band has changed, the whole zone's reading is the door's."""
+NOISE_EVERY = 4
+"""The gradient noise is re-estimated every this many frames."""
+NOISE_RATE = 0.1
+"""Weight of a new noise estimate in the running one."""
+NOISE_JUMP = 2.0
+"""A frame's noise estimate above this multiple of the running one is movement, not noise, and is left out."""
+NOISE_FLOOR = 0.05
+"""Gradient energy per pixel under which the running noise estimate says little (a black frame gives 0): any new
+estimate up to ``NOISE_JUMP`` times this counts. A lit scene's noise is about 0.03, a dim one at high gain 0.25."""
 
 
 def _polygons(polygons: Sequence[Sequence[Sequence[float]]]) -> tuple[Polygon, ...]:
@@ -110,16 +130,32 @@ def _half(image: NDArray[np.uint8] | NDArray[np.float32]) -> NDArray[np.float32]
     return np.asarray(cv2.resize(image, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), np.float32)
 
 
-def _gradients(box: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Horizontal and vertical brightness gradients of ``box`` at half size, grey levels per pixel, after the blur."""
-    blurred = cv2.GaussianBlur(_half(box), (0, 0), SIGMA)
+def _gradients(half: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Horizontal and vertical brightness gradients of ``half``, grey levels per pixel, after the blur."""
+    blurred = cv2.GaussianBlur(half, (0, 0), SIGMA)
     gx = cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
     gy = cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
     return np.asarray(gx, np.float32), np.asarray(gy, np.float32)
 
 
+def _energy(gx: NDArray[np.float32], gy: NDArray[np.float32]) -> float:
+    return float(np.vdot(gx, gx) + np.vdot(gy, gy))
+
+
+def _unclipped(half: NDArray[np.float32]) -> NDArray[np.float32]:
+    """1 where neither a pixel of ``half`` nor its neighbours are clipped white, else 0."""
+    return np.asarray(cv2.erode((half < CLIPPED).astype(np.float32), np.ones((3, 3), np.uint8)), np.float32)
+
+
 class DoorWatcher:
-    """Says, frame by frame, whether the door is open or closed, from its reference."""
+    """Says, frame by frame, whether the door is open or closed, from its reference.
+
+    The zone is cut into ``BANDS`` horizontal bands and compared band by band; the door's reading is the band most
+    like the closed door. A door swings about its vertical hinges, so every band of the leaf leaves its closed
+    look together; a person, a pet or a shadow in front of the closed door leaves at least one band as it was.
+    The sensor noise in the gradients is estimated from successive frames and taken out of each band's energy, so
+    a dim, noisy closed door still reads near 0.
+    """
 
     def __init__(
         self,
@@ -146,9 +182,11 @@ class DoorWatcher:
         rows = np.flatnonzero(counted.any(axis=1))
         cols = np.flatnonzero(counted.any(axis=0))
         self._box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
-        self._weights = (_half(counted[self._box].astype(np.float32)) > 0.999).astype(np.float32)
-        self._ref_x, self._ref_y = self._weighted_gradients(reference.gray)
-        energy = float(np.vdot(self._ref_x, self._ref_x) + np.vdot(self._ref_y, self._ref_y))
+        weights = (_half(counted[self._box].astype(np.float32)) > 0.999).astype(np.float32)
+        self._weights = weights * _unclipped(_half(reference.gray[self._box]))
+        self._ref_x, self._ref_y = self._weighted_gradients(_half(reference.gray[self._box]))
+        ref_energy = self._ref_x * self._ref_x + self._ref_y * self._ref_y
+        energy = float(ref_energy.sum())
         self.reference_detail = math.sqrt(energy / max(1.0, float(self._weights.sum())))
         """Root-mean-square gradient of the reference over the zone: how much there is to compare."""
         if self.reference_detail < MIN_DETAIL:
@@ -156,8 +194,21 @@ class DoorWatcher:
                 f"door.reference: the door zone in it shows too little detail ({self.reference_detail:.1f} < "
                 f"{MIN_DETAIL:g} grey levels per pixel): calibrate with the light on, or widen motion.zone"
             )
-        self._ref_norm = math.sqrt(energy)
-        self._min_energy = MIN_FRAME_DETAIL**2 * energy
+        edges = np.linspace(0, self._weights.shape[0], BANDS + 1).round().astype(int)
+        bands = []
+        for top, bottom in itertools.pairwise(edges):
+            pixels = float(self._weights[top:bottom].sum())
+            band_energy = float(ref_energy[top:bottom].sum())
+            if pixels > 0 and band_energy >= MIN_DETAIL**2 * pixels:  # a plain band says nothing either way
+                bands.append((slice(int(top), int(bottom)), pixels, band_energy))
+        if not bands:
+            bands.append((slice(0, self._weights.shape[0]), float(self._weights.sum()), energy))
+        self._bands = bands
+        self._pixels = float(self._weights.sum())
+        self._ref_energy = energy
+        self._noise: float | None = None
+        self._frames = 0
+        self._previous: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None
         self.state: DoorState | None = None
         """The door's state, or None until the readings have settled on one."""
         self.last: float | None = None
@@ -172,20 +223,96 @@ class DoorWatcher:
         motion = settings.motion
         return cls(reference, settings.door, motion.zone, motion.masks, cam.detect_width, cam.detect_height)
 
-    def _weighted_gradients(self, gray: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        gx, gy = _gradients(gray[self._box])
+    @property
+    def left_closed(self) -> bool:
+        """The last frame no longer looks like the closed door: dissimilarity at the closing level or above.
+
+        It is what confirms that camera motion in the zone is the door moving (``EventTracker``).
+        """
+        return self.last is not None and self.last >= self._open_level * CLOSE_FACTOR
+
+    def _weighted_gradients(self, half: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        gx, gy = _gradients(half)
         gx *= self._weights
         gy *= self._weights
         return gx, gy
 
+    def _learn_noise(self, gx: NDArray[np.float32], gy: NDArray[np.float32]) -> None:
+        """Estimate the gradient energy per pixel that sensor noise adds, from this frame and the one before.
+
+        The difference of two frames' gradients is noise twice over where nothing moved; its squared magnitude
+        is 2 sigma^2 times a chi-square with 2 degrees of freedom, whose median is 2 ln 2. The median over the
+        zone ignores what moves, and a frame far above the estimate (a door swinging) does not count.
+        """
+        self._frames += 1
+        due = self._noise is None or self._frames % NOISE_EVERY == 0
+        previous, self._previous = self._previous, None
+        if self._noise is None or (self._frames + 1) % NOISE_EVERY == 0:
+            self._previous = (gx.copy(), gy.copy())
+        if previous is None or not due:
+            return
+        dx = gx - previous[0]
+        dy = gy - previous[1]
+        change = (dx * dx + dy * dy)[self._weights > 0]
+        noise = float(np.partition(change, change.size // 2)[change.size // 2]) / (2.0 * math.log(2.0))
+        if self._noise is None:
+            self._noise = noise
+        elif noise <= NOISE_JUMP * max(self._noise, NOISE_FLOOR):
+            self._noise += NOISE_RATE * (noise - self._noise)
+
     def dissimilarity(self, gray: NDArray[np.uint8]) -> float | None:
-        """How unlike the closed door the zone of ``gray`` is (0 same, 1 unrelated); None if it shows too little."""
-        gx, gy = self._weighted_gradients(gray)
-        energy = float(np.vdot(gx, gx) + np.vdot(gy, gy))
-        if energy < self._min_energy:
+        """How unlike the closed door the zone of ``gray`` is (0 same, 1 unrelated); None if it shows too little.
+
+        The reading of the band most like the reference: each band's gradient correlation with the reference,
+        with the sensor noise's share of the frame's energy taken out. Where the whole zone reads below the
+        closing level, so does its best band (Cauchy-Schwarz: were every band's correlation below c, so would
+        the zone's be), and the zone's reading stands for it at a quarter of the work.
+        """
+        half = _half(gray[self._box])
+        gx, gy = self._weighted_gradients(half)
+        self._learn_noise(gx, gy)
+        noise = self._noise or 0.0
+        rx, ry, bands = self._ref_x, self._ref_y, self._bands
+        whole = (slice(None), self._pixels, self._ref_energy)
+        if float(half.max()) >= CLIPPED and np.count_nonzero(half >= CLIPPED) > CLIPPED_SHARE * half.size:
+            # Clipped white in this frame: its edges there are unknown, so neither picture's count.
+            kept = _unclipped(half)
+            gx *= kept
+            gy *= kept
+            rx, ry = rx * kept, ry * kept
+            weights = self._weights * kept
+            bands = [(rows, float(weights[rows].sum()), _energy(rx[rows], ry[rows])) for rows, _, _ in bands]
+            whole = (slice(None), float(weights.sum()), _energy(rx, ry))
+            if whole[2] < MIN_FRAME_DETAIL**2 * self._ref_energy:
+                return None
+        zone = self._band_reading(gx, gy, rx, ry, *whole, noise)
+        if zone is not None and zone < self._open_level * CLOSE_FACTOR:
+            return max(0.0, zone)
+        readings = [self._band_reading(gx, gy, rx, ry, *band, noise) for band in bands]
+        known = [r for r in readings if r is not None]
+        if not known:
             return None
-        correlation = float(np.vdot(gx, self._ref_x) + np.vdot(gy, self._ref_y)) / (math.sqrt(energy) * self._ref_norm)
-        return min(1.0, max(0.0, 1.0 - correlation))
+        most_alike = min(known)
+        # A band still as the closed door means something in front of it changed the others; else the door moved.
+        return max(0.0, most_alike) if most_alike < BAND_KEPT or zone is None else min(1.0, zone)
+
+    @staticmethod
+    def _band_reading(
+        gx: NDArray[np.float32],
+        gy: NDArray[np.float32],
+        rx: NDArray[np.float32],
+        ry: NDArray[np.float32],
+        rows: slice,
+        pixels: float,
+        ref_energy: float,
+        noise: float,
+    ) -> float | None:
+        bx, by = gx[rows], gy[rows]
+        signal = _energy(bx, by) - noise * pixels
+        if ref_energy <= 0.0 or signal < MIN_FRAME_DETAIL**2 * ref_energy:
+            return None
+        product = float(np.vdot(bx, rx[rows]) + np.vdot(by, ry[rows]))
+        return 1.0 - product / math.sqrt(signal * ref_energy)
 
     def update(self, frame: Frame) -> DoorState | None:
         """Read ``frame`` and return the door's state: a new reading counts once it has lasted ``HOLD`` seconds."""

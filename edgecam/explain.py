@@ -218,12 +218,16 @@ class _Event:
     last_moving: Shot | None = None
     end: float = 0.0
     ended_by: str = ""
+    confirmed: bool = True
+    """False for motion the door never confirmed: no event came of it."""
 
 
 class Explainer:
     """Draws ``<out>/explain/NN-<event>.png`` per event: the frames that started and ended it, and its score curve.
 
-    The pictures of an earlier run in that folder are removed first.
+    Motion that waited for the door's confirmation and never got it (a person at the shut door) gets a picture
+    too, ``NN-unconfirmed.png``, so a user sees why nothing fired. The pictures of an earlier run in that folder
+    are removed first.
     """
 
     def __init__(self, settings: Settings, trace: Trace, out_dir: Path, fps: float) -> None:
@@ -234,6 +238,7 @@ class Explainer:
             old.unlink()
         self._recent: deque[Shot] = deque(maxlen=max(2, round(PRE_ROLL * fps) + 1))
         self._open: _Event | None = None
+        self._pending: _Event | None = None
         self._ended: list[_Event] = []
         self._count = 0
         self.written: list[Path] = []
@@ -244,6 +249,7 @@ class Explainer:
         """One frame (after ``trace.add``): keep what explains events, draw those over for ``POST_ROLL`` s."""
         shot = Shot(t, gray, changed, result.score, result.moving)
         self._recent.append(shot)
+        self._watch_pending(shot, result)
         if result.event == "start":
             self._count += 1
             recent = list(self._recent)
@@ -265,6 +271,28 @@ class Explainer:
         for done in [e for e in self._ended if t >= e.end + POST_ROLL]:
             self._write(done)
 
+    def _watch_pending(self, shot: Shot, result: MotionResult) -> None:
+        """Follow motion waiting for the door; keep it as an unconfirmed motion if the wait ends without a start."""
+        waiting = self._pending
+        if result.pending and waiting is None:
+            why = "motion in the door zone, waiting for the door to confirm it"
+            self._pending = _Event(0, "unconfirmed", shot.t, why, [("first moving frame", shot)], confirmed=False)
+        elif waiting is not None and result.pending:
+            if result.moving:
+                waiting.last_moving = shot
+        elif waiting is not None:
+            self._pending = None
+            if result.event == "start":
+                return
+            self._count += 1
+            waiting.number, waiting.end = self._count, shot.t
+            waiting.ended_by = (
+                f"the door never left its closed look within door.confirm_window "
+                f"({self._settings.door.confirm_window:g} s): no event, no still kept"
+            )
+            waiting.shots += [("last movement", waiting.last_moving or shot), ("no confirmation", shot)]
+            self._ended.append(waiting)
+
     def close(self) -> None:
         """Draw the events still waiting for their post-roll."""
         for done in list(self._ended):
@@ -272,9 +300,12 @@ class Explainer:
 
     def _write(self, ev: _Event) -> None:
         self._ended.remove(ev)
-        path = self._dir / f"{ev.number:02d}-{ev.event_id[:8]}.png"
+        path = self._dir / f"{ev.number:02d}-{ev.event_id[:8] if ev.confirmed else ev.event_id}.png"
         write_atomically(path, _png(self.render(ev)))
         self.written.append(path)
+        if not ev.confirmed:
+            logger.info("explain: motion at %.1f s, not confirmed by the door: %s", ev.start, path)
+            return
         logger.info(
             "explain: event %d started at %.1f s (%s), ended at %.1f s (%s): %s",
             ev.number,
@@ -301,14 +332,19 @@ class Explainer:
             row[: tile.shape[0], i * EXPLAIN_TILE : (i + 1) * EXPLAIN_TILE] = tile
         times = self._trace.times
         t0, t1 = max(ev.start - PRE_ROLL, times[0]), min(ev.end + POST_ROLL, times[-1])
-        curve = plot(self._settings, self._trace, t0, t1, row.shape[1], f"event {ev.number}", details=True)
+        title = f"event {ev.number}" if ev.confirmed else f"motion not confirmed by the door ({ev.number})"
+        curve = plot(self._settings, self._trace, t0, t1, row.shape[1], title, details=True)
         legend = (
             f"blue: door-zone score, green: motion.min_area {motion.min_area:g}, red ticks: moving frames, "
             "grey: light change or settling, light blue: calibrating"
         )
         if any(level is not None for level in self._trace.door_levels):
             legend += ", purple: door dissimilarity (dashed: door.open_level)"
-        lines = [(f"start at {ev.start:.2f} s: {ev.started_by}", 0.6), (f"end at {ev.end:.2f} s: {ev.ended_by}", 0.6)]
+        begun, ended = ("start", "end") if ev.confirmed else ("motion", "given up")
+        lines = [
+            (f"{begun} at {ev.start:.2f} s: {ev.started_by}", 0.6),
+            (f"{ended} at {ev.end:.2f} s: {ev.ended_by}", 0.6),
+        ]
         header = np.full((80, row.shape[1], 3), 255, np.uint8)
         for i, (text, scale) in enumerate([*lines, (legend, 0.45)]):
             cv2.putText(header, text, (8, 22 + 24 * i), cv2.FONT_HERSHEY_SIMPLEX, scale, BLACK, 1, cv2.LINE_AA)

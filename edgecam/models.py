@@ -50,6 +50,11 @@ class MotionResult:
     """The door's state, from the door contact or a reference of the closed door, where there is one."""
     why: str | None = None
     """With ``event``: why it starts or ends, in words (``3 moving frames in a row``)."""
+    pending: bool = False
+    stirring: bool = True
+    """A moving frame that also changed from the frame before it: movement now, not only a difference from the
+    background (which a door shut after the background restarted from it open still is, for a while)."""
+    """Camera motion awaits the door's confirmation (``EventTracker``): a still taken now is held in memory."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -50,13 +50,58 @@ CAMERA_STEP = 0.04
 frame to the next that means its automatic controls are adjusting: the detector settles as after a global change."""
 LUX_STEP = 0.2
 """Relative change in the camera's Lux estimate from one frame to the next that means the light changed."""
+LIT = 200.0
+"""Background grey level from which ``motion.threshold`` applies whole; darker pixels need proportionally less
+change, since a door's contrast, like everything in the picture, scales with the light."""
+NOISE_K = 4.0
+"""A pixel counts as changed only when it differs by more than this many standard deviations of the sensor
+noise at its brightness: for Gaussian noise, 6 pixels in 100,000."""
+MIN_THRESHOLD = 4
+"""Grey levels below which no pixel's threshold goes, however dark and clean the scene (rounding, compression)."""
+NOISE_BINS = 8
+"""Brightness levels (of 32 grey levels each) at which the sensor noise is estimated: it grows with the signal."""
+NOISE_EVERY = 4
+"""Frames between two noise estimates once calibrated; every frame while calibrating."""
+NOISE_RATE = 0.1
+"""Weight of a frame's noise estimate in the running one."""
+STIRRING = 0.005
+"""Fraction of the door zone that must change from the previous frame, by twice the threshold, for a moving frame to
+show movement now: a door's edge shifting a pixel does; a ghost the background has not yet unlearnt (a door shut
+after the background restarted from it open) and sensor noise do not. Stills are taken only from such frames."""
+NOISE_SAMPLES = 20
+"""Fewest pixels of a brightness level in the door zone for a frame to say anything about its noise."""
+
+
+def threshold_at(threshold: float, levels: NDArray[np.floating[Any]], *, relative: bool) -> NDArray[np.float64]:
+    """``motion.threshold`` at background grey ``levels``, before the noise is taken into account.
+
+    ``relative``: less below ``LIT``, in proportion, never under ``MIN_THRESHOLD``; else the same everywhere.
+    """
+    if not relative:
+        return np.full(levels.shape, float(threshold))
+    return np.asarray(np.maximum(threshold * np.minimum(levels, LIT) / LIT, float(MIN_THRESHOLD)), np.float64)
 
 
 class MotionDetector:
     """Score each frame's door zone against a running-average background and turn the scores into events."""
 
-    def __init__(self, settings: MotionSettings, width: int, height: int, door: DoorSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: MotionSettings,
+        width: int,
+        height: int,
+        door: DoorSettings | None = None,
+        *,
+        relative: bool = False,
+    ) -> None:
+        """Prepare for ``width`` x ``height`` grey frames; raise ConfigError when no pixel of the zone counts.
+
+        ``relative``: thresholds scale with brightness below ``LIT``, so a dim door is seen; the agent asks for it
+        only where the door confirms motion (a reference or a contact), since a dim scene's shadows and
+        reflections then pass too.
+        """
         self._settings = settings
+        self._relative = relative
         self._events = EventTracker(settings, door or DoorSettings())
         self._width = width
         self._height = height
@@ -87,6 +132,12 @@ class MotionDetector:
         self._back = np.zeros(box_shape, np.uint8)
         self._clipped = np.zeros(box_shape, np.bool_)
         self._before = np.zeros(box_shape, np.float32)
+        self._thresholds = np.zeros(box_shape, np.uint8)
+        self._stirred = np.zeros(box_shape, np.uint8)
+        self._previous = np.zeros(box_shape, np.uint8)
+        sampled = np.zeros(box_shape, np.bool_)
+        sampled[::2, ::2] = zone[::2, ::2]  # a quarter of the zone's pixels serve the noise estimate
+        self._sampled = np.flatnonzero(sampled)
 
         self._grid = (max(1, width // CELL), max(1, height // CELL))
         unmasked = cv2.resize((~masked).astype(np.float32), self._grid, interpolation=cv2.INTER_AREA)
@@ -110,12 +161,71 @@ class MotionDetector:
         self._events.reset()
         self._have_before = False
         self._camera: tuple[float, ...] | None = None
+        self._frames = 0
+        self._levels: NDArray[np.float64] | None = None
+        self._sigma = np.full(NOISE_BINS, np.nan)
+        self._lut = self._thresholds_by_level()
 
-    def process(self, frame: Frame, door: DoorState | None = None, contact_open: bool | None = None) -> MotionResult:
+    @property
+    def noise(self) -> float | None:
+        """Standard deviation of the sensor noise in the door zone, grey levels after the blur; None before any.
+
+        The mean over the brightness levels the zone has, each by its share of the zone's pixels.
+        """
+        known = ~np.isnan(self._sigma)
+        if not known.any():
+            return None
+        weights = self._levels[known] if self._levels is not None else np.ones(int(known.sum()))
+        return float(np.average(self._sigma[known], weights=weights + 1e-9))
+
+    def _thresholds_by_level(self) -> NDArray[np.uint8]:
+        """The threshold for each background grey level (256 entries), from ``motion.threshold`` and the noise.
+
+        ``motion.threshold`` from ``LIT`` up, proportionally less below it, never under ``NOISE_K`` times the
+        noise at that brightness nor ``MIN_THRESHOLD``. Levels whose noise is unknown take the nearest known.
+        """
+        levels = np.arange(256, dtype=np.float64)
+        relative = threshold_at(self._settings.threshold, levels, relative=self._relative)
+        known = np.flatnonzero(~np.isnan(self._sigma))
+        if known.size:
+            centres = known * (256 // NOISE_BINS) + 256 // NOISE_BINS // 2
+            sigma = np.interp(levels, centres, self._sigma[known])
+            relative = np.maximum(relative, NOISE_K * sigma)
+        else:
+            relative[:] = self._settings.threshold
+        return np.asarray(np.clip(np.rint(relative), MIN_THRESHOLD, 255), np.uint8)
+
+    def _learn_noise(self, difference: NDArray[np.uint8], reference: NDArray[np.uint8], rate: float) -> None:
+        """Estimate the noise per brightness level from a quiet frame's sampled ``difference`` from ``reference``.
+
+        Only pixels within their threshold count. For Gaussian noise the mean absolute deviation is
+        sigma * sqrt(2 / pi).
+        """
+        calm = difference <= self._lut[reference]
+        levels = reference // (256 // NOISE_BINS)
+        counts = np.bincount(levels[calm], minlength=NOISE_BINS)
+        sums = np.bincount(levels[calm], weights=difference[calm], minlength=NOISE_BINS)
+        self._levels = counts.astype(np.float64)
+        enough = counts >= NOISE_SAMPLES
+        if not enough.any():
+            return
+        sigma = sums[enough] / counts[enough] * np.sqrt(np.pi / 2.0)
+        current = self._sigma[enough]
+        self._sigma[enough] = np.where(np.isnan(current), sigma, current + rate * (sigma - current))
+        self._lut = self._thresholds_by_level()
+
+    def process(
+        self,
+        frame: Frame,
+        door: DoorState | None = None,
+        contact_open: bool | None = None,
+        left_closed: bool | None = None,
+    ) -> MotionResult:
         """Compare ``frame`` with the background, learn from it, and say whether an event starts or ends.
 
-        ``door`` is the door state where there is a reference of the closed door, ``contact_open`` the door
-        contact where there is one; both shape when events start and end (``EventTracker``).
+        ``door`` is the door state where there is a reference of the closed door, ``left_closed`` whether this
+        frame no longer looks like it, ``contact_open`` the door contact where there is one; they shape when
+        events start and end (``EventTracker``).
         """
         gray = frame.gray
         if gray.shape != (self._height, self._width):
@@ -134,8 +244,9 @@ class MotionDetector:
         if self._start is None:
             self._start = t
             np.copyto(self._background, current)
+            np.copyto(self._previous, current)
             np.copyto(self._small_background, self._small)
-            event = self._events.update(t, False, door, contact_open)
+            event = self._events.update(t, False, door, contact_open, left_closed, light_changing=False)
             return MotionResult(
                 0.0,
                 False,
@@ -160,13 +271,24 @@ class MotionDetector:
         if gain * 255.0 < 255.0 - s.threshold:
             self._allow_unclipping(current)
         cv2.absdiff(current, self._reference, dst=self._scratch)
-        cv2.threshold(self._scratch, s.threshold, 255, cv2.THRESH_BINARY, dst=self._changed)
+        self._frames += 1
+        quiet: tuple[NDArray[np.uint8], NDArray[np.uint8]] | None = None
+        if calibrating or settling or global_change or self._frames % NOISE_EVERY == 0:
+            # The thresholds follow the background and the noise, both slow: every few frames is enough.
+            cv2.LUT(self._reference, self._lut, dst=self._thresholds)
+            if not global_change:
+                quiet = (self._scratch.take(self._sampled), self._reference.take(self._sampled))
+        cv2.compare(self._scratch, self._thresholds, cv2.CMP_GT, dst=self._changed)
         if self._events.in_event and self._have_before:
             self._forget_ghosts(current, gain)
         cv2.bitwise_and(self._changed, self._zone, dst=self._scratch)
         score = int(cv2.countNonZero(self._scratch)) / self._zone_pixels
 
         moving = not calibrating and not global_change and score >= s.min_area
+        stirring = moving and self._stirring(current)
+        np.copyto(self._previous, current)
+        if quiet is not None and score < s.min_area and not self._events.in_event:
+            self._learn_noise(quiet[0], quiet[1], FAST_RATE if calibrating or settling else NOISE_RATE)
         if moving and not self._was_moving and not self._events.in_event:
             np.copyto(self._before, self._background)  # the scene before this (possible) event began
             self._have_before = True
@@ -179,7 +301,9 @@ class MotionDetector:
         else:
             self._learn(current, fast=calibrating or settling)
 
-        event = self._events.update(t, moving, door, contact_open)
+        event = self._events.update(
+            t, moving, door, contact_open, left_closed, light_changing=global_change or settling
+        )
         return MotionResult(
             score=score,
             moving=moving,
@@ -190,7 +314,17 @@ class MotionDetector:
             in_event=self._events.in_event,
             door=door,
             why=self._why(event),
+            pending=self._events.pending,
+            stirring=stirring,
         )
+
+    def _stirring(self, current: NDArray[np.uint8]) -> bool:
+        """Whether the zone changed from the previous frame by twice the threshold in ``STIRRING`` of its pixels."""
+        cv2.absdiff(current, self._previous, dst=self._stirred)
+        cv2.subtract(self._stirred, self._thresholds, dst=self._stirred)
+        cv2.compare(self._stirred, self._thresholds, cv2.CMP_GT, dst=self._stirred)
+        cv2.bitwise_and(self._stirred, self._zone, dst=self._stirred)
+        return int(cv2.countNonZero(self._stirred)) >= STIRRING * self._zone_pixels
 
     def _why(self, event: str | None) -> str | None:
         return self._events.why if event else None
@@ -249,7 +383,7 @@ class MotionDetector:
         """
         if small.size == 0:
             return 0.0
-        level = self._settings.threshold
+        level = threshold_at(self._settings.threshold, background, relative=self._relative)
         moved = int(np.count_nonzero(np.abs(small - background) > (level * SHAPE_LEVEL if settling else level)))
         predicted = gain * background
         residual = np.abs(small - predicted)
@@ -265,7 +399,7 @@ class MotionDetector:
         """
         cv2.convertScaleAbs(self._before, dst=self._reference, alpha=gain)
         cv2.absdiff(current, self._reference, dst=self._scratch)
-        cv2.threshold(self._scratch, self._settings.threshold, 255, cv2.THRESH_BINARY_INV, dst=self._back)
+        cv2.compare(self._scratch, self._thresholds, cv2.CMP_LE, dst=self._back)
         cv2.accumulateWeighted(current, self._background, FAST_RATE, mask=self._back)
 
     def _learn(self, current: NDArray[np.uint8], *, fast: bool) -> None:
@@ -285,11 +419,16 @@ class MotionDetector:
 class EventTracker:
     """When events start and end, from camera motion and, where they exist, the door contact and the door state.
 
-    Camera motion starts an event after ``motion.min_frames`` moving frames in a row; the contact opening starts
-    one at once. ``door.contact_mode`` says which of them may start events: ``any``, ``both`` (camera motion counts
-    only while the contact is open or was within ``event_gap``) or ``contact_only``. An event ends after
-    ``event_gap`` seconds without either, but while the door is open (by its state or the contact) it waits for
-    the door to close, or for ``door.open_quiet`` seconds of quiet.
+    Without a way to tell the door from the rest (no reference of the closed door, no contact, or
+    ``door.confirm`` off), camera motion starts an event after ``motion.min_frames`` moving frames in a row.
+    With one, camera motion starts nothing by itself: it is *pending* until the door confirms it by leaving its
+    closed look (``DoorWatcher.left_closed``) or the contact opening, within ``door.confirm_window`` seconds of
+    the last moving frame; then the event starts at once. A person, a pet or a shadow in front of the shut door
+    moves the camera but not the door. The contact opening starts an event at once. ``door.contact_mode`` says
+    which of them may start events: ``any``, ``both`` (camera motion counts only while the contact is open or
+    was within ``event_gap``) or ``contact_only``. An event ends after ``event_gap`` seconds without either, but
+    while the door is open (by its state or the contact) it waits for the door to close, or for
+    ``door.open_quiet`` seconds of quiet.
     """
 
     def __init__(self, motion: MotionSettings, door: DoorSettings) -> None:
@@ -297,20 +436,53 @@ class EventTracker:
         self._door = door
         self.reset()
 
+    @staticmethod
+    def describe(motion: MotionSettings, door: DoorSettings, reference: bool) -> str:
+        """How events will start, in one line for ``check-config``; ``reference``: a closed-door reference exists."""
+        alone = f"camera motion alone starts events ({motion.min_frames} moving frames in a row)"
+        if not door.confirm:
+            return f"door.confirm is off: {alone}"
+        confirmers = [
+            *(["the door leaving its closed look"] if reference else []),
+            *(["the door contact opening"] if door.contact_pin is not None else []),
+        ]
+        if not confirmers:
+            return (
+                f"no reference of the closed door ('edgecam calibrate' makes one) and no door contact: {alone}, "
+                "so a person, a pet or a shadow in the door zone starts one too"
+            )
+        return "camera motion starts an event once confirmed by " + " or ".join(confirmers)
+
     def reset(self) -> None:
         """Forget any event under way."""
         self.in_event = False
+        self.pending = False
+        """Camera motion waits for the door to confirm it: stills taken now are held, not yet kept."""
         self.why = ""
         """Why the last event started or ended, in words, for ``edgecam replay --explain`` and the log."""
         self._streak = 0
         self._last_active = float("-inf")
+        self._last_moving = float("-inf")
         self._contact_was: bool | None = None
         self._contact_open_at = float("-inf")
 
     def update(
-        self, t: float, moving: bool, door: DoorState | None, contact_open: bool | None
+        self,
+        t: float,
+        moving: bool,
+        door: DoorState | None,
+        contact_open: bool | None,
+        left_closed: bool | None = None,
+        *,
+        light_changing: bool = False,
     ) -> Literal["start", "end"] | None:
-        """This frame's motion and door readings in; ``start``, ``end`` or None out."""
+        """This frame's motion and door readings in; ``start``, ``end`` or None out.
+
+        ``light_changing``: the detector sees a light or exposure change (or is settling after one). The door's
+        look is then no evidence either way (a lamp's shadow edge across the zone comes and goes with it), so
+        motion seen meanwhile waits for no confirmation, and starts an event as without one: ``min_frames``
+        moving frames in a row. Motion from before the change may still be confirmed.
+        """
         mode = self._door.contact_mode if contact_open is not None else "any"
         gap = self._motion.event_gap
         contact_changed = (
@@ -322,16 +494,29 @@ class EventTracker:
             self._contact_open_at = t
         camera = moving and (mode == "any" or (mode == "both" and t - self._contact_open_at <= gap))
         self._streak = self._streak + 1 if camera else 0
+        if camera and not light_changing:
+            self._last_moving = t
         if camera or contact_changed:
             self._last_active = t
+        confirming = self._door.confirm and (left_closed is not None or contact_open is not None)
+        self.pending = False
         if not self.in_event:
+            recent = t - self._last_moving <= self._door.confirm_window
+            confirmed = bool(left_closed) or bool(contact_open)
             if contact_opened and mode != "both":
                 self.why = "the door contact opened"
-            elif self._streak >= self._motion.min_frames:
+            elif confirming and recent and confirmed:
+                self.why = "motion in the zone, and the door " + (
+                    "contact open" if contact_open else "no longer looks closed"
+                )
+            elif (not confirming or light_changing) and self._streak >= self._motion.min_frames:
                 self.why = f"{self._streak} moving frames in a row" + (
                     " with the contact open" if mode == "both" else ""
                 )
+                if confirming:
+                    self.why += " while the light changed (the door's look says nothing then)"
             else:
+                self.pending = confirming and recent and mode != "contact_only"
                 return None
             self.in_event = True
             return "start"

@@ -25,6 +25,8 @@ class Vitals:
         self._lock = threading.Lock()
         self.last_event: str | None = None
         """When the latest door event started (ISO 8601 UTC): from the outbox at start, then from the frame loop."""
+        self.scene_warnings: tuple[str, ...] = ()
+        """Codes of the scene's warnings that hold (``edgecam.viewing``), from the frame loop."""
 
     def frame(self, detect_s: float | None) -> None:
         """One frame was read; the detector took ``detect_s`` over it (None: detection is off)."""
@@ -38,7 +40,7 @@ class Vitals:
         """The fields the agent adds to the outbox's report on ``<base>/stats``.
 
         ``uptime_s``, ``fps`` (None before two frames), ``detect_ms`` (None while detection is off),
-        ``time_synced`` and ``last_event``.
+        ``time_synced``, ``last_event`` and ``scene_warnings`` (a list of codes, empty when the scene is fine).
         """
         now = self._clock()
         with self._lock:
@@ -51,4 +53,5 @@ class Vitals:
             "detect_ms": round(1000 * sum(times) / len(times), 2) if times else None,
             "time_synced": time_synced(),
             "last_event": self.last_event,
+            "scene_warnings": list(self.scene_warnings),
         }

@@ -121,13 +121,17 @@ def test_the_contact_alone_makes_an_event_and_the_door_state(
     assert [(m.payload, m.retain) for m in later.on(TOPICS.door)] == [(b"closed", True)]
 
 
-@pytest.mark.parametrize(("mode", "events"), [("any", 1), ("both", 0)])
-def test_in_both_mode_a_shut_contact_vetoes_what_the_camera_sees(
+@pytest.mark.parametrize(
+    ("door", "events"),
+    [({"contact_mode": "any", "confirm": False}, 1), ({"contact_mode": "any"}, 0), ({"contact_mode": "both"}, 0)],
+    ids=["any-unconfirmed", "any", "both"],
+)
+def test_a_shut_contact_vetoes_what_the_camera_sees_unless_confirmation_is_off(
     mosquitto: Broker,
     collector_factory: Callable[..., Collector],
     tmp_path: Path,
     factory: MockFactory,
-    mode: str,
+    door: dict[str, object],
     events: int,
 ) -> None:
     collector = run_agent(
@@ -136,7 +140,7 @@ def test_in_both_mode_a_shut_contact_vetoes_what_the_camera_sees(
         tmp_path,
         factory,
         contact=(0, 0),  # shut all along: the door on camera is, say, the neighbour's reflection
-        door={"contact_mode": mode},
+        door=door,
         simulated={"first_opening": 3.0},
     )
     starts = [e for e in collector.events(TOPICS) if e["type"] == "start"]

@@ -162,3 +162,26 @@ def jpeg_size_of(jpeg: bytes) -> tuple[int, int]:
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None
     return image.shape[1], image.shape[0]
+
+
+def pending() -> MotionResult:
+    return MotionResult(score=0.3, moving=True, pending=True)
+
+
+def test_stills_of_motion_the_door_confirms_are_kept_from_its_first_moving_frame(tmp_path: Path) -> None:
+    results = [pending()] * 6 + [moving("start")] + [moving()] * 5 + [quiet("end", False)]
+    emitted = feed(make_capture(tmp_path, stills_per_event=3, interval=0.5), results)
+    kinds = [(t, e.type, e.payload(0).get("index")) for t, (e, _) in emitted]
+    # Held from 0.0 and 0.5 s, committed after the start at 0.6 s, and the third taken at 1.0 s.
+    assert kinds == [(0.6, "start", None), (0.6, "still", 1), (0.6, "still", 2), (1.0, "still", 3), (1.2, "end", None)]
+    assert sorted(p.name for p in (tmp_path / "ev-1").iterdir()) == ["1.jpg", "2.jpg", "3.jpg"]
+    assert {e.event_id for _, (e, _) in emitted} == {"ev-1"}
+
+
+def test_stills_of_motion_the_door_never_confirms_are_never_written(tmp_path: Path) -> None:
+    results = [pending()] * 10 + [quiet(in_event=False)] * 3 + [pending()] * 2 + [moving("start")]
+    capture = make_capture(tmp_path, stills_per_event=3, interval=0.5)
+    emitted = feed(capture, results)
+    assert list(tmp_path.iterdir()) == [tmp_path / "ev-2"]  # nothing of the unconfirmed motion reached the disk
+    assert [e.type for _, (e, _) in emitted] == ["start", "still"]  # held at 1.3 s, committed at the start
+    assert {e.event_id for _, (e, _) in emitted} == {"ev-2"}

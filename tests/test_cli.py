@@ -4,9 +4,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgecam.cli import main
+from edgecam.config import SimulatedSettings
+from edgecam.door import DoorReference
+from edgecam.sources.opencv import detection_gray
+from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer
 
 
 @pytest.fixture(autouse=True)
@@ -301,3 +306,48 @@ def test_check_config_warns_of_a_device_id_that_is_a_distribution_default_host_n
     monkeypatch.setenv("EDGECAM_DEVICE_ID", "front-door")
     assert main(["check-config"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_check_config_warns_of_a_door_zone_too_small_for_the_detector(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EDGECAM_STORAGE__DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("EDGECAM_MOTION__ZONE", "[[0.5, 0.5], [0.55, 0.5], [0.55, 0.55], [0.5, 0.55]]")
+    assert main(["check-config"]) == 0, "a warning, not an error"
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("edgecam: warning: motion.zone covers only 192 pixels (0.25 % of the 320x240 detection")
+    assert "draw motion.zone round the whole door" in line
+
+
+def test_check_config_warns_of_a_door_reference_made_in_the_dark(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dark = np.full((240, 320), 18, np.uint8)
+    dark[:, ::16] = 40  # the edges of a door and its frame, lit a little: enough detail for the door state
+    reference = tmp_path / "door-reference.npz"
+    reference.write_bytes(DoorReference.learn([dark], []).to_bytes())
+    monkeypatch.setenv("EDGECAM_STORAGE__DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("EDGECAM_DOOR__REFERENCE", str(reference))
+    monkeypatch.setenv("EDGECAM_DOOR__CONFIRM", "false")  # the fixed threshold; confirmed, it scales with the light
+    assert main(["check-config"]) == 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"edgecam: warning: the door reference {reference} (made ")
+    assert "the door zone is too dark" in line
+    assert line.endswith("add light or an infrared lamp, or lower motion.threshold; then run 'edgecam calibrate' again")
+
+
+def test_check_config_says_whether_the_door_confirms_motion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "edgecam.toml"
+    config.write_text(f'[storage]\ndir = "{tmp_path}"\n[motion]\nzone = {[list(p) for p in DOOR_ZONE]}\n')
+    assert main(["check-config", "--config", str(config)]) == 0
+    alone = "no reference of the closed door ('edgecam calibrate' makes one) and no door contact: camera motion "
+    assert alone + "alone starts events (3 moving frames in a row)" in capsys.readouterr().out
+    sim = SceneRenderer(SimulatedSettings(), 640, 480)
+    frames = [detection_gray(sim.render(i)[0], 320, 240) for i in range(10)]
+    (tmp_path / "door-reference.npz").write_bytes(DoorReference.learn(frames, []).to_bytes())
+    assert main(["check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "# events: camera motion starts an event once confirmed by the door leaving its closed look\n" in out
+    config.write_text(config.read_text() + "[door]\nconfirm = false\n")
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert "# events: door.confirm is off: camera motion alone starts events" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
+from typing import Any
 
 import cv2
 import numpy as np
@@ -357,7 +358,7 @@ def test_the_people_walking_by_are_found_when_the_zone_is_the_whole_frame() -> N
 
 
 def simulated_run(
-    seconds: float, **scene: object
+    seconds: float, *, relative: bool = False, **scene: object
 ) -> tuple[list[tuple[float, MotionResult]], list[tuple[float, float]]]:
     from edgecam.config import SimulatedSettings
     from edgecam.sources.opencv import detection_gray
@@ -366,12 +367,49 @@ def simulated_run(
 
     sim = SimulatedSettings.model_validate(scene)
     renderer = SceneRenderer(sim, 640, 480)
-    detector = MotionDetector(MotionSettings(zone=DOOR_ZONE), W, H)
+    detector = MotionDetector(MotionSettings(zone=DOOR_ZONE), W, H, relative=relative)
     results = []
     for index in range(round(seconds * sim.fps)):
         frame = Frame(index, index / sim.fps, detection_gray(renderer.render(index)[0], W, H))
         results.append((frame.t, detector.process(frame)))
     return results, door_openings(sim, seconds)
+
+
+DARK_HALL: dict[str, Any] = {
+    "noise": 0.0,
+    "light_level": 0.01,
+    "sensor_gain": 12.0,
+    "shot_noise": 4.0,
+    "read_noise": 0.8,
+}
+"""A hall at an eighth of the light, at gain 12: the door changes its pixels by about 20 grey levels."""
+
+
+def test_a_door_in_a_dark_noisy_hall_moves_the_zone_where_thresholds_follow_the_light() -> None:
+    results, doors = simulated_run(30.0, relative=True, seed=45, door_period=20.0, **DARK_HALL)
+    moving = [t for t, r in results if r.moving]
+    assert all(any(opens <= t <= shuts + 1.0 for opens, shuts in doors) for t in moving), "noise never moves"
+    for opens, _shuts in doors:
+        assert any(opens < t <= opens + 0.25 for t in moving), f"the opening at {opens} s"
+    # With the fixed threshold (no reference, nothing to confirm motion) the same door stays under it.
+    results, doors = simulated_run(30.0, seed=45, door_period=20.0, **DARK_HALL)
+    assert not any(r.moving for _, r in results)
+
+
+@pytest.mark.parametrize("noise", [2.0, 12.0])
+def test_the_noise_is_measured_and_keeps_a_noisy_camera_quiet_where_thresholds_follow_the_light(noise: float) -> None:
+    from edgecam.config import SimulatedSettings
+    from edgecam.sources.opencv import detection_gray
+    from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer
+
+    renderer = SceneRenderer(SimulatedSettings(first_opening=60.0, noise=noise, light_level=0.3), 640, 480)
+    detector = MotionDetector(MotionSettings(zone=DOOR_ZONE), W, H, relative=True)
+    assert detector.noise is None  # nothing measured before the first frames
+    for index in range(100):
+        frame = Frame(index, index / 10, detection_gray(renderer.render(index)[0], W, H))
+        assert not detector.process(frame).moving
+    # The source's noise, halved by the detection frame's downscaling and divided by 3 by the 3x3 box blur.
+    assert detector.noise == pytest.approx(noise / 6, rel=0.5)
 
 
 def test_an_uneven_lamp_switched_with_the_exposure_catching_up_starts_nothing_but_the_door() -> None:
@@ -442,14 +480,46 @@ def test_the_contact_opening_starts_an_event_at_once(mode: str) -> None:
     assert track(contact_readings([], [10, 20]), mode)[0] == (1.0, "start")
 
 
-def test_in_any_mode_camera_motion_with_the_contact_shut_still_starts_an_event() -> None:
-    assert track(contact_readings([10, 20], []), "any")[0] == (1.2, "start")
+def test_with_a_contact_camera_motion_waits_for_the_contact_to_open() -> None:
+    assert track(contact_readings([10, 20], []), "any") == []
+    assert track(contact_readings([10, 20], [15, 18]), "any")[0] == (1.5, "start")
+    # door.confirm off: as without a contact, three moving frames start an event though the contact is shut.
+    assert track(contact_readings([10, 20], []), "any", confirm=False)[0] == (1.2, "start")
 
 
 def test_in_both_mode_the_contact_vetoes_camera_motion_while_the_door_is_shut() -> None:
     assert track(contact_readings([10, 20], []), "both") == []
     assert track(contact_readings([], [10, 30]), "both") == []
-    assert track(contact_readings([12, 20], [10, 30]), "both")[0] == (1.4, "start")
+    assert track(contact_readings([12, 20], [10, 30]), "both")[0] == (1.2, "start")
+    assert track(contact_readings([12, 20], [10, 30]), "both", confirm=False)[0] == (1.4, "start")
+
+
+def confirm_track(moving: Sequence[int], left: Sequence[int], **door: object) -> tuple[list[float], list[float]]:
+    """Start times, and times motion was pending, for ``moving`` frames and frames the door left its closed look."""
+    tracker = EventTracker(MotionSettings(), DoorSettings.model_validate(door))
+    starts, pending = [], []
+    for i in range(100):
+        event = tracker.update(i / 10, i in moving, "closed", None, i in left)
+        if event == "start":
+            starts.append(i / 10)
+        if tracker.pending:
+            pending.append(i / 10)
+    return starts, pending
+
+
+def test_with_a_reference_motion_starts_an_event_only_once_the_door_leaves_its_closed_look() -> None:
+    # A person at the shut door: the zone moves for 3 s, the door never leaves its closed look.
+    starts, pending = confirm_track(range(10, 40), [])
+    assert starts == []
+    assert pending[0] == 1.0
+    assert pending[-1] == pytest.approx(5.9, abs=0.11)  # door.confirm_window after the last motion
+    # The door opens: one moving frame and the door's reading are enough, at once.
+    assert confirm_track([10, 11], [11, 12])[0] == [1.1]
+    # The door's reading without motion (a light coming on) starts nothing; nor motion 3 s before it.
+    assert confirm_track([], range(10, 20))[0] == []
+    assert confirm_track([10], [41])[0] == []
+    # door.confirm off: three moving frames, as without a reference.
+    assert confirm_track(range(10, 40), [], confirm=False)[0] == [1.2]
 
 
 def test_in_contact_only_mode_camera_motion_starts_nothing() -> None:

@@ -259,3 +259,30 @@ def test_a_damaged_stream_of_a_still_scene_makes_no_event(
     said = [r.getMessage() for r in caplog.records if "damaged frames" in r.getMessage()]
     assert said
     assert all(r.levelno == logging.WARNING for r in caplog.records if "damaged frames" in r.getMessage())
+
+
+def test_a_person_at_the_shut_door_is_explained_but_is_no_event(
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    clip = tmp_path / "person.avi"
+    sim = SimulatedSettings(first_opening=8.0, door_period=30.0, person_at_door=12.0)
+    openings = render_clip(clip, sim, 45.0)
+    monkeypatch.setenv("EDGECAM_MOTION__ZONE", json.dumps(DOOR_ZONE))
+    monkeypatch.setenv("EDGECAM_CAMERA__SOURCE", str(clip))
+    reference = tmp_path / "door.npz"
+    assert main(["calibrate", "--out", str(reference)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("EDGECAM_DOOR__REFERENCE", str(reference))
+    with caplog.at_level(logging.INFO, logger="edgecam"):
+        messages = replay(capsys, str(clip), "--explain", "--out", str(tmp_path / "out"))
+    starts = [m["t"] for m in messages if m["type"] == "start"]
+    stills = [m["t"] for m in messages if m["type"] == "still"]
+    assert len(starts) == len(openings) == 2
+    assert all(any(begin <= t <= shut for begin, shut in openings) for t in starts + stills)
+    names = sorted(p.name for p in (tmp_path / "out" / "explain").glob("*.png"))
+    assert [n for n in names if n.endswith("-unconfirmed.png")] == ["02-unconfirmed.png"]
+    said = [r.getMessage() for r in caplog.records if r.name == "edgecam.explain"]
+    assert any("not confirmed by the door" in line for line in said)

@@ -1,3 +1,4 @@
+import hashlib
 import itertools
 import math
 from pathlib import Path
@@ -310,3 +311,87 @@ def test_a_side_light_ramps_on_beyond_an_edge_just_inside_the_door_zone() -> Non
     off = lit.script_at(30.0).side_switches[1]
     assert not off.on
     assert np.allclose(ratio(off.t + 1.1, wall), 1.0)
+
+
+# Frames of the hall as rendered before camera.simulated.style existed (sha256 of the BGR bytes, this machine's
+# numpy and OpenCV): the default look must stay byte for byte the same, so existing scenes and seeds keep their truth.
+HALL_BEFORE_STYLES = [
+    ({}, 640, 480, 0, "8a0924d34a1879f369ab9655891bd252ce19eb715db9094721af20ef791276e3"),
+    ({}, 640, 480, 45, "d6b91c39b4c03cd5b70ffc4f9ce1595e3db03f30dffafbeb26638737946afd0d"),
+    (
+        {
+            "seed": 5,
+            "light_switching": True,
+            "lamp": 0.6,
+            "lamp_rise": 1.0,
+            "shadow": 0.6,
+            "shot_noise": 4.0,
+            "read_noise": 0.8,
+            "sensor_gain": 2.0,
+            "jpeg_quality": 40,
+            "passer_by": True,
+            "shake": 1.0,
+        },
+        640,
+        480,
+        123,
+        "cbd8f25c62a906cae5a34789911791be466a60f7ec4404b991f300d2788df610",
+    ),
+    (
+        {"seed": 30, "person_at_door": 12.0, "door_period": 25.0, "passer_by": True, "walk_through": True},
+        640,
+        480,
+        112,  # walking up to the door
+        "d5a044dd79c6d90b643b3d058d97190338015759bbb62e500191f4aad16ca3f2",
+    ),
+    (
+        {"seed": 30, "person_at_door": 12.0, "door_period": 25.0, "passer_by": True, "walk_through": True},
+        640,
+        480,
+        165,  # standing at the door
+        "e1a24c31f580757f146f0431f34a1d7264e63f6bbf945726d7bbf902b80b2e49",
+    ),
+    (
+        {"seed": 30, "person_at_door": 12.0, "door_period": 25.0, "passer_by": True, "walk_through": True},
+        640,
+        480,
+        55,  # stepping out through the open door
+        "1073aa5f54f033963797a459b52f30da71b8007acec00b1f4655f2d667effd39",
+    ),
+    (
+        {"seed": 9, "infrared": True, "side_light": 0.5, "lamp_rise": 0.5, "light_level": 0.6, "noise": 5.0},
+        320,
+        240,
+        150,
+        "712baeacd8e66b833ad6dac9b191dfef3c498cb0b15905a3faa81ff125d4a7ea",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sim", "width", "height", "index", "digest"), HALL_BEFORE_STYLES)
+def test_the_default_hall_renders_byte_for_byte_as_before(
+    sim: dict[str, object], width: int, height: int, index: int, digest: str
+) -> None:
+    image = SceneRenderer(SimulatedSettings.model_validate(sim), width, height).render(index)[0]
+    assert hashlib.sha256(image.tobytes()).hexdigest() == digest
+
+
+@pytest.mark.parametrize(
+    ("simulated", "message"),
+    [
+        ({"style": "garage"}, r"camera\.simulated\.style: 'garage' is not allowed"),
+        ({"person_pose": "sitting"}, r"camera\.simulated\.person_pose: 'sitting' is not allowed"),
+        ({"h264_bitrate": -5}, r"camera\.simulated\.h264_bitrate: -5 is not allowed"),
+        ({"h264_gop": 0}, r"camera\.simulated\.h264_gop: 0 is not allowed"),
+        ({"jpeg_quality": 30, "h264_bitrate": 300}, r"jpeg_quality .*h264_bitrate"),
+        ({"h264_bitrate": 300, "width": 641}, r"h264_bitrate needs an even width and height .*641x480"),
+        ({"style": "porch", "walk_through": True}, r"walk_through: drawn for style 'hall' only"),
+        ({"style": "porch-grey", "passer_by": True}, r"passer_by: drawn for style 'hall' only"),
+        ({"pet": True, "door_period": 8.0}, r"door_period .*pet"),
+        ({"person_pose": "lean"}, r"person_pose .*person_at_door"),
+    ],
+)
+def test_new_scene_settings_are_refused_with_one_line_naming_them(simulated: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(camera={"simulated": simulated})
+    assert "\n" not in str(caught.value)

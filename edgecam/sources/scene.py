@@ -20,6 +20,8 @@ SEED_CYCLE = 0
 _AE_STRENGTH = 0.6  # how much auto exposure makes up for a darker scene (0 none, 1 fully)
 STAND_WALK = 1.5
 """Seconds a person at the door takes to walk up to it, and to walk away again."""
+PET_CROSSING = 4.0
+"""Seconds a pet takes to cross the picture."""
 
 
 def _ease(p: float) -> float:
@@ -99,6 +101,9 @@ class StepOut(Person):
 class Stand(Person):
     """A person walks up to the closed door from one side, stands in front of it, and walks back out."""
 
+    pose: Literal["stand", "lean", "phone"] = "stand"
+    """What they do at the door: stand shifting weight, lean on the door frame, or talk on the phone."""
+
     def place(self, t: float) -> tuple[float, float]:
         """How far from the frame edge to the door's middle (0..1) and the leg phase in radians at ``t``."""
         dt = t - self.start
@@ -108,6 +113,16 @@ class Stand(Person):
         if away < STAND_WALK:
             return away / STAND_WALK, 2.0 * math.pi * 2.5 * away / STAND_WALK
         return 1.0, 0.0
+
+
+@dataclass(frozen=True)
+class Pet(Person):
+    """A cat crosses the picture along the bottom of the door from ``side``, past the door's middle half way."""
+
+    def progress(self, t: float) -> tuple[float, float]:
+        """How far across (0 off the picture at ``side``, 1 off the other side) and the leg phase in radians."""
+        p = (t - self.start) / self.duration
+        return p, 2.0 * math.pi * 6.0 * p
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,8 @@ class SceneState:
     """Each person at the door: the stand, how far from the frame edge to the door (0..1), the leg phase."""
     side_share: float = 0.0
     """How far the side light is on: 0 off, 1 on, in between while it ramps (``lamp_rise``)."""
+    pets: tuple[tuple[Pet, float, float], ...] = ()
+    """Each pet in view: the pet, how far across (0..1), the leg phase."""
 
 
 def _exposure(light_on: bool) -> float:
@@ -157,6 +174,7 @@ class Script:
     side_on: bool = False
     """The side light's state before the first side switch in this script."""
     side_switches: tuple[LightSwitch, ...] = ()
+    pets: tuple[Pet, ...] = ()
 
     def state(self, t: float, light_ramp: float, lamp_rise: float = 0.0) -> SceneState:
         """The scene at ``t`` seconds.
@@ -184,7 +202,10 @@ class Script:
         stepping = tuple((p, (t - p.start) / p.duration) for p in self.step_outs if p.start <= t < p.end)
         standing = tuple((p, *p.place(t)) for p in self.stands if p.start <= t < p.end)
         side = _share(self.side_on, self.side_switches, t, lamp_rise)
-        return SceneState(angle, on, level * exposure, exposure, walkers, infrared, stepping, share, standing, side)
+        pets = tuple((p, *p.progress(t)) for p in self.pets if p.start <= t < p.end)
+        return SceneState(
+            angle, on, level * exposure, exposure, walkers, infrared, stepping, share, standing, side, pets
+        )
 
 
 def _share(on: bool, switches: tuple[LightSwitch, ...], t: float, rise: float) -> float:
@@ -225,8 +246,8 @@ def _infrared_after_cycle(sim: SimulatedSettings, k: int) -> bool:
 def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> Script:
     """The events of door cycles ``first_cycle`` to ``last_cycle`` (inclusive); the same seed, the same script.
 
-    Each cycle opens the door once; in the quiet gap after it the light may switch and a person may walk past or
-    stand at the door.
+    Each cycle opens the door once; in the quiet gap after it the light may switch, a person may walk past or
+    stand at the door, and a pet may cross in front of it.
     """
     swings: list[DoorSwing] = []
     switches: list[LightSwitch] = []
@@ -235,6 +256,7 @@ def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> S
     step_outs: list[StepOut] = []
     stands: list[Stand] = []
     side_switches: list[LightSwitch] = []
+    pets: list[Pet] = []
     swing_length = sim.door_opening + sim.door_open + sim.door_closing
     gap = sim.door_period - swing_length
     for k in range(max(0, first_cycle), last_cycle + 1):
@@ -251,6 +273,10 @@ def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> S
         stand_side: Literal["left", "right"] = "left" if rng.random() < 0.5 else "right"
         stand_slack = rng.uniform(0.0, 1.0)
         side_at = start + swing_length + gap * rng.uniform(0.2, 0.7)
+        # Draws added later come last, so that the scenes made before them keep their numbers.
+        pet_slack = rng.uniform(0.0, 1.0)
+        pet_side: Literal["left", "right"] = "left" if rng.random() < 0.5 else "right"
+        fur = ((40, 90, 160), (70, 70, 75), (30, 30, 34), (150, 160, 170))[int(rng.integers(4))]
         if sim.light_with_door:
             switches.append(LightSwitch(max(0.0, light_on_at), True))
         if sim.light_switching or sim.light_with_door:
@@ -265,9 +291,12 @@ def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> S
         if sim.person_at_door > 0:
             stay = sim.person_at_door + 2 * STAND_WALK
             stand_at = start + swing_length + 0.5 + (gap - stay - 1.0) * stand_slack  # 0.5 s clear of either swing
-            stands.append(Stand(stand_at, stay, stand_side, (red, blue, green)))
+            stands.append(Stand(stand_at, stay, stand_side, (red, blue, green), sim.person_pose))
         if sim.side_light > 0:
             side_switches.append(LightSwitch(side_at, _side_light_after_cycle(sim, k)))
+        if sim.pet:
+            pet_at = start + swing_length + 0.5 + (gap - PET_CROSSING - 1.0) * pet_slack
+            pets.append(Pet(pet_at, PET_CROSSING, pet_side, fur))
     return Script(
         _light_after_cycle(sim, first_cycle - 1),
         tuple(swings),
@@ -279,6 +308,7 @@ def build_script(sim: SimulatedSettings, first_cycle: int, last_cycle: int) -> S
         tuple(stands),
         _side_light_after_cycle(sim, first_cycle - 1),
         tuple(side_switches),
+        tuple(pets),
     )
 
 
