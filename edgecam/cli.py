@@ -114,7 +114,7 @@ def _stop_on_signals() -> threading.Event:
 def _check_config(settings: Settings) -> int:
     """Print the effective settings; make every check ``run`` makes before it starts (``check_settings``)."""
     from edgecam.agent import check_settings
-    from edgecam.motion import EventTracker
+    from edgecam.events import EventTracker
 
     print(render_toml(settings), end="")
     try:

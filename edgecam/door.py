@@ -286,7 +286,9 @@ class DoorWatcher:
             if whole[2] < MIN_FRAME_DETAIL**2 * self._ref_energy:
                 return None
         zone = self._band_reading(gx, gy, rx, ry, *whole, noise)
-        if zone is not None and zone < self._open_level * CLOSE_FACTOR:
+        if zone is None:
+            return None
+        if zone < self._open_level * CLOSE_FACTOR:
             return max(0.0, zone)
         readings = [self._band_reading(gx, gy, rx, ry, *band, noise) for band in bands]
         known = [r for r in readings if r is not None]
@@ -294,7 +296,7 @@ class DoorWatcher:
             return None
         most_alike = min(known)
         # A band still as the closed door means something in front of it changed the others; else the door moved.
-        return max(0.0, most_alike) if most_alike < BAND_KEPT or zone is None else min(1.0, zone)
+        return max(0.0, most_alike) if most_alike < BAND_KEPT else min(1.0, zone)
 
     @staticmethod
     def _band_reading(

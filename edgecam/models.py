@@ -51,10 +51,10 @@ class MotionResult:
     why: str | None = None
     """With ``event``: why it starts or ends, in words (``3 moving frames in a row``)."""
     pending: bool = False
+    """Camera motion awaits the door's confirmation (``EventTracker``): a still taken now is held in memory."""
     stirring: bool = True
     """A moving frame that also changed from the frame before it: movement now, not only a difference from the
     background (which a door shut after the background restarted from it open still is, for a while)."""
-    """Camera motion awaits the door's confirmation (``EventTracker``): a still taken now is held in memory."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,7 +13,7 @@ that are back to how they were before it take that background again, so a door t
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 
 from edgecam.config import DoorSettings, MotionSettings
 from edgecam.errors import ConfigError
+from edgecam.events import EventTracker
 from edgecam.models import DoorState, Frame, MotionResult
 from edgecam.zones import polygon_mask
 
@@ -60,15 +61,19 @@ MIN_THRESHOLD = 4
 """Grey levels below which no pixel's threshold goes, however dark and clean the scene (rounding, compression)."""
 NOISE_BINS = 8
 """Brightness levels (of 32 grey levels each) at which the sensor noise is estimated: it grows with the signal."""
-NOISE_EVERY = 4
-"""Frames between two noise estimates once calibrated; every frame while calibrating."""
+NOISE_EVERY = 8
+"""Frames between two noise estimates, and two updates of the thresholds, once calibrated; every frame while
+calibrating (and the thresholds while settling after a light change)."""
 NOISE_RATE = 0.1
 """Weight of a frame's noise estimate in the running one."""
-STIRRING = 0.005
-"""Fraction of the door zone that must change from the previous frame, by twice the threshold, for a moving frame to
-show movement now: a door's edge shifting a pixel does; a ghost the background has not yet unlearnt (a door shut
-after the background restarted from it open) and sensor noise do not. Stills are taken only from such frames."""
+STIRRING = 0.0005
+"""Fraction of the door zone that must have changed from the previous frame, by 1.5 times its threshold, for a
+moving frame to show movement now: the edges of a door eased 5 degrees ajar change 0.03 to 0.2 % of it a frame,
+sensor noise 0.002 %; a ghost the background has not yet unlearnt (a door shut after the background restarted
+from it open) nothing. Stills are taken only from such frames."""
 NOISE_SAMPLES = 20
+MAD_TO_SIGMA = 1.4826
+"""The median absolute deviation of Gaussian noise times this is its standard deviation."""
 """Fewest pixels of a brightness level in the door zone for a frame to say anything about its noise."""
 
 
@@ -134,6 +139,7 @@ class MotionDetector:
         self._before = np.zeros(box_shape, np.float32)
         self._thresholds = np.zeros(box_shape, np.uint8)
         self._stirred = np.zeros(box_shape, np.uint8)
+        self._stir_thresholds = np.zeros(box_shape, np.uint8)
         self._previous = np.zeros(box_shape, np.uint8)
         sampled = np.zeros(box_shape, np.bool_)
         sampled[::2, ::2] = zone[::2, ::2]  # a quarter of the zone's pixels serve the noise estimate
@@ -162,6 +168,9 @@ class MotionDetector:
         self._have_before = False
         self._camera: tuple[float, ...] | None = None
         self._frames = 0
+        self._cell_noise = 0.0
+        self._cell_levels: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
+        """Per grid cell: the levels a move and a change of shape must pass, from the threshold and the noise."""
         self._levels: NDArray[np.float64] | None = None
         self._sigma = np.full(NOISE_BINS, np.nan)
         self._lut = self._thresholds_by_level()
@@ -244,8 +253,8 @@ class MotionDetector:
         if self._start is None:
             self._start = t
             np.copyto(self._background, current)
-            np.copyto(self._previous, current)
             np.copyto(self._small_background, self._small)
+            np.copyto(self._previous, current)
             event = self._events.update(t, False, door, contact_open, left_closed, light_changing=False)
             return MotionResult(
                 0.0,
@@ -273,10 +282,11 @@ class MotionDetector:
         cv2.absdiff(current, self._reference, dst=self._scratch)
         self._frames += 1
         quiet: tuple[NDArray[np.uint8], NDArray[np.uint8]] | None = None
-        if calibrating or settling or global_change or self._frames % NOISE_EVERY == 0:
+        due = self._frames % NOISE_EVERY == 0
+        if calibrating or settling or global_change or due:
             # The thresholds follow the background and the noise, both slow: every few frames is enough.
             cv2.LUT(self._reference, self._lut, dst=self._thresholds)
-            if not global_change:
+            if not global_change and (calibrating or due):
                 quiet = (self._scratch.take(self._sampled), self._reference.take(self._sampled))
         cv2.compare(self._scratch, self._thresholds, cv2.CMP_GT, dst=self._changed)
         if self._events.in_event and self._have_before:
@@ -288,7 +298,11 @@ class MotionDetector:
         stirring = moving and self._stirring(current)
         np.copyto(self._previous, current)
         if quiet is not None and score < s.min_area and not self._events.in_event:
-            self._learn_noise(quiet[0], quiet[1], FAST_RATE if calibrating or settling else NOISE_RATE)
+            rate = FAST_RATE if calibrating or settling else NOISE_RATE
+            self._learn_noise(quiet[0], quiet[1], rate)
+            if small.size:  # the cells' own noise: the median deviation, scaled to a standard deviation
+                cells = float(np.median(np.abs(small - gain * small_background))) * MAD_TO_SIGMA
+                self._cell_noise += rate * (cells - self._cell_noise)
         if moving and not self._was_moving and not self._events.in_event:
             np.copyto(self._before, self._background)  # the scene before this (possible) event began
             self._have_before = True
@@ -319,10 +333,13 @@ class MotionDetector:
         )
 
     def _stirring(self, current: NDArray[np.uint8]) -> bool:
-        """Whether the zone changed from the previous frame by twice the threshold in ``STIRRING`` of its pixels."""
+        """Whether ``STIRRING`` of the zone changed from the previous frame by 1.5 times its threshold.
+
+        The difference of two frames carries the noise of both, 1.4 times one frame's against the background.
+        """
         cv2.absdiff(current, self._previous, dst=self._stirred)
-        cv2.subtract(self._stirred, self._thresholds, dst=self._stirred)
-        cv2.compare(self._stirred, self._thresholds, cv2.CMP_GT, dst=self._stirred)
+        cv2.add(self._thresholds, self._thresholds // 2, dst=self._stir_thresholds)
+        cv2.compare(self._stirred, self._stir_thresholds, cv2.CMP_GT, dst=self._stirred)
         cv2.bitwise_and(self._stirred, self._zone, dst=self._stirred)
         return int(cv2.countNonZero(self._stirred)) >= STIRRING * self._zone_pixels
 
@@ -383,12 +400,16 @@ class MotionDetector:
         """
         if small.size == 0:
             return 0.0
-        level = threshold_at(self._settings.threshold, background, relative=self._relative)
-        moved = int(np.count_nonzero(np.abs(small - background) > (level * SHAPE_LEVEL if settling else level)))
+        if self._cell_levels is None or settling or self._frames % NOISE_EVERY == 0:
+            level = threshold_at(self._settings.threshold, background, relative=self._relative)
+            floor = NOISE_K * self._cell_noise  # a noisy sensor's row and colour noise move whole cells too
+            self._cell_levels = (np.maximum(level, floor), np.maximum(level * SHAPE_LEVEL, floor))
+        whole, shape = self._cell_levels
+        moved = int(np.count_nonzero(np.abs(small - background) > (shape if settling else whole)))
         predicted = gain * background
         residual = np.abs(small - predicted)
         residual[(background >= BRIGHT) & (small > predicted)] = 0.0  # clipped: brighter than predicted is fine
-        reshaped = int(np.count_nonzero(residual > level * SHAPE_LEVEL))
+        reshaped = int(np.count_nonzero(residual > shape))
         return max(moved, reshaped) / int(small.size)
 
     def _forget_ghosts(self, current: NDArray[np.uint8], gain: float) -> None:
@@ -414,121 +435,3 @@ class MotionDetector:
         cv2.accumulateWeighted(current, self._background, slow)
         cv2.bitwise_not(self._changed, dst=self._scratch)
         cv2.accumulateWeighted(current, self._background, 1.0 - (1.0 - rate) / (1.0 - slow), mask=self._scratch)
-
-
-class EventTracker:
-    """When events start and end, from camera motion and, where they exist, the door contact and the door state.
-
-    Without a way to tell the door from the rest (no reference of the closed door, no contact, or
-    ``door.confirm`` off), camera motion starts an event after ``motion.min_frames`` moving frames in a row.
-    With one, camera motion starts nothing by itself: it is *pending* until the door confirms it by leaving its
-    closed look (``DoorWatcher.left_closed``) or the contact opening, within ``door.confirm_window`` seconds of
-    the last moving frame; then the event starts at once. A person, a pet or a shadow in front of the shut door
-    moves the camera but not the door. The contact opening starts an event at once. ``door.contact_mode`` says
-    which of them may start events: ``any``, ``both`` (camera motion counts only while the contact is open or
-    was within ``event_gap``) or ``contact_only``. An event ends after ``event_gap`` seconds without either, but
-    while the door is open (by its state or the contact) it waits for the door to close, or for
-    ``door.open_quiet`` seconds of quiet.
-    """
-
-    def __init__(self, motion: MotionSettings, door: DoorSettings) -> None:
-        self._motion = motion
-        self._door = door
-        self.reset()
-
-    @staticmethod
-    def describe(motion: MotionSettings, door: DoorSettings, reference: bool) -> str:
-        """How events will start, in one line for ``check-config``; ``reference``: a closed-door reference exists."""
-        alone = f"camera motion alone starts events ({motion.min_frames} moving frames in a row)"
-        if not door.confirm:
-            return f"door.confirm is off: {alone}"
-        confirmers = [
-            *(["the door leaving its closed look"] if reference else []),
-            *(["the door contact opening"] if door.contact_pin is not None else []),
-        ]
-        if not confirmers:
-            return (
-                f"no reference of the closed door ('edgecam calibrate' makes one) and no door contact: {alone}, "
-                "so a person, a pet or a shadow in the door zone starts one too"
-            )
-        return "camera motion starts an event once confirmed by " + " or ".join(confirmers)
-
-    def reset(self) -> None:
-        """Forget any event under way."""
-        self.in_event = False
-        self.pending = False
-        """Camera motion waits for the door to confirm it: stills taken now are held, not yet kept."""
-        self.why = ""
-        """Why the last event started or ended, in words, for ``edgecam replay --explain`` and the log."""
-        self._streak = 0
-        self._last_active = float("-inf")
-        self._last_moving = float("-inf")
-        self._contact_was: bool | None = None
-        self._contact_open_at = float("-inf")
-
-    def update(
-        self,
-        t: float,
-        moving: bool,
-        door: DoorState | None,
-        contact_open: bool | None,
-        left_closed: bool | None = None,
-        *,
-        light_changing: bool = False,
-    ) -> Literal["start", "end"] | None:
-        """This frame's motion and door readings in; ``start``, ``end`` or None out.
-
-        ``light_changing``: the detector sees a light or exposure change (or is settling after one). The door's
-        look is then no evidence either way (a lamp's shadow edge across the zone comes and goes with it), so
-        motion seen meanwhile waits for no confirmation, and starts an event as without one: ``min_frames``
-        moving frames in a row. Motion from before the change may still be confirmed.
-        """
-        mode = self._door.contact_mode if contact_open is not None else "any"
-        gap = self._motion.event_gap
-        contact_changed = (
-            contact_open is not None and self._contact_was is not None and contact_open != self._contact_was
-        )
-        contact_opened = contact_changed and contact_open is True
-        self._contact_was = contact_open
-        if contact_open:
-            self._contact_open_at = t
-        camera = moving and (mode == "any" or (mode == "both" and t - self._contact_open_at <= gap))
-        self._streak = self._streak + 1 if camera else 0
-        if camera and not light_changing:
-            self._last_moving = t
-        if camera or contact_changed:
-            self._last_active = t
-        confirming = self._door.confirm and (left_closed is not None or contact_open is not None)
-        self.pending = False
-        if not self.in_event:
-            recent = t - self._last_moving <= self._door.confirm_window
-            confirmed = bool(left_closed) or bool(contact_open)
-            if contact_opened and mode != "both":
-                self.why = "the door contact opened"
-            elif confirming and recent and confirmed:
-                self.why = "motion in the zone, and the door " + (
-                    "contact open" if contact_open else "no longer looks closed"
-                )
-            elif (not confirming or light_changing) and self._streak >= self._motion.min_frames:
-                self.why = f"{self._streak} moving frames in a row" + (
-                    " with the contact open" if mode == "both" else ""
-                )
-                if confirming:
-                    self.why += " while the light changed (the door's look says nothing then)"
-            else:
-                self.pending = confirming and recent and mode != "contact_only"
-                return None
-            self.in_event = True
-            return "start"
-        quiet = t - self._last_active
-        door_open = door == "open" or contact_open is True
-        if quiet < gap or (door_open and quiet < self._door.open_quiet):
-            return None
-        self.why = f"{quiet:.1f} s without movement"
-        if door_open:
-            self.why += ", the door still open (door.open_quiet)"
-        elif door is not None or contact_open is not None:
-            self.why += " and the door closed"
-        self.in_event = False
-        self._streak = 0
-        return "end"
