@@ -51,6 +51,9 @@ CAMERA_STEP = 0.04
 frame to the next that means its automatic controls are adjusting: the detector settles as after a global change."""
 LUX_STEP = 0.2
 """Relative change in the camera's Lux estimate from one frame to the next that means the light changed."""
+CONFIRMED_AREA = 0.25
+"""Where the door confirms motion, this fraction of ``motion.min_area`` already makes a frame moving: the door's own
+look then tells the door from the rest, and a grey door opened 5 degrees in dim light changes about 1 % of its zone."""
 LIT = 200.0
 """Background grey level from which ``motion.threshold`` applies whole; darker pixels need proportionally less
 change, since a door's contrast, like everything in the picture, scales with the light."""
@@ -74,6 +77,12 @@ from it open) nothing. Stills are taken only from such frames."""
 NOISE_SAMPLES = 20
 MAD_TO_SIGMA = 1.4826
 """The median absolute deviation of Gaussian noise times this is its standard deviation."""
+CELL_NOISE_JUMP = 2.0
+"""Once calibrated, a quiet frame's estimate of the grid cells' noise above this multiple of the running one is a
+slow light change, not noise, and is left out."""
+CELL_NOISE_FLOOR = 0.5
+"""Grey levels under which the cells' running noise estimate says little: any estimate up to ``CELL_NOISE_JUMP``
+times this counts."""
 """Fewest pixels of a brightness level in the door zone for a frame to say anything about its noise."""
 
 
@@ -101,7 +110,8 @@ class MotionDetector:
     ) -> None:
         """Prepare for ``width`` x ``height`` grey frames; raise ConfigError when no pixel of the zone counts.
 
-        ``relative``: thresholds scale with brightness below ``LIT``, so a dim door is seen; the agent asks for it
+        ``relative``: thresholds scale with brightness below ``LIT``, so a dim door is seen, and ``CONFIRMED_AREA``
+        of ``motion.min_area`` makes a frame moving, so a low-contrast door barely ajar is; the agent asks for it
         only where the door confirms motion (a reference or a contact), since a dim scene's shadows and
         reflections then pass too.
         """
@@ -294,14 +304,19 @@ class MotionDetector:
         cv2.bitwise_and(self._changed, self._zone, dst=self._scratch)
         score = int(cv2.countNonZero(self._scratch)) / self._zone_pixels
 
-        moving = not calibrating and not global_change and score >= s.min_area
+        min_area = s.min_area * (CONFIRMED_AREA if self._relative else 1.0)
+        moving = not calibrating and not global_change and score >= min_area
         stirring = moving and self._stirring(current)
         np.copyto(self._previous, current)
+        rate = FAST_RATE if calibrating or settling else NOISE_RATE
         if quiet is not None and score < s.min_area and not self._events.in_event:
-            rate = FAST_RATE if calibrating or settling else NOISE_RATE
             self._learn_noise(quiet[0], quiet[1], rate)
-            if small.size:  # the cells' own noise: the median deviation, scaled to a standard deviation
-                cells = float(np.median(np.abs(small - gain * small_background))) * MAD_TO_SIGMA
+        # The cells' own noise, as a standard deviation from their median deviation: while calibrating from every
+        # frame (a noisy sensor's rows and colours can make each one look like a light change until it is known).
+        if small.size and (calibrating or (quiet is not None and score < s.min_area and not self._events.in_event)):
+            cells = float(np.median(np.abs(small - gain * small_background))) * MAD_TO_SIGMA
+            # A lamp brightening slowly moves the cells too, far more than noise: that is not noise.
+            if calibrating or cells <= CELL_NOISE_JUMP * max(self._cell_noise, CELL_NOISE_FLOOR):
                 self._cell_noise += rate * (cells - self._cell_noise)
         if moving and not self._was_moving and not self._events.in_event:
             np.copyto(self._before, self._background)  # the scene before this (possible) event began

@@ -75,9 +75,15 @@ def readings(renderer: SceneRenderer, door: DoorWatcher, start: float, stop: flo
     return {i / FPS: door.dissimilarity(gray(renderer, i / FPS)) for i in range(first, last)}
 
 
-@pytest.mark.parametrize("seconds", [12.0, 28.0])
-def test_a_person_standing_in_front_of_the_closed_door_leaves_it_closed(seconds: float) -> None:
-    renderer = scene(person_at_door=seconds, door_period=25.0 + seconds)
+@pytest.mark.parametrize(
+    ("seconds", "light"),
+    [(12.0, {}), (28.0, {}), (10.0, {"side_light": 0.6, "lamp_rise": 1.0})],
+    ids=["waiting", "on the phone", "as a light beside the door comes on"],
+)
+def test_a_person_standing_in_front_of_the_closed_door_leaves_it_closed(
+    seconds: float, light: dict[str, float]
+) -> None:
+    renderer = scene(person_at_door=seconds, door_period=25.0 + seconds, **light)
     door = watcher(reference(renderer))
     standing = [t for t in np.arange(9.0, 25.0 + seconds, 0.5) if renderer.state(float(t)).standing]
     assert len(standing) > 2 * seconds - 8

@@ -283,6 +283,8 @@ def test_a_person_at_the_shut_door_is_explained_but_is_no_event(
     assert len(starts) == len(openings) == 2
     assert all(any(begin <= t <= shut for begin, shut in openings) for t in starts + stills)
     names = sorted(p.name for p in (tmp_path / "out" / "explain").glob("*.png"))
-    assert [n for n in names if n.endswith("-unconfirmed.png")] == ["02-unconfirmed.png"]
+    unconfirmed = [n for n in names if n.endswith("-unconfirmed.png")]
+    assert len(names) - len(unconfirmed) == len(openings)  # a picture per event
+    assert unconfirmed, "the person's motion, each stretch of it, has a picture too"
     said = [r.getMessage() for r in caplog.records if r.name == "edgecam.explain"]
-    assert any("not confirmed by the door" in line for line in said)
+    assert sum("not confirmed by the door" in line for line in said) == len(unconfirmed)
