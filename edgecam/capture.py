@@ -149,7 +149,7 @@ class Capture:
         ev.peak = max(ev.peak, result.score)
         if (
             result.moving
-            and result.stirring
+            and (result.stirring or ev.stills == 0)
             and ev.stills < self._settings.stills_per_event
             and frame.t - ev.last_still_t >= self._settings.interval
         ):
@@ -164,7 +164,7 @@ class Capture:
     def _hold(self, frame: Frame, result: MotionResult, take_still: TakeStill) -> None:
         last = self._held[-1][0] if self._held else float("-inf")
         if (
-            not (result.moving and result.stirring)
+            not (result.moving and (result.stirring or not self._held))
             or len(self._held) >= self._settings.stills_per_event
             or frame.t - last < self._settings.interval
         ):

@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,10 +54,11 @@ BAND_KEPT = 0.1
 """A band reading under this has kept its closed look (a closed door reads under 0.05 in every light and noise of
 the benchmark, a door 5 degrees ajar 0.12 to 0.6 in each band): then the door is closed behind whatever changed the
 other bands. Where every band has changed, the whole zone's reading is the door's."""
-BAND_SHARE = 0.3
-"""A band that changed less than this share of the most changed one has kept its closed look too: a door ajar moves
-every band alike (its least changed band reads 0.4 to 0.7 of its most changed in the benchmark), a person in
-front of the door and a light coming on beside it leave one band at 0.1 to 0.2 of the others."""
+BAND_SHARE = 0.35
+"""A band that changed less than this share of the bands' median has kept its closed look too: a door ajar moves
+every band (its least changed band reads 0.44 to 0.8 of the median in the benchmark, the low end a porch door whose
+bottom band is mostly floor), while a person in front of the door with a light coming on beside it left one band
+at 0.19 of the median."""
 NOISE_EVERY = 4
 """The gradient noise is re-estimated every this many frames."""
 NOISE_RATE = 0.1
@@ -298,10 +300,10 @@ class DoorWatcher:
         known = [r for r in readings if r is not None]
         if not known:
             return None
-        most_alike, least_alike = min(known), max(known)
-        # A band still as the closed door, or changed far less than another, means something in front of the door
-        # changed the others (a side light on the way touches every band a little); else the door moved.
-        if most_alike < BAND_KEPT or most_alike < BAND_SHARE * least_alike:
+        most_alike, typical = min(known), statistics.median(known)
+        # A band still as the closed door, or changed far less than the others, means something in front of the
+        # door changed them (a side light on the way touches every band a little); else the door moved.
+        if most_alike < BAND_KEPT or most_alike < BAND_SHARE * typical:
             return max(0.0, most_alike)
         return min(1.0, zone)
 

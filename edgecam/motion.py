@@ -304,7 +304,8 @@ class MotionDetector:
         cv2.bitwise_and(self._changed, self._zone, dst=self._scratch)
         score = int(cv2.countNonZero(self._scratch)) / self._zone_pixels
 
-        min_area = s.min_area * (CONFIRMED_AREA if self._relative else 1.0)
+        # While the light changes the door's look confirms nothing (EventTracker): then min_area applies whole.
+        min_area = s.min_area * (CONFIRMED_AREA if self._relative and not settling else 1.0)
         moving = not calibrating and not global_change and score >= min_area
         stirring = moving and self._stirring(current)
         np.copyto(self._previous, current)

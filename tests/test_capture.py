@@ -185,3 +185,12 @@ def test_stills_of_motion_the_door_never_confirms_are_never_written(tmp_path: Pa
     assert list(tmp_path.iterdir()) == [tmp_path / "ev-2"]  # nothing of the unconfirmed motion reached the disk
     assert [e.type for _, (e, _) in emitted] == ["start", "still"]  # held at 1.3 s, committed at the start
     assert {e.event_id for _, (e, _) in emitted} == {"ev-2"}
+
+
+def test_after_the_first_still_only_frames_that_move_now_get_one(tmp_path: Path) -> None:
+    # The door confirmed, but barely moves from frame to frame (a grey door eased ajar), then stands: a ghost.
+    start = MotionResult(score=0.3, moving=True, event="start", in_event=True, stirring=False)
+    still_frame = MotionResult(score=0.3, moving=True, in_event=True, stirring=False)
+    results = [start] + [still_frame] * 20 + [moving()] + [quiet("end", False)]
+    emitted = feed(make_capture(tmp_path, stills_per_event=3, interval=0.5), results)
+    assert [(t, e.type) for t, (e, _) in emitted] == [(0.0, "start"), (0.0, "still"), (2.1, "still"), (2.2, "end")]
