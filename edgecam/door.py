@@ -59,7 +59,7 @@ BAND_SHARE = 0.35
 every band (its least changed band reads 0.44 to 0.8 of the median in the benchmark, the low end a porch door whose
 bottom band is mostly floor), while a person in front of the door with a light coming on beside it left one band
 at 0.19 of the median."""
-NOISE_EVERY = 4
+NOISE_EVERY = 16
 """The gradient noise is re-estimated every this many frames."""
 NOISE_RATE = 0.1
 """Weight of a new noise estimate in the running one."""

@@ -64,7 +64,7 @@ MIN_THRESHOLD = 4
 """Grey levels below which no pixel's threshold goes, however dark and clean the scene (rounding, compression)."""
 NOISE_BINS = 8
 """Brightness levels (of 32 grey levels each) at which the sensor noise is estimated: it grows with the signal."""
-NOISE_EVERY = 8
+NOISE_EVERY = 16
 """Frames between two noise estimates, and two updates of the thresholds, once calibrated; every frame while
 calibrating (and the thresholds while settling after a light change)."""
 NOISE_RATE = 0.1
