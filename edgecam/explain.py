@@ -274,7 +274,7 @@ class Explainer:
     def _watch_pending(self, shot: Shot, result: MotionResult) -> None:
         """Follow motion waiting for the door; keep it as an unconfirmed motion if the wait ends without a start."""
         waiting = self._pending
-        if result.pending and waiting is None:
+        if result.pending and result.moving and waiting is None:
             why = "motion in the door zone, waiting for the door to confirm it"
             self._pending = _Event(0, "unconfirmed", shot.t, why, [("first moving frame", shot)], confirmed=False)
         elif waiting is not None and result.pending:
@@ -282,19 +282,24 @@ class Explainer:
                 waiting.last_moving = shot
         elif waiting is not None:
             self._pending = None
-            if result.event == "start":
-                return
-            self._count += 1
-            waiting.number, waiting.end = self._count, shot.t
-            waiting.ended_by = (
-                f"the door never left its closed look within door.confirm_window "
-                f"({self._settings.door.confirm_window:g} s): no event, no still kept"
-            )
-            waiting.shots += [("last movement", waiting.last_moving or shot), ("no confirmation", shot)]
-            self._ended.append(waiting)
+            if result.event != "start":
+                self._give_up(waiting, shot)
+
+    def _give_up(self, waiting: _Event, shot: Shot) -> None:
+        self._count += 1
+        waiting.number, waiting.end = self._count, shot.t
+        waiting.ended_by = (
+            f"the door never left its closed look within door.confirm_window "
+            f"({self._settings.door.confirm_window:g} s): no event, no still kept"
+        )
+        waiting.shots += [("last movement", waiting.last_moving or shot), ("no confirmation", shot)]
+        self._ended.append(waiting)
 
     def close(self) -> None:
-        """Draw the events still waiting for their post-roll."""
+        """Draw the events still waiting for their post-roll, and motion still waiting for the door."""
+        if self._pending is not None and self._recent:
+            self._give_up(self._pending, self._recent[-1])
+            self._pending = None
         for done in list(self._ended):
             self._write(done)
 

@@ -29,6 +29,7 @@ SCENES = {
     ),
     "explain-person-at-door.png": ({"seed": 30, "door_period": 40.0, "person_at_door": 12.0}, "*-unconfirmed.png"),
 }
+"""Per picture: the scene's ``camera.simulated`` settings, and which of replay's pictures to keep (the first)."""
 WIDTH = 1200
 
 
