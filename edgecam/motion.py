@@ -9,6 +9,9 @@ restarts from it and then adapts fast for ``settle`` seconds while the camera's 
 
 Changed pixels learn at half the rate, so a moving door is seen before it is absorbed; during an event, pixels
 that are back to how they were before it take that background again, so a door that shut leaves no ghost.
+
+A pixel's threshold is never under ``NOISE_K`` times the sensor noise at its brightness, measured from quiet
+frames; where the door confirms motion (``relative``) it also scales with the light (``threshold_at``).
 """
 
 import logging
