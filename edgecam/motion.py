@@ -26,6 +26,7 @@ from edgecam.config import DoorSettings, MotionSettings
 from edgecam.errors import ConfigError
 from edgecam.events import EventTracker
 from edgecam.models import DoorState, Frame, MotionResult
+from edgecam.thresholds import MAD_TO_SIGMA, NOISE_K, PixelThresholds, threshold_at
 from edgecam.zones import polygon_mask
 
 logger = logging.getLogger(__name__)
@@ -57,16 +58,6 @@ LUX_STEP = 0.2
 CONFIRMED_AREA = 0.25
 """Where the door confirms motion, this fraction of ``motion.min_area`` already makes a frame moving: the door's own
 look then tells the door from the rest, and a grey door opened 5 degrees in dim light changes about 1 % of its zone."""
-LIT = 200.0
-"""Background grey level from which ``motion.threshold`` applies whole; darker pixels need proportionally less
-change, since a door's contrast, like everything in the picture, scales with the light."""
-NOISE_K = 4.0
-"""A pixel counts as changed only when it differs by more than this many standard deviations of the sensor
-noise at its brightness: for Gaussian noise, 6 pixels in 100,000."""
-MIN_THRESHOLD = 4
-"""Grey levels below which no pixel's threshold goes, however dark and clean the scene (rounding, compression)."""
-NOISE_BINS = 8
-"""Brightness levels (of 32 grey levels each) at which the sensor noise is estimated: it grows with the signal."""
 NOISE_EVERY = 16
 """Frames between two noise estimates, and two updates of the thresholds, once calibrated; every frame while
 calibrating (and the thresholds while settling after a light change)."""
@@ -77,26 +68,12 @@ STIRRING = 0.0005
 moving frame to show movement now: the edges of a door eased 5 degrees ajar change 0.03 to 0.2 % of it a frame,
 sensor noise 0.002 %; a ghost the background has not yet unlearnt (a door shut after the background restarted
 from it open) nothing. Stills are taken only from such frames."""
-NOISE_SAMPLES = 20
-MAD_TO_SIGMA = 1.4826
-"""The median absolute deviation of Gaussian noise times this is its standard deviation."""
 CELL_NOISE_JUMP = 2.0
 """Once calibrated, a quiet frame's estimate of the grid cells' noise above this multiple of the running one is a
 slow light change, not noise, and is left out."""
 CELL_NOISE_FLOOR = 0.5
 """Grey levels under which the cells' running noise estimate says little: any estimate up to ``CELL_NOISE_JUMP``
 times this counts."""
-"""Fewest pixels of a brightness level in the door zone for a frame to say anything about its noise."""
-
-
-def threshold_at(threshold: float, levels: NDArray[np.floating[Any]], *, relative: bool) -> NDArray[np.float64]:
-    """``motion.threshold`` at background grey ``levels``, before the noise is taken into account.
-
-    ``relative``: less below ``LIT``, in proportion, never under ``MIN_THRESHOLD``; else the same everywhere.
-    """
-    if not relative:
-        return np.full(levels.shape, float(threshold))
-    return np.asarray(np.maximum(threshold * np.minimum(levels, LIT) / LIT, float(MIN_THRESHOLD)), np.float64)
 
 
 class MotionDetector:
@@ -120,6 +97,7 @@ class MotionDetector:
         """
         self._settings = settings
         self._relative = relative
+        self._pixels = PixelThresholds(settings.threshold, relative=relative)
         self._events = EventTracker(settings, door or DoorSettings())
         self._width = width
         self._height = height
@@ -184,57 +162,12 @@ class MotionDetector:
         self._cell_noise = 0.0
         self._cell_levels: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
         """Per grid cell: the levels a move and a change of shape must pass, from the threshold and the noise."""
-        self._levels: NDArray[np.float64] | None = None
-        self._sigma = np.full(NOISE_BINS, np.nan)
-        self._lut = self._thresholds_by_level()
+        self._pixels.reset()
 
     @property
     def noise(self) -> float | None:
-        """Standard deviation of the sensor noise in the door zone, grey levels after the blur; None before any.
-
-        The mean over the brightness levels the zone has, each by its share of the zone's pixels.
-        """
-        known = ~np.isnan(self._sigma)
-        if not known.any():
-            return None
-        weights = self._levels[known] if self._levels is not None else np.ones(int(known.sum()))
-        return float(np.average(self._sigma[known], weights=weights + 1e-9))
-
-    def _thresholds_by_level(self) -> NDArray[np.uint8]:
-        """The threshold for each background grey level (256 entries), from ``motion.threshold`` and the noise.
-
-        ``motion.threshold`` from ``LIT`` up, proportionally less below it, never under ``NOISE_K`` times the
-        noise at that brightness nor ``MIN_THRESHOLD``. Levels whose noise is unknown take the nearest known.
-        """
-        levels = np.arange(256, dtype=np.float64)
-        relative = threshold_at(self._settings.threshold, levels, relative=self._relative)
-        known = np.flatnonzero(~np.isnan(self._sigma))
-        if known.size:
-            centres = known * (256 // NOISE_BINS) + 256 // NOISE_BINS // 2
-            sigma = np.interp(levels, centres, self._sigma[known])
-            relative = np.maximum(relative, NOISE_K * sigma)
-        else:
-            relative[:] = self._settings.threshold
-        return np.asarray(np.clip(np.rint(relative), MIN_THRESHOLD, 255), np.uint8)
-
-    def _learn_noise(self, difference: NDArray[np.uint8], reference: NDArray[np.uint8], rate: float) -> None:
-        """Estimate the noise per brightness level from a quiet frame's sampled ``difference`` from ``reference``.
-
-        Only pixels within their threshold count. For Gaussian noise the mean absolute deviation is
-        sigma * sqrt(2 / pi).
-        """
-        calm = difference <= self._lut[reference]
-        levels = reference // (256 // NOISE_BINS)
-        counts = np.bincount(levels[calm], minlength=NOISE_BINS)
-        sums = np.bincount(levels[calm], weights=difference[calm], minlength=NOISE_BINS)
-        self._levels = counts.astype(np.float64)
-        enough = counts >= NOISE_SAMPLES
-        if not enough.any():
-            return
-        sigma = sums[enough] / counts[enough] * np.sqrt(np.pi / 2.0)
-        current = self._sigma[enough]
-        self._sigma[enough] = np.where(np.isnan(current), sigma, current + rate * (sigma - current))
-        self._lut = self._thresholds_by_level()
+        """Standard deviation of the sensor noise in the door zone, grey levels after the blur; None before any."""
+        return self._pixels.noise
 
     def process(
         self,
@@ -298,7 +231,7 @@ class MotionDetector:
         due = self._frames % NOISE_EVERY == 0
         if calibrating or settling or global_change or due:
             # The thresholds follow the background and the noise, both slow: every few frames is enough.
-            cv2.LUT(self._reference, self._lut, dst=self._thresholds)
+            cv2.LUT(self._reference, self._pixels.lut, dst=self._thresholds)
             if not global_change and (calibrating or due):
                 quiet = (self._scratch.take(self._sampled), self._reference.take(self._sampled))
         cv2.compare(self._scratch, self._thresholds, cv2.CMP_GT, dst=self._changed)
@@ -314,7 +247,7 @@ class MotionDetector:
         np.copyto(self._previous, current)
         rate = FAST_RATE if calibrating or settling else NOISE_RATE
         if quiet is not None and score < s.min_area and not self._events.in_event:
-            self._learn_noise(quiet[0], quiet[1], rate)
+            self._pixels.learn(quiet[0], quiet[1], rate)
         # The cells' own noise, as a standard deviation from their median deviation: while calibrating from every
         # frame (a noisy sensor's rows and colours can make each one look like a light change until it is known).
         if small.size and (calibrating or (quiet is not None and score < s.min_area and not self._events.in_event)):

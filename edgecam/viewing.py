@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from edgecam.config import Settings
 from edgecam.models import Frame, MotionResult
-from edgecam.motion import LIT, threshold_at
+from edgecam.thresholds import LIT, MAD_TO_SIGMA, threshold_at
 from edgecam.zones import Polygon, polygon_mask
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,6 @@ CLEAR_S = 30.0
 CLEAR_MARGIN = 1.25
 """Hysteresis: a warned condition clears only once its figure is this factor on the good side of its level, so
 a scene that hovers at a level does not warn and clear by turns."""
-MAD_TO_SIGMA = 1.4826
-"""The median absolute deviation times this is the standard deviation of a normal distribution (1 / the normal's
-0.75 quantile; P. J. Rousseeuw and C. Croux, "Alternatives to the Median Absolute Deviation", JASA 88, 1993)."""
 
 CLEARED: dict[WarningCode, str] = {
     "too_dark": "the door zone is no longer too dark",

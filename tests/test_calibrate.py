@@ -8,7 +8,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from numpy.typing import NDArray
 
-from edgecam.calibrate import calibrate
+from edgecam.calibrate import Calibration, calibrate
 from edgecam.cli import main
 from edgecam.config import DoorSettings, Settings
 from edgecam.contact import open_contact
@@ -128,6 +128,15 @@ def test_the_command_says_where_it_saved(
     assert load_reference(out).frames > 0
 
 
+def learn(s: Settings) -> Calibration:
+    """Calibrate from the settings' simulated camera, as ``edgecam calibrate`` does."""
+    source = open_source(s.camera, realtime=False)
+    try:
+        return calibrate(s, source, s.door_reference_path)
+    finally:
+        source.close()
+
+
 DARK_HALL = {"noise": 0.0, "light_level": 0.01, "sensor_gain": 12.0, "shot_noise": 4.0, "read_noise": 0.8}
 """The benchmark's dark-gain12 scene: an eighth of the light at gain 12; the door's change about 20 grey levels."""
 
@@ -138,11 +147,7 @@ def test_a_dark_hall_is_learnt_with_a_warning_that_says_what_to_do(
     s = settings(tmp_path, **DARK_HALL)
     # door.confirm off: the detector keeps the fixed motion.threshold, which this door's change stays under.
     s = s.model_copy(update={"door": s.door.model_copy(update={"confirm": False})})
-    source = open_source(s.camera, realtime=False)
-    try:
-        done = calibrate(s, source, s.door_reference_path)
-    finally:
-        source.close()
+    done = learn(s)
     assert [w.code for w in done.warnings] == ["too_dark"]
     assert load_reference(s.door_reference_path).frames > 0, "still learnt: the warning does not refuse"
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -153,11 +158,7 @@ def test_a_dark_hall_is_learnt_with_a_warning_that_says_what_to_do(
 
 def test_a_lit_hall_is_learnt_without_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     s = settings(tmp_path)
-    source = open_source(s.camera, realtime=False)
-    try:
-        done = calibrate(s, source, s.door_reference_path)
-    finally:
-        source.close()
+    done = learn(s)
     assert done.warnings == ()
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
@@ -166,9 +167,5 @@ def test_the_dark_hall_needs_no_warning_where_the_door_confirms_motion(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     s = settings(tmp_path, **DARK_HALL)  # door.confirm: the reference made here scales the threshold with the light
-    source = open_source(s.camera, realtime=False)
-    try:
-        done = calibrate(s, source, s.door_reference_path)
-    finally:
-        source.close()
+    done = learn(s)
     assert done.warnings == ()
