@@ -102,12 +102,13 @@ class Pipeline:
                         break
                     continue
                 contact_open = self.contact.is_open() if self.contact is not None else None
-                door = self.door.update(frame) if self.door is not None else None
+                began = time.perf_counter()
+                measure = self.detector.measure(frame)
+                door = self.door.update(frame, measure.zone_changed) if self.door is not None else None
                 if contact_open is not None:
                     door = "open" if contact_open else "closed"
-                began = time.perf_counter()
                 left_closed = self.door.left_closed if self.door is not None else None
-                result = self.detector.process(frame, door, contact_open, left_closed)
+                result = self.detector.decide(measure, door, contact_open, left_closed)
                 detect_s = time.perf_counter() - began
                 emitted = self.capture.on_frame(frame, result, self.source.still)
                 yield Step(frame, result, emitted, self.door.last if self.door is not None else None, detect_s)

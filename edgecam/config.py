@@ -289,7 +289,13 @@ class MotionSettings(Section):
         description="Weight of each new frame in the running-average background; 0.1 forgets in ~1 s at 10 fps.",
     )
     blur: int = Field(
-        1, ge=0, le=5, description="Radius in pixels of the box blur against sensor noise before comparing; 0 = off."
+        0,
+        ge=0,
+        le=5,
+        description=(
+            "Radius of a box blur against sensor noise before comparing, in pixels of the half-size image the "
+            "detector compares (each already the mean of 2 x 2 detection pixels); 0 = none."
+        ),
     )
     calibration: float = Field(
         2.0, ge=0.0, le=60.0, description="Seconds the background learns after start before events can fire."

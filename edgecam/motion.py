@@ -1,11 +1,17 @@
 """The door-zone motion detector: a running-average background over the grey detection frame, no I/O.
 
-Each frame is compared with a float32 running average of the frames before it, after scaling the background by
-the frame's overall brightness gain, so exposure drift is not motion. The changed fraction of the door zone is the
-score. Two coarse checks over the whole unmasked frame, on a grid of ``CELL`` x ``CELL`` block means, tell a light
-or exposure change from a moving door: if most cells moved by more than ``threshold``, or most cells still differ
-by a third of it once the gain is compensated, the frame is a *global change*. It is not motion; the background
-restarts from it and then adapts fast for ``settle`` seconds while the camera's exposure settles.
+The door zone's box is compared at half the detection size, each pixel the mean of 2 x 2: sensor noise down by
+half, and a quarter of the work. Each frame is compared with a float32 running average of the frames before it,
+after scaling the background by the frame's overall brightness gain, so exposure drift is not motion. The changed
+fraction of the door zone is the score. Two coarse checks over the whole unmasked frame, on a grid of ``CELL`` x
+``CELL`` block means, tell a light or exposure change from a moving door: if most cells moved by more than
+``threshold``, or most cells still differ by a third of it once the gain is compensated, the frame is a *global
+change*. It is not motion; the background restarts from it and then adapts fast for ``settle`` seconds while the
+camera's exposure settles.
+
+The checks run only where they matter (``measure``): on a frame that changed enough to be moving, on the routine
+frames that learn the noise, and a few times per ``settle`` while settling. A still frame, nine in ten, costs one
+comparison with the background and one update of it.
 
 Changed pixels learn at half the rate, so a moving door is seen before it is absorbed; during an event, pixels
 that are back to how they were before it take that background again, so a door that shut leaves no ghost.
@@ -16,7 +22,7 @@ frames; where the door confirms motion (``relative``) it also scales with the li
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -50,6 +56,11 @@ MIN_GAIN_CELLS = 0.1
 """Fraction of the unmasked cells that must be brighter than ``DARK`` to estimate the gain; else it is 1."""
 MAX_GAIN = 4.0
 """The gain estimate is clamped to [1 / MAX_GAIN, MAX_GAIN]."""
+GAIN_STEP = 0.002
+"""A change of the gain estimate from the last one below this changes no pixel's difference by half a grey level:
+the score against the last gain stands."""
+BIG = 1e9
+"""Larger than any change of grey level: no cap."""
 CAMERA_STEP = 0.04
 """Relative change in the camera's exposure (ExposureTime x AnalogueGain x DigitalGain) or colour gains from one
 frame to the next that means its automatic controls are adjusting: the detector settles as after a global change."""
@@ -58,9 +69,10 @@ LUX_STEP = 0.2
 CONFIRMED_AREA = 0.25
 """Where the door confirms motion, this fraction of ``motion.min_area`` already makes a frame moving: the door's own
 look then tells the door from the rest, and a grey door opened 5 degrees in dim light changes about 1 % of its zone."""
-NOISE_EVERY = 16
-"""Frames between two noise estimates, and two updates of the thresholds, once calibrated; every frame while
-calibrating (and the thresholds while settling after a light change)."""
+NOISE_EVERY = 64
+"""Frames between two noise estimates, and two updates of the thresholds, once calibrated (6 s at 10 fps: the noise
+changes with the light, slowly, and after a global change it is learnt again, fast, once the light has settled):
+every frame while calibrating, and the thresholds with the grid's checks while settling (``SETTLE_CHECKS``)."""
 NOISE_RATE = 0.1
 """Weight of a frame's noise estimate in the running one."""
 STIRRING = 0.0005
@@ -68,12 +80,57 @@ STIRRING = 0.0005
 moving frame to show movement now: the edges of a door eased 5 degrees ajar change 0.03 to 0.2 % of it a frame,
 sensor noise 0.002 %; a ghost the background has not yet unlearnt (a door shut after the background restarted
 from it open) nothing. Stills are taken only from such frames."""
+SETTLE_CHECKS = 0.3
+"""While settling, the grid is checked for a global change, and the thresholds follow the background, every this
+share of ``motion.settle``: a light still changing is then seen, and keeps the detector settling, three times or more
+before it would end, at any frame rate."""
+GRID_EVERY = 4
+"""Frames between two updates of the grid's background where no check needed the grid: it follows a slow drift of
+the light nearly as closely as from every frame (a ramp of 1 % a frame stays 11 % behind, not 9 %)."""
 CELL_NOISE_JUMP = 2.0
 """Once calibrated, a quiet frame's estimate of the grid cells' noise above this multiple of the running one is a
 slow light change, not noise, and is left out."""
 CELL_NOISE_FLOOR = 0.5
 """Grey levels under which the cells' running noise estimate says little: any estimate up to ``CELL_NOISE_JUMP``
 times this counts."""
+
+
+class Measure(NamedTuple):
+    """One frame against the background, before the event logic (``MotionDetector.measure``)."""
+
+    t: float
+    """The frame's time, seconds."""
+    score: float
+    """Changed fraction of the door zone (0..1)."""
+    moving: bool
+    calibrating: bool = False
+    global_change: bool = False
+    settling: bool = False
+    stirring: bool = False
+    """As in ``MotionResult``."""
+
+    @property
+    def zone_changed(self) -> bool:
+        """Something in the door zone changed, not with the light: the door's look may have changed too.
+
+        What tells the door's reading when to look (``DoorWatcher.update``). A frame that is a global change says
+        nothing of the door; while the light settles, only a moving frame does.
+        """
+        return self.moving or (self.score > 0.0 and not (self.global_change or self.settling))
+
+
+class _CellLevels(NamedTuple):
+    whole: NDArray[np.float32]
+    """Per grid cell, the move that counts towards a global change."""
+    shape: NDArray[np.float32]
+    """Per grid cell, the change of shape (gain-compensated) that counts, and the move while settling."""
+    left_out: NDArray[np.float32]
+    """Per grid cell, NaN where it is dark or clipped and tells nothing of the gain, else 0."""
+    usable: int
+    """How many cells tell the gain; none when too few do."""
+    brighter: NDArray[np.float32]
+    """Where a cell's gain-compensated change is capped from above: 0 where it was clipped white in the background
+    (brighter than predicted does not count there: its true brightness is unknown), else ``BIG``."""
 
 
 class MotionDetector:
@@ -104,11 +161,15 @@ class MotionDetector:
         self._kernel = 2 * settings.blur + 1
 
         masked = polygon_mask(settings.masks, width, height)
-        near_mask = masked
+        half_size = (width // 2, height // 2)
+        # A half-size pixel counts where all four of its pixels are in the zone and none is masked.
+        counted_full = polygon_mask([settings.zone], width, height) & ~masked
+        counted = cv2.resize(counted_full.astype(np.float32), half_size, interpolation=cv2.INTER_AREA) > 0.999
         if settings.masks and self._kernel > 1:
             # A blurred pixel carries its neighbours' values: pixels next to a mask must not count either.
-            near_mask = cv2.dilate(masked.astype(np.uint8), np.ones((self._kernel, self._kernel), np.uint8)) > 0
-        counted = polygon_mask([settings.zone], width, height) & ~near_mask
+            touched = cv2.resize(masked.astype(np.float32), half_size, interpolation=cv2.INTER_AREA) > 0.0
+            near_mask = cv2.dilate(touched.astype(np.uint8), np.ones((self._kernel, self._kernel), np.uint8)) > 0
+            counted &= ~near_mask
         self._zone_pixels = int(np.count_nonzero(counted))
         if self._zone_pixels == 0:
             raise ConfigError("motion.zone: no pixel of the door zone is left outside motion.masks")
@@ -117,11 +178,14 @@ class MotionDetector:
         rows = np.flatnonzero(counted.any(axis=1))
         cols = np.flatnonzero(counted.any(axis=0))
         self._box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
+        self._full_box = tuple(slice(2 * b.start, 2 * b.stop) for b in self._box)
         zone = counted[self._box]
+        self._box_size = (zone.shape[1], zone.shape[0])
         self._zone = np.where(zone, np.uint8(255), np.uint8(0))
+        self._outside = np.where(zone, np.uint8(0), np.uint8(255))
+        """Raises the thresholds of the box's pixels outside the zone to 255, which no difference passes."""
         box_shape = zone.shape
         self._background = np.zeros(box_shape, np.float32)
-        self._blurred = np.zeros(box_shape, np.uint8)
         self._reference = np.zeros(box_shape, np.uint8)
         self._changed = np.zeros(box_shape, np.uint8)
         self._scratch = np.zeros(box_shape, np.uint8)
@@ -137,12 +201,24 @@ class MotionDetector:
         self._sampled = np.flatnonzero(sampled)
 
         self._grid = (max(1, width // CELL), max(1, height // CELL))
+        # Exact halvings are more than twice as fast as one resize by 8 (OpenCV's fast path for area averages by 2).
+        steps = [self._grid]
+        while steps[0][0] * 2 < width and (steps[0][0] * 2, steps[0][1] * 2) != (width, height):
+            steps.insert(0, (steps[0][0] * 2, steps[0][1] * 2))
+        if (steps[0][0] * 2, steps[0][1] * 2) != (width, height):
+            steps = [self._grid]  # not a power of 2: one resize
+        self._grid_steps = [np.zeros((h, w), np.uint8) for w, h in steps]
+        """The grid, and the sizes between where halvings lead to it, as resized into."""
         unmasked = cv2.resize((~masked).astype(np.float32), self._grid, interpolation=cv2.INTER_AREA)
         self._cells = np.flatnonzero(unmasked.ravel() > 0.999)  # grid cells with no masked pixel at all
-        self._small = np.zeros((self._grid[1], self._grid[0]), np.uint8)
+        self._all_cells = self._cells.size == self._grid[0] * self._grid[1]
+        self._no_cells = np.zeros(self._cells.size, np.float32)
+        self._cell_thresholds = threshold_at(settings.threshold, np.arange(256, dtype=np.float64), relative=relative)
+        """``threshold_at`` each grey level of a grid cell's background."""
+        self._small = self._grid_steps[-1]
         self._small_background = np.zeros(self._small.shape, np.float32)
         logger.debug(
-            "motion: door zone %d pixels in box %s, %d of %d grid cells unmasked",
+            "motion: door zone %d half-size pixels in box %s, %d of %d grid cells unmasked",
             self._zone_pixels,
             self._box,
             self._cells.size,
@@ -160,8 +236,14 @@ class MotionDetector:
         self._camera: tuple[float, ...] | None = None
         self._frames = 0
         self._cell_noise = 0.0
-        self._cell_levels: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
-        """Per grid cell: the levels a move and a change of shape must pass, from the threshold and the noise."""
+        self._cell_levels: _CellLevels | None = None
+        self._last_gain = 1.0
+        self._checked_at = float("-inf")
+        """When the grid was last checked for a global change."""
+        self._relearn = False
+        self._grid_learnt = 0
+        """``_frames`` when the grid last learnt."""
+        self._changed_any = False
         self._pixels.reset()
 
     @property
@@ -176,11 +258,14 @@ class MotionDetector:
         contact_open: bool | None = None,
         left_closed: bool | None = None,
     ) -> MotionResult:
-        """Compare ``frame`` with the background, learn from it, and say whether an event starts or ends.
+        """``measure`` the frame, then ``decide`` on it with the door's readings of the same frame."""
+        return self.decide(self.measure(frame), door, contact_open, left_closed)
 
-        ``door`` is the door state where there is a reference of the closed door, ``left_closed`` whether this
-        frame no longer looks like it, ``contact_open`` the door contact where there is one; they shape when
-        events start and end (``EventTracker``).
+    def measure(self, frame: Frame) -> Measure:
+        """Compare ``frame`` with the background and learn from it; raise ValueError for a frame of another size.
+
+        Whether the door zone changed (``Measure.zone_changed``) tells the door's reading whether it has anything
+        new to read (``DoorWatcher.update``) before ``decide`` takes both.
         """
         gray = frame.gray
         if gray.shape != (self._height, self._width):
@@ -189,100 +274,192 @@ class MotionDetector:
             )
         s = self._settings
         t = frame.t
-        cv2.resize(gray, self._grid, dst=self._small, interpolation=cv2.INTER_AREA)
-        box = gray[self._box]
-        current = box
+        # The zone's box at half size, each pixel the mean of 2 x 2: noise down by half, a quarter of the work.
+        current = np.asarray(cv2.resize(gray[self._full_box], self._box_size, interpolation=cv2.INTER_AREA), np.uint8)
         if self._kernel > 1:
-            cv2.blur(box, (self._kernel, self._kernel), dst=self._blurred)
-            current = self._blurred
+            current = np.asarray(cv2.blur(current, (self._kernel, self._kernel)), np.uint8)
 
         if self._start is None:
             self._start = t
             np.copyto(self._background, current)
-            np.copyto(self._small_background, self._small)
-            np.copyto(self._previous, current)
-            event = self._events.update(t, False, door, contact_open, left_closed, light_changing=False)
-            return MotionResult(
-                0.0,
-                False,
-                s.calibration > 0,
-                event=event,
-                in_event=self._events.in_event,
-                door=door,
-                why=self._why(event),
-            )
+            np.copyto(self._small_background, self._grid_of(frame))
+            self._grid_learnt = 0
+            cv2.LUT(current, self._pixels.lut, dst=self._thresholds)
+            cv2.bitwise_or(self._thresholds, self._outside, dst=self._thresholds)
+            self._previous = current
+            return Measure(t, 0.0, moving=False, calibrating=s.calibration > 0)
         calibrating = t - self._start < s.calibration
-
-        small = self._small.ravel()[self._cells].astype(np.float32)
-        small_background = self._small_background.ravel()[self._cells]
-        gain = self._gain(small, small_background)
         if self._camera_adjusting(frame.metadata):
             self._settle_until = max(self._settle_until, t + s.settle)
+            self._relearn = True
         settling = t < self._settle_until
-        global_change = self._global_fraction(small, small_background, gain, settling) >= s.global_change
-
-        # Saturating uint8 arithmetic throughout: |frame - gain * background| never wraps around.
-        cv2.convertScaleAbs(self._background, dst=self._reference, alpha=gain)
-        if gain * 255.0 < 255.0 - s.threshold:
-            self._allow_unclipping(current)
-        cv2.absdiff(current, self._reference, dst=self._scratch)
-        self._frames += 1
-        quiet: tuple[NDArray[np.uint8], NDArray[np.uint8]] | None = None
-        due = self._frames % NOISE_EVERY == 0
-        if calibrating or settling or global_change or due:
-            # The thresholds follow the background and the noise, both slow: every few frames is enough.
-            cv2.LUT(self._reference, self._pixels.lut, dst=self._thresholds)
-            if not global_change and (calibrating or due):
-                quiet = (self._scratch.take(self._sampled), self._reference.take(self._sampled))
-        cv2.compare(self._scratch, self._thresholds, cv2.CMP_GT, dst=self._changed)
-        if self._events.in_event and self._have_before:
-            self._forget_ghosts(current, gain)
-        cv2.bitwise_and(self._changed, self._zone, dst=self._scratch)
-        score = int(cv2.countNonZero(self._scratch)) / self._zone_pixels
-
         # While the light changes the door's look confirms nothing (EventTracker): then min_area applies whole.
         min_area = s.min_area * (CONFIRMED_AREA if self._relative and not settling else 1.0)
+        self._frames += 1
+        # The noise is learnt again, fast, on the first frame after the light settles: a camera's gain changes with it.
+        relearn = self._relearn and not settling
+        due = relearn or self._frames % NOISE_EVERY == 0
+        routine = calibrating or due
+        # The thresholds follow the background and the noise: every few frames is enough, and while the background
+        # learns fast (calibrating, settling after a global change) every few frames is still enough.
+        recheck = settling and t - self._checked_at >= s.settle * SETTLE_CHECKS
+        refresh = self._cell_levels is None or routine or recheck
+        # The grid's checks (the gain, a global change) matter to a frame that changed enough to be moving, to the
+        # routine frames that learn the noise, and every few frames while settling, where a light still changing
+        # keeps the detector settling: any other frame is compared with the last gain.
+        gain = self._last_gain
+        global_change = False
+        cells_now = cells_background = None
+        score = 0.0
+        check = routine or refresh
+        if not check:
+            score = self._compare(current, gain)
+            if score < min_area and not self._events.in_event:
+                return self._quiet(frame, current, score, settling)
+            check = score >= min_area
+        if check:
+            small = self._grid_of(frame)
+            self._checked_at = t
+            cells_now, cells_background = self._cells_of(small)
+            if self._cell_levels is None or routine:
+                self._cell_levels = self._levels(cells_background)
+            before, gain = gain, self._gain(cells_now, cells_background)
+            self._last_gain = gain
+            global_change = self._global_fraction(cells_now, cells_background, gain, settling) >= s.global_change
+            refresh = refresh or global_change
+            if refresh:
+                cv2.convertScaleAbs(self._background, dst=self._reference, alpha=gain)
+                cv2.LUT(self._reference, self._pixels.lut, dst=self._thresholds)
+                cv2.bitwise_or(self._thresholds, self._outside, dst=self._thresholds)
+            # A global change is no motion whatever the score: the frame's score against the last gain stands.
+            if not global_change and (refresh or abs(gain - before) > GAIN_STEP):
+                score = self._compare(current, gain)
+        quiet: tuple[NDArray[np.uint8], NDArray[np.uint8]] | None = None
+        if (calibrating or due) and not global_change:
+            quiet = (self._scratch.take(self._sampled), self._reference.take(self._sampled))
+        in_event = self._events.in_event
+        if in_event and self._have_before:
+            self._forget_ghosts(current, gain)
+
         moving = not calibrating and not global_change and score >= min_area
         stirring = moving and self._stirring(current)
-        np.copyto(self._previous, current)
-        rate = FAST_RATE if calibrating or settling else NOISE_RATE
-        if quiet is not None and score < s.min_area and not self._events.in_event:
-            self._pixels.learn(quiet[0], quiet[1], rate)
-        # The cells' own noise, as a standard deviation from their median deviation: while calibrating from every
-        # frame (a noisy sensor's rows and colours can make each one look like a light change until it is known).
-        if small.size and (calibrating or (quiet is not None and score < s.min_area and not self._events.in_event)):
-            cells = float(np.median(np.abs(small - gain * small_background))) * MAD_TO_SIGMA
-            # A lamp brightening slowly moves the cells too, far more than noise: that is not noise.
-            if calibrating or cells <= CELL_NOISE_JUMP * max(self._cell_noise, CELL_NOISE_FLOOR):
-                self._cell_noise += rate * (cells - self._cell_noise)
-        if moving and not self._was_moving and not self._events.in_event:
+        self._previous = current
+        if cells_now is not None and cells_background is not None and (quiet is not None or calibrating):
+            self._learn_noise(quiet, cells_now, cells_background, gain, score, calibrating, settling or relearn)
+            self._relearn = False
+        if moving and not self._was_moving and not in_event:
             np.copyto(self._before, self._background)  # the scene before this (possible) event began
             self._have_before = True
         self._was_moving = moving
         if global_change:
             np.copyto(self._background, current)
             np.copyto(self._small_background, self._small)
+            self._grid_learnt = self._frames
+            self._cell_levels = None
+            self._relearn = True
             self._settle_until = t + s.settle
             self._have_before = False
         else:
-            self._learn(current, fast=calibrating or settling)
+            grid = cells_now is not None or self._frames % GRID_EVERY == 0
+            if grid and cells_now is None:
+                self._grid_of(frame)
+            self._learn(current, fast=calibrating or settling, grid=grid)
+        return Measure(t, score, moving, calibrating, global_change, settling, stirring)
 
-        event = self._events.update(
-            t, moving, door, contact_open, left_closed, light_changing=global_change or settling
-        )
+    def _quiet(self, frame: Frame, current: NDArray[np.uint8], score: float, settling: bool) -> Measure:
+        """What ``measure`` comes to for a frame that is not moving, outside an event, between routine frames."""
+        self._previous = current
+        self._was_moving = False
+        grid = self._frames % GRID_EVERY == 0
+        if grid:
+            self._grid_of(frame)
+        self._learn(current, fast=settling, grid=grid)
+        return Measure(frame.t, score, False, settling=settling)
+
+    def _compare(self, current: NDArray[np.uint8], gain: float) -> float:
+        """The changed fraction of the zone in ``current`` against the background scaled by ``gain``."""
+        # Saturating uint8 arithmetic throughout: |frame - gain * background| never wraps around.
+        cv2.convertScaleAbs(self._background, dst=self._reference, alpha=gain)
+        if gain * 255.0 < 255.0 - self._settings.threshold:
+            self._allow_unclipping(current)
+        cv2.absdiff(current, self._reference, dst=self._scratch)
+        cv2.compare(self._scratch, self._thresholds, cv2.CMP_GT, dst=self._changed)
+        changed = int(cv2.countNonZero(self._changed))
+        self._changed_any = changed > 0
+        return changed / self._zone_pixels
+
+    def _grid_of(self, frame: Frame) -> NDArray[np.uint8]:
+        """The grid of ``CELL`` x ``CELL`` means of ``frame``, in ``self._small``."""
+        small = frame.gray
+        for step in self._grid_steps:
+            cv2.resize(small, step.shape[::-1], dst=step, interpolation=cv2.INTER_AREA)
+            small = step
+        return small
+
+    def _cells_of(self, small: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """The unmasked grid cells of ``small`` and of the grid's background, float32."""
+        if self._all_cells:
+            return small.ravel().astype(np.float32), self._small_background.ravel()
+        return small.ravel()[self._cells].astype(np.float32), self._small_background.ravel()[self._cells]
+
+    def decide(
+        self,
+        measure: Measure,
+        door: DoorState | None = None,
+        contact_open: bool | None = None,
+        left_closed: bool | None = None,
+    ) -> MotionResult:
+        """Say whether an event starts or ends, from this frame's ``measure`` and the door's readings.
+
+        ``door`` is the door state where there is a reference of the closed door, ``left_closed`` whether this
+        frame no longer looks like it, ``contact_open`` the door contact where there is one; they shape when
+        events start and end (``EventTracker``).
+        """
+        events = self._events
+        t, score, moving, calibrating, global_change, settling, stirring = measure
+        event = events.update(t, moving, door, contact_open, left_closed, light_changing=global_change or settling)
+        why = events.why if event else None
         return MotionResult(
-            score=score,
-            moving=moving,
-            calibrating=calibrating,
-            global_change=global_change,
-            settling=settling,
-            event=event,
-            in_event=self._events.in_event,
-            door=door,
-            why=self._why(event),
-            pending=self._events.pending,
-            stirring=stirring,
+            score,
+            moving,
+            calibrating,
+            global_change,
+            settling,
+            event,
+            events.in_event,
+            door,
+            why,
+            events.pending,
+            stirring,
         )
+
+    def _learn_noise(
+        self,
+        quiet: tuple[NDArray[np.uint8], NDArray[np.uint8]] | None,
+        cells: NDArray[np.float32],
+        background: NDArray[np.float32],
+        gain: float,
+        score: float,
+        calibrating: bool,
+        fast: bool,
+    ) -> None:
+        """Learn the pixels' noise from a quiet frame's samples, and the grid cells' own noise.
+
+        The cells' noise is a standard deviation from their median deviation: while calibrating from every frame
+        (a noisy sensor's rows and colours can make each one look like a light change until it is known).
+        """
+        rate = FAST_RATE if calibrating or fast else NOISE_RATE
+        # While calibrating the scene is taken as quiet whatever the score: noise over ``motion.threshold`` (a dim
+        # sensor at high gain) makes a score of its own until it is known. Pixels over their threshold never count.
+        still = calibrating or (score < self._settings.min_area and not self._events.in_event)
+        if quiet is not None and still:
+            self._pixels.learn(quiet[0], quiet[1], rate)
+        if cells.size and (calibrating or (quiet is not None and still)):
+            deviations = np.sort(np.abs(cells - gain * background))
+            deviation = float(deviations[deviations.size // 2]) * MAD_TO_SIGMA
+            # A lamp brightening slowly moves the cells too, far more than noise: that is not noise.
+            if calibrating or deviation <= CELL_NOISE_JUMP * max(self._cell_noise, CELL_NOISE_FLOOR):
+                self._cell_noise += rate * (deviation - self._cell_noise)
 
     def _stirring(self, current: NDArray[np.uint8]) -> bool:
         """Whether ``STIRRING`` of the zone changed from the previous frame by 1.5 times its threshold.
@@ -292,23 +469,21 @@ class MotionDetector:
         cv2.absdiff(current, self._previous, dst=self._stirred)
         cv2.add(self._thresholds, self._thresholds // 2, dst=self._stir_thresholds)
         cv2.compare(self._stirred, self._stir_thresholds, cv2.CMP_GT, dst=self._stirred)
-        cv2.bitwise_and(self._stirred, self._zone, dst=self._stirred)
         return int(cv2.countNonZero(self._stirred)) >= STIRRING * self._zone_pixels
-
-    def _why(self, event: str | None) -> str | None:
-        return self._events.why if event else None
 
     def changed_mask(self) -> NDArray[np.uint8]:
         """The door-zone pixels the last frame's score counted (255), full frame size: for explaining, not per frame."""
-        full = np.zeros((self._height, self._width), np.uint8)
-        cv2.bitwise_and(self._changed, self._zone, dst=full[self._box])
-        return full
+        half = np.zeros((self._height // 2, self._width // 2), np.uint8)
+        half[self._box] = self._changed
+        return np.asarray(cv2.resize(half, (self._width, self._height), interpolation=cv2.INTER_NEAREST), np.uint8)
 
     def _camera_adjusting(self, metadata: Mapping[str, Any]) -> bool:
         """Whether the camera's metadata says its exposure, colour gains or light level just changed.
 
         Only the Pi's camera has such metadata; files and the simulated scene have none, and then this is False.
         """
+        if not metadata:
+            return False
         try:
             exposure = float(metadata["ExposureTime"]) * float(metadata.get("AnalogueGain", 1.0))
             exposure *= float(metadata.get("DigitalGain", 1.0))
@@ -333,14 +508,40 @@ class MotionDetector:
         cv2.max(self._reference, current, dst=self._scratch)
         cv2.copyTo(self._scratch, self._clipped.view(np.uint8), self._reference)
 
+    def _levels(self, background: NDArray[np.float32]) -> _CellLevels:
+        """What each grid cell must pass, from the threshold and the noise, and which cells tell the gain.
+
+        OpenCV's element-wise functions throughout, here and in the grid's checks: on a grid's thousand cells
+        they cost a third of numpy's.
+        """
+        floor = NOISE_K * self._cell_noise  # a noisy sensor's row and colour noise move whole cells too
+        grey = np.asarray(cv2.convertScaleAbs(background), np.uint8).ravel()
+        whole = np.maximum(self._cell_thresholds, floor).astype(np.float32).take(grey)
+        shape = np.maximum(self._cell_thresholds * SHAPE_LEVEL, floor).astype(np.float32).take(grey)
+        usable = cv2.inRange(background, DARK, BRIGHT)
+        count = int(cv2.countNonZero(usable))
+        # NaN leaves a cell out of the gain's median (np.sort puts NaN last); 0 counts it.
+        left_out = np.full(background.shape, np.nan, np.float32)
+        if count >= MIN_GAIN_CELLS * background.size:
+            cv2.copyTo(self._no_cells, usable, left_out)
+        else:
+            count = 0
+        # A clipped cell brighter than predicted is fine: its true brightness is unknown.
+        brighter = np.asarray(cv2.threshold(background, BRIGHT, BIG, cv2.THRESH_BINARY_INV)[1], np.float32)
+        return _CellLevels(whole, shape, left_out, count, brighter)
+
     def _gain(self, small: NDArray[np.float32], background: NDArray[np.float32]) -> float:
-        """The frame's brightness relative to the background: the median ratio of cells neither dark nor clipped."""
-        usable = (background > DARK) & (background < BRIGHT)
-        count = int(np.count_nonzero(usable))
-        if count == 0 or count < MIN_GAIN_CELLS * small.size:
+        """The frame's brightness relative to the background: the median ratio of cells neither dark nor clipped.
+
+        Which cells are dark or clipped is taken from the background as the cell levels were last worked out.
+        """
+        assert self._cell_levels is not None
+        levels = self._cell_levels
+        if not levels.usable:
             return 1.0
-        ratios = small[usable] / background[usable]
-        median = float(np.partition(ratios, count // 2)[count // 2])
+        ratios = cv2.add(cv2.divide(small, background), levels.left_out).ravel()
+        # Sorted, not np.partition: on ratios nearly all alike (a still scene) its selection takes 5 times as long.
+        median = float(np.sort(ratios)[levels.usable // 2])
         return min(max(median, 1.0 / MAX_GAIN), MAX_GAIN)
 
     def _global_fraction(
@@ -352,16 +553,13 @@ class MotionDetector:
         """
         if small.size == 0:
             return 0.0
-        if self._cell_levels is None or settling or self._frames % NOISE_EVERY == 0:
-            level = threshold_at(self._settings.threshold, background, relative=self._relative)
-            floor = NOISE_K * self._cell_noise  # a noisy sensor's row and colour noise move whole cells too
-            self._cell_levels = (np.maximum(level, floor), np.maximum(level * SHAPE_LEVEL, floor))
-        whole, shape = self._cell_levels
-        moved = int(np.count_nonzero(np.abs(small - background) > (shape if settling else whole)))
-        predicted = gain * background
-        residual = np.abs(small - predicted)
-        residual[(background >= BRIGHT) & (small > predicted)] = 0.0  # clipped: brighter than predicted is fine
-        reshaped = int(np.count_nonzero(residual > shape))
+        assert self._cell_levels is not None
+        levels = self._cell_levels
+        change = cv2.absdiff(small, background)
+        moved = cv2.countNonZero(cv2.compare(change, levels.shape if settling else levels.whole, cv2.CMP_GT))
+        residual = cv2.min(cv2.scaleAdd(background, -gain, small), levels.brighter)
+        change = cv2.absdiff(residual, self._no_cells)
+        reshaped = cv2.countNonZero(cv2.compare(change, levels.shape, cv2.CMP_GT))
         return max(moved, reshaped) / int(small.size)
 
     def _forget_ghosts(self, current: NDArray[np.uint8], gain: float) -> None:
@@ -375,11 +573,21 @@ class MotionDetector:
         cv2.compare(self._scratch, self._thresholds, cv2.CMP_LE, dst=self._back)
         cv2.accumulateWeighted(current, self._background, FAST_RATE, mask=self._back)
 
-    def _learn(self, current: NDArray[np.uint8], *, fast: bool) -> None:
-        """Blend the frame into the backgrounds; changed pixels learn slower unless settling."""
+    def _learn(self, current: NDArray[np.uint8], *, fast: bool, grid: bool) -> None:
+        """Blend the frame into the backgrounds; changed pixels learn slower unless settling.
+
+        ``grid``: the grid was made of this frame. It learns as much as it would have from every frame since it
+        last learnt, each like this one: a grid is made only where its checks matter (``measure``).
+        """
         rate = FAST_RATE if fast else self._settings.learning_rate
-        cv2.accumulateWeighted(self._small, self._small_background, rate)
+        if grid:
+            frames = self._frames - self._grid_learnt
+            self._grid_learnt = self._frames
+            cv2.accumulateWeighted(self._small, self._small_background, 1.0 - (1.0 - rate) ** frames)
         if fast:
+            cv2.accumulateWeighted(current, self._background, rate)
+            return
+        if not self._changed_any:
             cv2.accumulateWeighted(current, self._background, rate)
             return
         slow = rate * CHANGED_RATE_FACTOR

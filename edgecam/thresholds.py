@@ -4,7 +4,7 @@ Pure numpy over arrays, no I/O; the detector (``edgecam.motion``) and the scene 
 what a threshold is.
 """
 
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,18 +22,22 @@ NOISE_BINS = 8
 MAD_TO_SIGMA = 1.4826
 """The median absolute deviation times this is the standard deviation of a normal distribution (1 / the normal's
 0.75 quantile; P. J. Rousseeuw and C. Croux, "Alternatives to the Median Absolute Deviation", JASA 88, 1993)."""
+Floating = TypeVar("Floating", np.float32, np.float64)
 NOISE_SAMPLES = 20
 """Fewest pixels of a brightness level in the door zone for a frame to say anything about its noise."""
 
 
-def threshold_at(threshold: float, levels: NDArray[np.floating[Any]], *, relative: bool) -> NDArray[np.float64]:
-    """``motion.threshold`` at background grey ``levels``, before the noise is taken into account.
+def threshold_at(threshold: float, levels: NDArray[Floating], *, relative: bool) -> NDArray[Floating]:
+    """``motion.threshold`` at background grey ``levels``, before the noise is taken into account; their dtype.
 
     ``relative``: less below ``LIT``, in proportion, never under ``MIN_THRESHOLD``; else the same everywhere.
     """
     if not relative:
-        return np.full(levels.shape, float(threshold))
-    return np.asarray(np.maximum(threshold * np.minimum(levels, LIT) / LIT, float(MIN_THRESHOLD)), np.float64)
+        return np.full_like(levels, float(threshold))
+    return np.maximum(np.minimum(levels, LIT) * (threshold / LIT), float(MIN_THRESHOLD))
+
+
+_LEVELS = np.arange(256, dtype=np.float64)
 
 
 class PixelThresholds:
@@ -42,7 +46,8 @@ class PixelThresholds:
     def __init__(self, threshold: int, *, relative: bool) -> None:
         """``threshold`` is ``motion.threshold``; ``relative`` as for ``threshold_at``."""
         self._threshold = threshold
-        self._relative = relative
+        self._base = np.clip(threshold_at(threshold, _LEVELS, relative=relative), MIN_THRESHOLD, 255)
+        """``threshold_at`` each grey level, before the noise."""
         self.reset()
 
     def reset(self) -> None:
@@ -70,10 +75,10 @@ class PixelThresholds:
         Only pixels within their threshold count. For Gaussian noise the mean absolute deviation is
         sigma * sqrt(2 / pi).
         """
-        calm = difference <= self.lut[reference]
-        levels = reference // (256 // NOISE_BINS)
-        counts = np.bincount(levels[calm], minlength=NOISE_BINS)
-        sums = np.bincount(levels[calm], weights=difference[calm], minlength=NOISE_BINS)
+        calm = difference <= self.lut.take(reference)
+        levels = reference[calm] // (256 // NOISE_BINS)
+        counts = np.bincount(levels, minlength=NOISE_BINS)
+        sums = np.bincount(levels, weights=difference[calm], minlength=NOISE_BINS)
         self._levels = counts.astype(np.float64)
         enough = counts >= NOISE_SAMPLES
         if not enough.any():
@@ -89,11 +94,10 @@ class PixelThresholds:
         ``threshold_at`` each level, never under ``NOISE_K`` times the noise at that brightness nor
         ``MIN_THRESHOLD``; levels whose noise is unknown take the nearest known.
         """
-        levels = np.arange(256, dtype=np.float64)
         known = np.flatnonzero(~np.isnan(self._sigma))
         if not known.size:
             return np.full(256, np.clip(self._threshold, MIN_THRESHOLD, 255), np.uint8)
         centres = known * (256 // NOISE_BINS) + 256 // NOISE_BINS // 2
-        sigma = np.interp(levels, centres, self._sigma[known])
-        thresholds = np.maximum(threshold_at(self._threshold, levels, relative=self._relative), NOISE_K * sigma)
-        return np.asarray(np.clip(np.rint(thresholds), MIN_THRESHOLD, 255), np.uint8)
+        sigma = np.interp(_LEVELS, centres, self._sigma[known])
+        thresholds = np.maximum(self._base, np.minimum(NOISE_K * sigma, 255.0))
+        return np.asarray(np.rint(thresholds), np.uint8)

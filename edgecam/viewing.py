@@ -135,23 +135,25 @@ class SceneWarning:
 
 
 class DoorZoneView:
-    """The door zone as the detector sees it (its pixels outside the masks, after its blur): measures frames."""
+    """The door zone as the detector sees it (at half size, its pixels outside the masks, after its blur)."""
 
     def __init__(self, zone: Polygon, masks: Sequence[Polygon], blur: int, width: int, height: int) -> None:
         """Prepare the zone of ``width`` x ``height`` detection frames; ``blur`` is ``motion.blur``'s radius."""
-        counted = polygon_mask([zone], width, height) & ~polygon_mask(masks, width, height)
-        self.pixels = int(np.count_nonzero(counted))
-        self.share = self.pixels / (width * height)
         self.size = (width, height)
+        self._half = (width // 2, height // 2)
+        full = polygon_mask([zone], width, height) & ~polygon_mask(masks, width, height)
+        counted = cv2.resize(full.astype(np.float32), self._half, interpolation=cv2.INTER_AREA) > 0.999
+        self.pixels = int(np.count_nonzero(full))
+        self.share = self.pixels / (width * height)
         self._kernel = 2 * blur + 1
         rows = np.flatnonzero(counted.any(axis=1))
         cols = np.flatnonzero(counted.any(axis=0))
-        if self.pixels:
+        if counted.any():
             self._box = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
         else:
             self._box = (slice(0, 0), slice(0, 0))
         inside = counted[self._box]
-        step = max(1, math.isqrt(self.pixels // SAMPLES))
+        step = max(1, math.isqrt(int(np.count_nonzero(counted)) // SAMPLES))
         while step > 1 and not inside[::step, ::step].any():  # a sparse grid can miss a thin zone
             step -= 1
         self._step = step
@@ -176,11 +178,11 @@ class DoorZoneView:
         Without ``previous`` (a door reference: a mean of frames, nearly free of noise) the detail is taken as it
         is. Both are detection frames (``height`` x ``width`` uint8).
         """
-        if not self.pixels:
+        if not self._sampled.any():
             return self.viewing()
-        box = gray[self._box]
+        box = self._halved(gray)
         step = self._step
-        sampled = box[::step, ::step][self._sampled]
+        sampled = np.rint(box[::step, ::step][self._sampled]).astype(np.intp)
         histogram = np.bincount(sampled, minlength=256)
         brightness = _median(histogram)
         clipped = float(histogram[CLIPPED_LEVEL:].sum()) / sampled.size
@@ -188,7 +190,7 @@ class DoorZoneView:
         energy = self._step_energy(blurred)
         noise = None
         if previous is not None:
-            difference = blurred - self._blurred(previous[self._box])
+            difference = blurred - self._blurred(self._halved(previous))
             values = difference[::step, ::step][self._sampled]
             noise = MAD_TO_SIGMA * _middle(np.abs(values - _middle(values))) / math.sqrt(2.0)
             # A difference of two frames holds the noise of both: half its step energy is one frame's.
@@ -214,8 +216,16 @@ class DoorZoneView:
             clipped=median([p.clipped for p in pairs]),
         )
 
-    def _blurred(self, box: NDArray[np.uint8]) -> NDArray[np.float32]:
-        image = box.astype(np.float32)
+    def _halved(self, gray: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """The zone's box in ``gray`` at half size, as the detector compares it (``edgecam.motion``).
+
+        In float32, where the detector rounds to whole grey levels: a median of whole levels would say little.
+        """
+        image = cv2.resize(gray.astype(np.float32), self._half, interpolation=cv2.INTER_AREA)
+        return np.asarray(image, np.float32)[self._box]
+
+    def _blurred(self, box: NDArray[np.float32]) -> NDArray[np.float32]:
+        image = box
         if self._kernel > 1:
             image = np.asarray(cv2.blur(image, (self._kernel, self._kernel)), np.float32)
         return image

@@ -17,20 +17,28 @@ def to_pixels(polygon: Polygon, width: int, height: int) -> NDArray[np.int32]:
     return pts.astype(np.int32)
 
 
+def fill(image: NDArray[np.uint8], polygons: Sequence[Polygon], colour: int | tuple[int, int, int]) -> None:
+    """Fill each of ``polygons`` in ``image`` with ``colour``, in place; where they overlap too.
+
+    One ``cv2.fillPoly`` call per polygon: given several at once it fills by the even-odd rule, so that where two
+    polygons overlap (two privacy masks drawn over one window) it leaves the overlap unfilled, as a hole.
+    """
+    height, width = image.shape[:2]
+    for polygon in polygons:
+        cv2.fillPoly(image, [to_pixels(polygon, width, height)], colour)
+
+
 def polygon_mask(polygons: Sequence[Polygon], width: int, height: int) -> NDArray[np.bool_]:
     """Return a ``height`` x ``width`` boolean mask that is true inside any of ``polygons``."""
     canvas = np.zeros((height, width), dtype=np.uint8)
-    if polygons:
-        cv2.fillPoly(canvas, [to_pixels(p, width, height) for p in polygons], 255)
+    fill(canvas, polygons, 255)
     return canvas.astype(bool)
 
 
 def burn_masks(image: NDArray[np.uint8], masks: Sequence[Polygon]) -> NDArray[np.uint8]:
     """Return a copy of ``image`` (grey or colour) with every privacy mask filled black."""
     out = image.copy()
-    if masks:
-        height, width = image.shape[:2]
-        cv2.fillPoly(out, [to_pixels(p, width, height) for p in masks], 0)
+    fill(out, masks, (0, 0, 0) if out.ndim == 3 else 0)
     return out
 
 
@@ -40,7 +48,7 @@ def draw_zones(image: NDArray[np.uint8], zone: Polygon, masks: Sequence[Polygon]
     height, width = out.shape[:2]
     if masks:
         shade = out.copy()
-        cv2.fillPoly(shade, [to_pixels(m, width, height) for m in masks], (0, 0, 160))
+        fill(shade, masks, (0, 0, 160))
         out = np.asarray(cv2.addWeighted(shade, 0.6, out, 0.4, 0), np.uint8)
     cv2.polylines(out, [to_pixels(zone, width, height)], True, (0, 220, 0), max(2, width // 320))
     return out

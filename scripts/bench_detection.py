@@ -53,9 +53,10 @@ TARGETS = {
     "stills_outside": 0,
     "median_latency_frames": 2.0,
     "door_wrong_fraction": 0.01,
-    "per_frame_cost_ratio": 16.0,
+    "per_frame_cost_ratio": 4.0,
 }
-"""``per_frame_cost_ratio``: the per-frame path's cost over the floor's, no more than before issue 14 (16.7)."""
+"""``per_frame_cost_ratio``: the per-frame path's mean cost over the floor's, the performance budget (issue 16: at
+most 4 times one absdiff + threshold + countNonZero pass at 320x240, door state included)."""
 ROUNDS = 5
 """Interleaved rounds of the cost cases: the machine's load moves them together, and the ratios hold."""
 FLOOR = "floor: absdiff + threshold + countNonZero"
@@ -287,7 +288,8 @@ def time_per_frame(process: Callable[[Frame], object], frames: list[NDArray[np.u
 
 
 def measure_cost(frames: list[NDArray[np.uint8]], count: int) -> dict[str, dict[str, float]]:
-    """Median ms per frame of each case over ``ROUNDS`` interleaved rounds, with its ratio to the floor's."""
+    """Mean ms per frame of each case (what a core pays), the median of ``ROUNDS`` interleaved rounds, and its ratio
+    to the floor's."""
     whole = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
     reference = DoorReference.learn(frames[-25:], [])
 
@@ -306,8 +308,9 @@ def measure_cost(frames: list[NDArray[np.uint8]], count: int) -> dict[str, dict[
         detector = MotionDetector(MotionSettings(zone=DOOR_ZONE), W, H, relative=True)
 
         def one_frame(frame: Frame) -> object:
-            state = door.update(frame)
-            return detector.process(frame, state, None, door.left_closed)
+            measure = detector.measure(frame)
+            state = door.update(frame, measure.zone_changed)
+            return detector.decide(measure, state, None, door.left_closed)
 
         return one_frame
 
@@ -318,19 +321,19 @@ def measure_cost(frames: list[NDArray[np.uint8]], count: int) -> dict[str, dict[
         "door state, door zone": lambda: DoorWatcher(reference, DoorSettings(), DOOR_ZONE, [], W, H).update,
         PATH: path,
     }
-    medians: dict[str, list[float]] = {name: [] for name in cases}
+    means: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(ROUNDS):
         for name, make in cases.items():
-            medians[name].append(time_per_frame(make(), frames, max(100, count // ROUNDS))["median_ms"])
-    floor_ms = statistics.median(medians[FLOOR])
+            means[name].append(time_per_frame(make(), frames, max(100, count // ROUNDS))["mean_ms"])
+    floor_ms = statistics.median(means[FLOOR])
     return {
         name: {
-            "median_ms": statistics.median(ms),
+            "mean_ms": statistics.median(ms),
             "min_ms": min(ms),
             "max_ms": max(ms),
             "ratio": statistics.median(ms) / floor_ms,
         }
-        for name, ms in medians.items()
+        for name, ms in means.items()
     }
 
 
@@ -408,7 +411,7 @@ def main() -> int:
     print(f"\ncost per {W}x{H} frame, one core, {args.frames} frames of the {source} in {ROUNDS} interleaved rounds:")
     for name, c in cost.items():
         print(
-            f"  {name:<46} median {c['median_ms']:.3f} ms (rounds {c['min_ms']:.3f}-{c['max_ms']:.3f})"
+            f"  {name:<46} mean {c['mean_ms']:.3f} ms (rounds {c['min_ms']:.3f}-{c['max_ms']:.3f})"
             f"  {c['ratio']:5.1f} x the floor"
         )
 

@@ -165,7 +165,7 @@ def test_the_score_is_the_changed_fraction_of_the_zone(blur: int) -> None:
     # Zone: the door opening; the leaf swings to 10% of its width, so about 90% of the zone changes.
     results = run(Scene(opens_at=4.0), zone=DOOR_NORM, blur=blur)
     opened = [r.score for t, r in results if 5.0 <= t < 5.3]
-    assert opened == pytest.approx([0.9] * len(opened), abs=0.03)
+    assert opened == pytest.approx([0.9] * len(opened), abs=0.03 + 0.01 * blur)  # a blur spreads the leaf's edge
 
 
 def test_a_door_outside_the_zone_is_not_an_event() -> None:
@@ -408,8 +408,8 @@ def test_the_noise_is_measured_and_keeps_a_noisy_camera_quiet_where_thresholds_f
     for index in range(100):
         frame = Frame(index, index / 10, detection_gray(renderer.render(index)[0], W, H))
         assert not detector.process(frame).moving
-    # The source's noise, halved by the detection frame's downscaling and divided by 3 by the 3x3 box blur.
-    assert detector.noise == pytest.approx(noise / 6, rel=0.5)
+    # The source's noise, halved by the detection frame's downscaling and halved again by the detector's half size.
+    assert detector.noise == pytest.approx(noise / 4, rel=0.5)
 
 
 def test_an_uneven_lamp_switched_with_the_exposure_catching_up_starts_nothing_but_the_door() -> None:

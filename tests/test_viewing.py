@@ -50,7 +50,7 @@ def frames(level: float, noise: float, count: int = 2, seed: int = 0) -> list[ND
     ]
 
 
-def view(zone: Polygon = DOOR, blur: int = 1, masks: Sequence[Polygon] = ()) -> DoorZoneView:
+def view(zone: Polygon = DOOR, blur: int = 0, masks: Sequence[Polygon] = ()) -> DoorZoneView:
     s = Settings.model_validate({"motion": {"zone": zone, "blur": blur, "masks": list(masks)}})
     return DoorZoneView.for_settings(s)
 
@@ -69,7 +69,7 @@ def test_a_lit_clean_door_gives_its_figures_and_no_warning() -> None:
     assert viewing.share == pytest.approx(viewing.pixels / (W * H))
     assert viewing.brightness == pytest.approx(200, abs=2)
     assert viewing.noise is not None
-    assert viewing.noise < 0.6, "1 grey level of noise, a third of it after the 3x3 box blur"
+    assert viewing.noise < 0.6, "1 grey level of noise, half of it at the detector's half size"
     assert viewing.detail is not None
     assert viewing.detail > 2
     assert viewing.clipped == 0
@@ -80,8 +80,8 @@ def test_the_noise_is_measured_as_the_detector_sees_it_after_its_blur() -> None:
     previous, gray = frames(120, 6.0)
     raw = view(blur=0).assess(gray, previous).noise
     blurred = view(blur=1).assess(gray, previous).noise
-    assert raw == pytest.approx(6.0, rel=0.1)
-    assert blurred == pytest.approx(2.0, rel=0.15), "a 3x3 box blur divides white noise by 3"
+    assert raw == pytest.approx(3.0, rel=0.1), "the detector's half size, a mean of 2x2, halves white noise"
+    assert blurred == pytest.approx(1.0, rel=0.15), "a 3x3 box blur on top divides it by 3"
 
 
 def test_the_detail_does_not_count_the_noise() -> None:
@@ -120,7 +120,7 @@ def test_a_picture_whose_noise_reaches_the_threshold_is_too_noisy() -> None:
 
 
 def test_a_dark_picture_with_the_door_lost_in_the_noise_is_too_dark_and_too_noisy() -> None:
-    previous, gray = frames(20, 14.0)  # 4.7 after the blur: 4 times it passes the door's change of about 16
+    previous, gray = frames(20, 14.0)  # 7 at half size: 4 times it passes the door's change of about 16
     warnings = judge(view().assess(gray, previous), threshold=25)
     assert [w.code for w in warnings] == ["too_dark", "too_noisy"]
     assert "light" in warnings[1].message
