@@ -58,9 +58,10 @@ CLIPPED = 250.0
 CLIPPED_SHARE = 0.01
 """Share of the zone's box clipped white from which clipped pixels are left out; fewer are noise on a white door."""
 BAND_KEPT = 0.1
-"""A band reading under this has kept its closed look (a closed door reads under 0.05 in every light and noise of
-the benchmark, a door 5 degrees ajar 0.12 to 0.6 in each band): then the door is closed behind whatever changed the
-other bands. Where every band has changed, the whole zone's reading is the door's."""
+"""A band reading under this has kept its closed look (a closed door read under 0.05 in every light and noise of
+the benchmark, a door 5 degrees ajar 0.12 to 0.6 in each band, measured before the zone's margin and ``pyrDown``;
+the benchmark's door figures held after): then the door is closed behind whatever changed the other bands. Where
+every band has changed, the whole zone's reading is the door's."""
 BAND_SHARE = 0.35
 """A band that changed less than this share of the bands' median has kept its closed look too: a door ajar moves
 every band (its least changed band reads 0.44 to 0.8 of the median in the benchmark, the low end a porch door whose

@@ -3,11 +3,9 @@
 The door zone's box is compared at half the detection size, each pixel the mean of 2 x 2: sensor noise down by
 half, and a quarter of the work. Each frame is compared with a float32 running average of the frames before it,
 after scaling the background by the frame's overall brightness gain, so exposure drift is not motion. The changed
-fraction of the door zone is the score. Two coarse checks over the whole unmasked frame, on a grid of ``CELL`` x
-``CELL`` block means, tell a light or exposure change from a moving door: if most cells moved by more than
-``threshold``, or most cells still differ by a third of it once the gain is compensated, the frame is a *global
-change*. It is not motion; the background restarts from it and then adapts fast for ``settle`` seconds while the
-camera's exposure settles.
+fraction of the door zone is the score. A coarse grid over the whole unmasked frame (``edgecam.light``) gives the
+gain and tells a light or exposure change from a moving door: such a frame is a *global change*. It is not motion;
+the background restarts from it and then adapts fast for ``settle`` seconds while the camera's exposure settles.
 
 The checks run only where they matter (``measure``): on a frame that changed enough to be moving, on the routine
 frames that learn the noise, and a few times per ``settle`` while settling. A still frame, nine in ten, costs one
@@ -31,36 +29,22 @@ from numpy.typing import NDArray
 from edgecam.config import DoorSettings, MotionSettings
 from edgecam.errors import ConfigError
 from edgecam.events import EventTracker
+from edgecam.light import LightCheck
 from edgecam.models import DoorState, Frame, MotionResult
-from edgecam.thresholds import MAD_TO_SIGMA, NOISE_K, PixelThresholds, threshold_at
+from edgecam.thresholds import PixelThresholds
 from edgecam.zones import polygon_mask
 
 logger = logging.getLogger(__name__)
 
-CELL = 8
-"""Side in pixels of a cell of the coarse grid behind the gain estimate and the global-change check."""
 FAST_RATE = 0.5
 """Background weight of a new frame while calibrating and while settling after a global change; also how fast a
 pixel that is back to its look from before an event takes that look again."""
 CHANGED_RATE_FACTOR = 0.5
 """Pixels that differ from the background learn at this fraction of ``learning_rate``: a door in motion is not
 absorbed before it is seen, and a door left open is still absorbed after a while."""
-SHAPE_LEVEL = 1.0 / 3.0
-"""Fraction of ``threshold`` by which a gain-compensated cell must differ to count towards a global change. Cells
-average 64 pixels, so sensor noise stays far below it."""
-DARK = 16.0
-"""Background cells darker than this say little about the exposure gain and are left out of its estimate."""
-BRIGHT = 250.0
-"""Background cells brighter than this hold clipped pixels: also left out of the gain estimate."""
-MIN_GAIN_CELLS = 0.1
-"""Fraction of the unmasked cells that must be brighter than ``DARK`` to estimate the gain; else it is 1."""
-MAX_GAIN = 4.0
-"""The gain estimate is clamped to [1 / MAX_GAIN, MAX_GAIN]."""
 GAIN_STEP = 0.002
 """A change of the gain estimate from the last one below this changes no pixel's difference by half a grey level:
 the score against the last gain stands."""
-BIG = 1e9
-"""Larger than any change of grey level: no cap."""
 CAMERA_STEP = 0.04
 """Relative change in the camera's exposure (ExposureTime x AnalogueGain x DigitalGain) or colour gains from one
 frame to the next that means its automatic controls are adjusting: the detector settles as after a global change."""
@@ -73,6 +57,9 @@ NOISE_EVERY = 64
 """Frames between two noise estimates, and two updates of the thresholds, once calibrated (6 s at 10 fps: the noise
 changes with the light, slowly, and after a global change it is learnt again, fast, once the light has settled):
 every frame while calibrating, and the thresholds with the grid's checks while settling (``SETTLE_CHECKS``)."""
+THRESHOLDS_EVERY = 16
+"""Frames between two updates of the thresholds from the background, besides those above: where a person stood, the
+background darkened, and a threshold taken from it stays low, and the ghost of the person changed, until then."""
 NOISE_RATE = 0.1
 """Weight of a frame's noise estimate in the running one."""
 STIRRING = 0.0005
@@ -84,15 +71,6 @@ SETTLE_CHECKS = 0.3
 """While settling, the grid is checked for a global change, and the thresholds follow the background, every this
 share of ``motion.settle``: a light still changing is then seen, and keeps the detector settling, three times or more
 before it would end, at any frame rate."""
-GRID_EVERY = 4
-"""Frames between two updates of the grid's background where no check needed the grid: it follows a slow drift of
-the light nearly as closely as from every frame (a ramp of 1 % a frame stays 11 % behind, not 9 %)."""
-CELL_NOISE_JUMP = 2.0
-"""Once calibrated, a quiet frame's estimate of the grid cells' noise above this multiple of the running one is a
-slow light change, not noise, and is left out."""
-CELL_NOISE_FLOOR = 0.5
-"""Grey levels under which the cells' running noise estimate says little: any estimate up to ``CELL_NOISE_JUMP``
-times this counts."""
 
 
 class Measure(NamedTuple):
@@ -117,20 +95,6 @@ class Measure(NamedTuple):
         nothing of the door; while the light settles, only a moving frame does.
         """
         return self.moving or (self.score > 0.0 and not (self.global_change or self.settling))
-
-
-class _CellLevels(NamedTuple):
-    whole: NDArray[np.float32]
-    """Per grid cell, the move that counts towards a global change."""
-    shape: NDArray[np.float32]
-    """Per grid cell, the change of shape (gain-compensated) that counts, and the move while settling."""
-    left_out: NDArray[np.float32]
-    """Per grid cell, NaN where it is dark or clipped and tells nothing of the gain, else 0."""
-    usable: int
-    """How many cells tell the gain; none when too few do."""
-    brighter: NDArray[np.float32]
-    """Where a cell's gain-compensated change is capped from above: 0 where it was clipped white in the background
-    (brighter than predicted does not count there: its true brightness is unknown), else ``BIG``."""
 
 
 class MotionDetector:
@@ -181,7 +145,6 @@ class MotionDetector:
         self._full_box = tuple(slice(2 * b.start, 2 * b.stop) for b in self._box)
         zone = counted[self._box]
         self._box_size = (zone.shape[1], zone.shape[0])
-        self._zone = np.where(zone, np.uint8(255), np.uint8(0))
         self._outside = np.where(zone, np.uint8(0), np.uint8(255))
         """Raises the thresholds of the box's pixels outside the zone to 255, which no difference passes."""
         box_shape = zone.shape
@@ -200,29 +163,12 @@ class MotionDetector:
         sampled[::2, ::2] = zone[::2, ::2]  # a quarter of the zone's pixels serve the noise estimate
         self._sampled = np.flatnonzero(sampled)
 
-        self._grid = (max(1, width // CELL), max(1, height // CELL))
-        # Exact halvings are more than twice as fast as one resize by 8 (OpenCV's fast path for area averages by 2).
-        steps = [self._grid]
-        while steps[0][0] * 2 < width and (steps[0][0] * 2, steps[0][1] * 2) != (width, height):
-            steps.insert(0, (steps[0][0] * 2, steps[0][1] * 2))
-        if (steps[0][0] * 2, steps[0][1] * 2) != (width, height):
-            steps = [self._grid]  # not a power of 2: one resize
-        self._grid_steps = [np.zeros((h, w), np.uint8) for w, h in steps]
-        """The grid, and the sizes between where halvings lead to it, as resized into."""
-        unmasked = cv2.resize((~masked).astype(np.float32), self._grid, interpolation=cv2.INTER_AREA)
-        self._cells = np.flatnonzero(unmasked.ravel() > 0.999)  # grid cells with no masked pixel at all
-        self._all_cells = self._cells.size == self._grid[0] * self._grid[1]
-        self._no_cells = np.zeros(self._cells.size, np.float32)
-        self._cell_thresholds = threshold_at(settings.threshold, np.arange(256, dtype=np.float64), relative=relative)
-        """``threshold_at`` each grey level of a grid cell's background."""
-        self._small = self._grid_steps[-1]
-        self._small_background = np.zeros(self._small.shape, np.float32)
+        self._light = LightCheck(settings, masked, width, height, relative=relative)
         logger.debug(
-            "motion: door zone %d half-size pixels in box %s, %d of %d grid cells unmasked",
+            "motion: door zone %d half-size pixels in box %s, %d grid cells unmasked",
             self._zone_pixels,
             self._box,
-            self._cells.size,
-            self._small.size,
+            self._light.cells,
         )
         self.reset()
 
@@ -235,15 +181,13 @@ class MotionDetector:
         self._have_before = False
         self._camera: tuple[float, ...] | None = None
         self._frames = 0
-        self._cell_noise = 0.0
-        self._cell_levels: _CellLevels | None = None
-        self._last_gain = 1.0
         self._checked_at = float("-inf")
         """When the grid was last checked for a global change."""
+        self._levels_due = True
+        """The grid's levels are to be worked out again at its next check (after a global change)."""
         self._relearn = False
-        self._grid_learnt = 0
-        """``_frames`` when the grid last learnt."""
         self._changed_any = False
+        self._light.reset()
         self._pixels.reset()
 
     @property
@@ -282,8 +226,7 @@ class MotionDetector:
         if self._start is None:
             self._start = t
             np.copyto(self._background, current)
-            np.copyto(self._small_background, self._grid_of(frame))
-            self._grid_learnt = 0
+            self._light.start(frame, self._frames)
             cv2.LUT(current, self._pixels.lut, dst=self._thresholds)
             cv2.bitwise_or(self._thresholds, self._outside, dst=self._thresholds)
             self._previous = current
@@ -303,29 +246,26 @@ class MotionDetector:
         # The thresholds follow the background and the noise: every few frames is enough, and while the background
         # learns fast (calibrating, settling after a global change) every few frames is still enough.
         recheck = settling and t - self._checked_at >= s.settle * SETTLE_CHECKS
-        refresh = self._cell_levels is None or routine or recheck
+        refresh = self._levels_due or routine or recheck
         # The grid's checks (the gain, a global change) matter to a frame that changed enough to be moving, to the
         # routine frames that learn the noise, and every few frames while settling, where a light still changing
         # keeps the detector settling: any other frame is compared with the last gain.
-        gain = self._last_gain
+        gain = self._light.gain
         global_change = False
-        cells_now = cells_background = None
+        checked = False
         score = 0.0
         check = routine or refresh
         if not check:
-            score = self._compare(current, gain)
+            score = self._compare(current, gain, follow=self._frames % THRESHOLDS_EVERY == 0)
             if score < min_area and not self._events.in_event:
                 return self._quiet(frame, current, score, settling)
             check = score >= min_area
         if check:
-            small = self._grid_of(frame)
             self._checked_at = t
-            cells_now, cells_background = self._cells_of(small)
-            if self._cell_levels is None or routine:
-                self._cell_levels = self._levels(cells_background)
-            before, gain = gain, self._gain(cells_now, cells_background)
-            self._last_gain = gain
-            global_change = self._global_fraction(cells_now, cells_background, gain, settling) >= s.global_change
+            checked = True
+            global_change = self._light.check(frame, settling=settling, fresh=routine)
+            self._levels_due = False
+            before, gain = gain, self._light.gain
             refresh = refresh or global_change
             if refresh:
                 cv2.convertScaleAbs(self._background, dst=self._reference, alpha=gain)
@@ -344,8 +284,8 @@ class MotionDetector:
         moving = not calibrating and not global_change and score >= min_area
         stirring = moving and self._stirring(current)
         self._previous = current
-        if cells_now is not None and cells_background is not None and (quiet is not None or calibrating):
-            self._learn_noise(quiet, cells_now, cells_background, gain, score, calibrating, settling or relearn)
+        if checked and (quiet is not None or calibrating):
+            self._learn_noise(quiet, score, calibrating, settling or relearn)
             self._relearn = False
         if moving and not self._was_moving and not in_event:
             np.copyto(self._before, self._background)  # the scene before this (possible) event began
@@ -353,33 +293,32 @@ class MotionDetector:
         self._was_moving = moving
         if global_change:
             np.copyto(self._background, current)
-            np.copyto(self._small_background, self._small)
-            self._grid_learnt = self._frames
-            self._cell_levels = None
+            self._light.restart(self._frames)
+            self._levels_due = True
             self._relearn = True
             self._settle_until = t + s.settle
             self._have_before = False
         else:
-            grid = cells_now is not None or self._frames % GRID_EVERY == 0
-            if grid and cells_now is None:
-                self._grid_of(frame)
-            self._learn(current, fast=calibrating or settling, grid=grid)
+            self._learn(frame, current, fast=calibrating or settling, checked=checked)
         return Measure(t, score, moving, calibrating, global_change, settling, stirring)
 
     def _quiet(self, frame: Frame, current: NDArray[np.uint8], score: float, settling: bool) -> Measure:
         """What ``measure`` comes to for a frame that is not moving, outside an event, between routine frames."""
         self._previous = current
         self._was_moving = False
-        grid = self._frames % GRID_EVERY == 0
-        if grid:
-            self._grid_of(frame)
-        self._learn(current, fast=settling, grid=grid)
+        self._learn(frame, current, fast=settling, checked=False)
         return Measure(frame.t, score, False, settling=settling)
 
-    def _compare(self, current: NDArray[np.uint8], gain: float) -> float:
-        """The changed fraction of the zone in ``current`` against the background scaled by ``gain``."""
+    def _compare(self, current: NDArray[np.uint8], gain: float, *, follow: bool = False) -> float:
+        """The changed fraction of the zone in ``current`` against the background scaled by ``gain``.
+
+        ``follow``: the thresholds follow the background first (``THRESHOLDS_EVERY``).
+        """
         # Saturating uint8 arithmetic throughout: |frame - gain * background| never wraps around.
         cv2.convertScaleAbs(self._background, dst=self._reference, alpha=gain)
+        if follow:
+            cv2.LUT(self._reference, self._pixels.lut, dst=self._thresholds)
+            cv2.bitwise_or(self._thresholds, self._outside, dst=self._thresholds)
         if gain * 255.0 < 255.0 - self._settings.threshold:
             self._allow_unclipping(current)
         cv2.absdiff(current, self._reference, dst=self._scratch)
@@ -387,20 +326,6 @@ class MotionDetector:
         changed = int(cv2.countNonZero(self._changed))
         self._changed_any = changed > 0
         return changed / self._zone_pixels
-
-    def _grid_of(self, frame: Frame) -> NDArray[np.uint8]:
-        """The grid of ``CELL`` x ``CELL`` means of ``frame``, in ``self._small``."""
-        small = frame.gray
-        for step in self._grid_steps:
-            cv2.resize(small, step.shape[::-1], dst=step, interpolation=cv2.INTER_AREA)
-            small = step
-        return small
-
-    def _cells_of(self, small: NDArray[np.uint8]) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """The unmasked grid cells of ``small`` and of the grid's background, float32."""
-        if self._all_cells:
-            return small.ravel().astype(np.float32), self._small_background.ravel()
-        return small.ravel()[self._cells].astype(np.float32), self._small_background.ravel()[self._cells]
 
     def decide(
         self,
@@ -434,14 +359,7 @@ class MotionDetector:
         )
 
     def _learn_noise(
-        self,
-        quiet: tuple[NDArray[np.uint8], NDArray[np.uint8]] | None,
-        cells: NDArray[np.float32],
-        background: NDArray[np.float32],
-        gain: float,
-        score: float,
-        calibrating: bool,
-        fast: bool,
+        self, quiet: tuple[NDArray[np.uint8], NDArray[np.uint8]] | None, score: float, calibrating: bool, fast: bool
     ) -> None:
         """Learn the pixels' noise from a quiet frame's samples, and the grid cells' own noise.
 
@@ -454,12 +372,8 @@ class MotionDetector:
         still = calibrating or (score < self._settings.min_area and not self._events.in_event)
         if quiet is not None and still:
             self._pixels.learn(quiet[0], quiet[1], rate)
-        if cells.size and (calibrating or (quiet is not None and still)):
-            deviations = np.sort(np.abs(cells - gain * background))
-            deviation = float(deviations[deviations.size // 2]) * MAD_TO_SIGMA
-            # A lamp brightening slowly moves the cells too, far more than noise: that is not noise.
-            if calibrating or deviation <= CELL_NOISE_JUMP * max(self._cell_noise, CELL_NOISE_FLOOR):
-                self._cell_noise += rate * (deviation - self._cell_noise)
+        if calibrating or (quiet is not None and still):
+            self._light.learn_noise(rate, calibrating=calibrating)
 
     def _stirring(self, current: NDArray[np.uint8]) -> bool:
         """Whether ``STIRRING`` of the zone changed from the previous frame by 1.5 times its threshold.
@@ -508,60 +422,6 @@ class MotionDetector:
         cv2.max(self._reference, current, dst=self._scratch)
         cv2.copyTo(self._scratch, self._clipped.view(np.uint8), self._reference)
 
-    def _levels(self, background: NDArray[np.float32]) -> _CellLevels:
-        """What each grid cell must pass, from the threshold and the noise, and which cells tell the gain.
-
-        OpenCV's element-wise functions throughout, here and in the grid's checks: on a grid's thousand cells
-        they cost a third of numpy's.
-        """
-        floor = NOISE_K * self._cell_noise  # a noisy sensor's row and colour noise move whole cells too
-        grey = np.asarray(cv2.convertScaleAbs(background), np.uint8).ravel()
-        whole = np.maximum(self._cell_thresholds, floor).astype(np.float32).take(grey)
-        shape = np.maximum(self._cell_thresholds * SHAPE_LEVEL, floor).astype(np.float32).take(grey)
-        usable = cv2.inRange(background, DARK, BRIGHT)
-        count = int(cv2.countNonZero(usable))
-        # NaN leaves a cell out of the gain's median (np.sort puts NaN last); 0 counts it.
-        left_out = np.full(background.shape, np.nan, np.float32)
-        if count >= MIN_GAIN_CELLS * background.size:
-            cv2.copyTo(self._no_cells, usable, left_out)
-        else:
-            count = 0
-        # A clipped cell brighter than predicted is fine: its true brightness is unknown.
-        brighter = np.asarray(cv2.threshold(background, BRIGHT, BIG, cv2.THRESH_BINARY_INV)[1], np.float32)
-        return _CellLevels(whole, shape, left_out, count, brighter)
-
-    def _gain(self, small: NDArray[np.float32], background: NDArray[np.float32]) -> float:
-        """The frame's brightness relative to the background: the median ratio of cells neither dark nor clipped.
-
-        Which cells are dark or clipped is taken from the background as the cell levels were last worked out.
-        """
-        assert self._cell_levels is not None
-        levels = self._cell_levels
-        if not levels.usable:
-            return 1.0
-        ratios = cv2.add(cv2.divide(small, background), levels.left_out).ravel()
-        # Sorted, not np.partition: on ratios nearly all alike (a still scene) its selection takes 5 times as long.
-        median = float(np.sort(ratios)[levels.usable // 2])
-        return min(max(median, 1.0 / MAX_GAIN), MAX_GAIN)
-
-    def _global_fraction(
-        self, small: NDArray[np.float32], background: NDArray[np.float32], gain: float, settling: bool
-    ) -> float:
-        """Fraction of unmasked cells that moved (raw) or changed shape (gain-compensated): the larger.
-
-        While settling after a global change, a smaller raw move counts: the exposure is still on its way.
-        """
-        if small.size == 0:
-            return 0.0
-        assert self._cell_levels is not None
-        levels = self._cell_levels
-        change = cv2.absdiff(small, background)
-        moved = cv2.countNonZero(cv2.compare(change, levels.shape if settling else levels.whole, cv2.CMP_GT))
-        residual = cv2.min(cv2.scaleAdd(background, -gain, small), levels.brighter)
-        change = cv2.absdiff(residual, self._no_cells)
-        reshaped = cv2.countNonZero(cv2.compare(change, levels.shape, cv2.CMP_GT))
-        return max(moved, reshaped) / int(small.size)
-
     def _forget_ghosts(self, current: NDArray[np.uint8], gain: float) -> None:
         """Give pixels that are back to how they were before the event (a door shut again) that background.
 
@@ -573,17 +433,13 @@ class MotionDetector:
         cv2.compare(self._scratch, self._thresholds, cv2.CMP_LE, dst=self._back)
         cv2.accumulateWeighted(current, self._background, FAST_RATE, mask=self._back)
 
-    def _learn(self, current: NDArray[np.uint8], *, fast: bool, grid: bool) -> None:
+    def _learn(self, frame: Frame, current: NDArray[np.uint8], *, fast: bool, checked: bool) -> None:
         """Blend the frame into the backgrounds; changed pixels learn slower unless settling.
 
-        ``grid``: the grid was made of this frame. It learns as much as it would have from every frame since it
-        last learnt, each like this one: a grid is made only where its checks matter (``measure``).
+        ``checked``: the light check made the grid of this frame (``LightCheck.learn``).
         """
         rate = FAST_RATE if fast else self._settings.learning_rate
-        if grid:
-            frames = self._frames - self._grid_learnt
-            self._grid_learnt = self._frames
-            cv2.accumulateWeighted(self._small, self._small_background, 1.0 - (1.0 - rate) ** frames)
+        self._light.learn(frame, self._frames, rate, checked=checked)
         if fast:
             cv2.accumulateWeighted(current, self._background, rate)
             return

@@ -114,6 +114,41 @@ def test_a_door_six_degrees_ajar_is_open() -> None:
     assert level >= DoorSettings().open_level
 
 
+@pytest.mark.parametrize(("dx", "dy"), [(0, 0), (1, 0), (0, 1), (1, 1), (-1, 0)])
+def test_a_door_five_degrees_ajar_reads_open_wherever_its_edges_fall_on_the_pixels(dx: int, dy: int) -> None:
+    # The same scene moved by a pixel against the zone: compared inside the zone only, and at half size by area
+    # means, the leaf's edge at the zone's border counted or not, and the swing read from 0.05 to 0.46.
+    renderer = scene(door_angle=5.0, door_opening=2.0)
+    assert renderer.state(6.5).door_angle == 5.0
+
+    def moved(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        return np.roll(np.roll(image, dx, axis=1), dy, axis=0)
+
+    closed = DoorReference.learn([moved(gray(renderer, i / FPS)) for i in range(20)], [])
+    door = watcher(closed)
+    assert (door.dissimilarity(moved(gray(renderer, 1.0))) or 0.0) < DoorSettings().open_level * 0.7
+    level = door.dissimilarity(moved(gray(renderer, 6.5)))
+    assert level is not None
+    assert level >= DoorSettings().open_level
+
+
+def test_a_still_zone_is_not_read_again_and_the_reading_stands() -> None:
+    renderer = scene()
+    door = watcher(reference(renderer))
+    shut, ajar = gray(renderer, 1.0), gray(renderer, 6.5)
+    for index in range(1, 20):
+        door.update(Frame(index, index / FPS, shut))
+    assert door.state == "closed"
+    # Told the zone did not change, it keeps the last reading, however the frame looks...
+    assert door.update(Frame(20, 2.0, ajar), changed=False) == "closed"
+    assert door.last is not None
+    assert door.last < DoorSettings().open_level * 0.7
+    # ...and reads it once told it did.
+    door.update(Frame(21, 2.1, ajar), changed=True)
+    assert door.last is not None
+    assert door.last >= DoorSettings().open_level
+
+
 def test_the_state_follows_a_reading_only_once_it_has_lasted() -> None:
     renderer = scene()
     door = watcher(reference(renderer))

@@ -268,8 +268,7 @@ def test_a_person_at_the_shut_door_is_explained_but_is_no_event(
     tmp_path: Path,
 ) -> None:
     clip = tmp_path / "person.avi"
-    # The person stands 8 s and is gone well before the next opening: their motion's picture ends in between.
-    sim = SimulatedSettings(first_opening=8.0, door_period=30.0, person_at_door=8.0)
+    sim = SimulatedSettings(first_opening=8.0, door_period=30.0, person_at_door=12.0)
     openings = render_clip(clip, sim, 45.0)
     monkeypatch.setenv("EDGECAM_MOTION__ZONE", json.dumps(DOOR_ZONE))
     monkeypatch.setenv("EDGECAM_CAMERA__SOURCE", str(clip))
