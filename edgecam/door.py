@@ -364,15 +364,15 @@ class DoorWatcher:
         before the state and the noise are known, and on two frames in a row every ``NOISE_EVERY``.
         """
         index = frame.index
-        if (
+        if not (
             changed
             or self._pending is not None
             or self.state is None
             or self._noise is None
             or (index + 1) % NOISE_EVERY < 2
         ):
-            self.last = self._read(frame.gray, index)
-        value = self.last
+            return self.state  # the reading of the frame before stands, and it left nothing pending
+        self.last = value = self._read(frame.gray, index)
         reading: DoorState | None = None
         if value is not None and value >= self._open_level:
             reading = "open"
