@@ -186,7 +186,6 @@ class MotionDetector:
         self._levels_due = True
         """The grid's levels are to be worked out again at its next check (after a global change)."""
         self._relearn = False
-        self._changed_any = False
         self._light.reset()
         self._pixels.reset()
 
@@ -227,8 +226,8 @@ class MotionDetector:
             self._start = t
             np.copyto(self._background, current)
             self._light.start(frame, self._frames)
-            cv2.LUT(current, self._pixels.lut, dst=self._thresholds)
-            cv2.bitwise_or(self._thresholds, self._outside, dst=self._thresholds)
+            np.copyto(self._reference, current)
+            self._follow_thresholds()
             self._previous = current
             return Measure(t, 0.0, moving=False, calibrating=s.calibration > 0)
         calibrating = t - self._start < s.calibration
@@ -266,14 +265,10 @@ class MotionDetector:
             global_change = self._light.check(frame, settling=settling, fresh=routine)
             self._levels_due = False
             before, gain = gain, self._light.gain
-            refresh = refresh or global_change
-            if refresh:
-                cv2.convertScaleAbs(self._background, dst=self._reference, alpha=gain)
-                cv2.LUT(self._reference, self._pixels.lut, dst=self._thresholds)
-                cv2.bitwise_or(self._thresholds, self._outside, dst=self._thresholds)
-            # A global change is no motion whatever the score: the frame's score against the last gain stands.
+            # A global change is no motion whatever the score: the frame's score against the last gain stands, and
+            # the thresholds follow the background it restarts from at the next frame's check.
             if not global_change and (refresh or abs(gain - before) > GAIN_STEP):
-                score = self._compare(current, gain)
+                score = self._compare(current, gain, follow=refresh)
         quiet: tuple[NDArray[np.uint8], NDArray[np.uint8]] | None = None
         if (calibrating or due) and not global_change:
             quiet = (self._scratch.take(self._sampled), self._reference.take(self._sampled))
@@ -299,14 +294,14 @@ class MotionDetector:
             self._settle_until = t + s.settle
             self._have_before = False
         else:
-            self._learn(frame, current, fast=calibrating or settling, checked=checked)
+            self._learn(frame, current, fast=calibrating or settling, checked=checked, changed=score > 0.0)
         return Measure(t, score, moving, calibrating, global_change, settling, stirring)
 
     def _quiet(self, frame: Frame, current: NDArray[np.uint8], score: float, settling: bool) -> Measure:
         """What ``measure`` comes to for a frame that is not moving, outside an event, between routine frames."""
         self._previous = current
         self._was_moving = False
-        self._learn(frame, current, fast=settling, checked=False)
+        self._learn(frame, current, fast=settling, checked=False, changed=score > 0.0)
         return Measure(frame.t, score, False, settling=settling)
 
     def _compare(self, current: NDArray[np.uint8], gain: float, *, follow: bool = False) -> float:
@@ -317,15 +312,17 @@ class MotionDetector:
         # Saturating uint8 arithmetic throughout: |frame - gain * background| never wraps around.
         cv2.convertScaleAbs(self._background, dst=self._reference, alpha=gain)
         if follow:
-            cv2.LUT(self._reference, self._pixels.lut, dst=self._thresholds)
-            cv2.bitwise_or(self._thresholds, self._outside, dst=self._thresholds)
+            self._follow_thresholds()
         if gain * 255.0 < 255.0 - self._settings.threshold:
             self._allow_unclipping(current)
         cv2.absdiff(current, self._reference, dst=self._scratch)
         cv2.compare(self._scratch, self._thresholds, cv2.CMP_GT, dst=self._changed)
-        changed = int(cv2.countNonZero(self._changed))
-        self._changed_any = changed > 0
-        return changed / self._zone_pixels
+        return int(cv2.countNonZero(self._changed)) / self._zone_pixels
+
+    def _follow_thresholds(self) -> None:
+        """Each pixel's threshold from its level in ``_reference`` (background times gain); 255 outside the zone."""
+        cv2.LUT(self._reference, self._pixels.lut, dst=self._thresholds)
+        cv2.bitwise_or(self._thresholds, self._outside, dst=self._thresholds)
 
     def decide(
         self,
@@ -433,17 +430,15 @@ class MotionDetector:
         cv2.compare(self._scratch, self._thresholds, cv2.CMP_LE, dst=self._back)
         cv2.accumulateWeighted(current, self._background, FAST_RATE, mask=self._back)
 
-    def _learn(self, frame: Frame, current: NDArray[np.uint8], *, fast: bool, checked: bool) -> None:
+    def _learn(self, frame: Frame, current: NDArray[np.uint8], *, fast: bool, checked: bool, changed: bool) -> None:
         """Blend the frame into the backgrounds; changed pixels learn slower unless settling.
 
-        ``checked``: the light check made the grid of this frame (``LightCheck.learn``).
+        ``checked``: the light check made the grid of this frame (``LightCheck.learn``). ``changed``: the last
+        comparison found changed pixels (``_changed``).
         """
         rate = FAST_RATE if fast else self._settings.learning_rate
         self._light.learn(frame, self._frames, rate, checked=checked)
-        if fast:
-            cv2.accumulateWeighted(current, self._background, rate)
-            return
-        if not self._changed_any:
+        if fast or not changed:
             cv2.accumulateWeighted(current, self._background, rate)
             return
         slow = rate * CHANGED_RATE_FACTOR
