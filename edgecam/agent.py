@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecam.capture import Capture, Emitted, fit_jpeg
+from edgecam.capture import Capture, Captured, develop, fit_jpeg
 from edgecam.commands import Commands
 from edgecam.config import Settings
 from edgecam.contact import DoorContact, open_contact
@@ -27,7 +27,7 @@ from edgecam.outbox import Outbox
 from edgecam.privacy import Privacy, open_schedule
 from edgecam.sources import FrameSource, check_source, open_source
 from edgecam.state_dir import check_state_dir
-from edgecam.store import Store
+from edgecam.store import OutboxWriter
 from edgecam.systemd import Notifier
 from edgecam.viewing import SceneMonitor
 from edgecam.vitals import Vitals
@@ -37,7 +37,9 @@ logger = logging.getLogger(__name__)
 DRAIN_AT_END_S = 10.0
 """How long a source that ended by itself (a file) waits for the broker to take what is queued."""
 DRAIN_ON_STOP_S = 2.0
-"""The same on SIGTERM, kept short for systemd's stop timeout; what is left stays in the outbox."""
+"""The same on SIGTERM or a failed camera, kept short for systemd's stop timeout; what is left stays in the outbox."""
+MAX_SHOTS = 4
+"""Stills whose pixels wait for the outbox thread to encode them; a fifth is skipped (its event is not)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class Step:
 
     frame: Frame
     result: MotionResult
-    emitted: list[Emitted]
+    emitted: list[Captured]
+    """Events in publishing order, still events with their shots (``Capture.develop`` or the outbox thread)."""
     door_level: float | None = None
     """The zone's dissimilarity from the closed-door reference, where there is one and the frame said enough."""
     detect_s: float | None = None
@@ -66,7 +69,9 @@ class Pipeline:
         stills_dir: Path | None,
         door: DoorWatcher | None = None,
         contact: DoorContact | None = None,
+        room: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``room``: whether one more still may be taken now (``OutboxWriter.room``)."""
         self.settings = settings
         self.source = source
         self.door = door
@@ -75,7 +80,12 @@ class Pipeline:
         """False while detection is held off (``PrivacyControl``): frames are read, nothing is detected."""
         self.detector = self._new_detector()
         self.capture = Capture(
-            settings.capture, settings.motion.masks, settings.device_id, Topics(settings.topic_base), stills_dir
+            settings.capture,
+            settings.motion.masks,
+            settings.device_id,
+            Topics(settings.topic_base),
+            stills_dir,
+            room=room,
         )
 
     def _new_detector(self) -> MotionDetector:
@@ -204,10 +214,12 @@ class Agent:
             vitals.last_event = outbox.last_start()
             if vitals.last_event is not None:
                 publisher.set_last_event(vitals.last_event)
-            store = Store(outbox, announce=publisher.send_unstored)
             publisher.start()
             cleanup.callback(publisher.stop)
-            cleanup.callback(self._drain, publisher, stop)
+            cleanup.push(lambda failed, *_: self._drain(publisher, stop.is_set() or failed is not None))
+            still = functools.partial(develop, masks=s.motion.masks, quality=s.capture.jpeg_quality)
+            writer = OutboxWriter(s.storage, still, publisher.wake, publisher.send_unstored, MAX_SHOTS)
+            cleanup.callback(writer.close)  # after the camera: the last event's end and stills are stored first
             source = self._open_camera()
             cleanup.callback(source.close)
             cleanup.callback(self._notifier.stopping)
@@ -220,7 +232,7 @@ class Agent:
                 s.topic_base,
             )
             self._notifier.ready(f"watching {s.camera.shown}")
-            pipeline = Pipeline(s, source, None, door, contact)
+            pipeline = Pipeline(s, source, None, door, contact, writer.room)
             privacy = PrivacyControl(s, pipeline, publisher, privacy_switch)
             for step in pipeline.steps(stop):
                 vitals.frame(step.detect_s)
@@ -241,19 +253,20 @@ class Agent:
                         events += 1
                         vitals.last_event = iso_ms(event.time)
                         publisher.set_last_event(vitals.last_event)
-                if store.put(step.emitted):
-                    publisher.wake()
+                writer.put(step.emitted)
                 if result.event == "end":
                     publisher.set_motion(False)
                     self._notifier.status(f"{events} door events; {outbox.depth()} messages queued")
                 self._notifier.watchdog()
-            store.flush(final=True)
         logger.info("agent: stopped after %d door events", events)
 
     @staticmethod
-    def _drain(publisher: Publisher, stop: threading.Event) -> None:
-        """Give the broker a moment to take what the last frames queued before disconnecting."""
-        timeout = DRAIN_ON_STOP_S if stop.is_set() else DRAIN_AT_END_S
+    def _drain(publisher: Publisher, stopping: bool) -> None:
+        """Give the broker a moment to take what the last frames queued before disconnecting.
+
+        ``stopping``: on SIGTERM or a failure the wait is short (systemd's stop timeout, a restart soon).
+        """
+        timeout = DRAIN_ON_STOP_S if stopping else DRAIN_AT_END_S
         if not publisher.wait_idle(timeout):
             logger.warning(
                 "agent: the broker did not take every queued message within %.0f s; they stay in the outbox",

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edgecam.capture import still_bgr
 from edgecam.config import Settings
 from edgecam.contact import DoorContact
 from edgecam.disk import write_atomically
@@ -77,7 +78,7 @@ def calibrate(
         frames.append(frame.gray.copy())
         last_t = frame.t
         if last_t - first_t >= settings.door.calibrate_seconds:
-            still = source.still()
+            still = still_bgr(source.still())
             break
     if still is None:
         raise CameraError(

@@ -1,4 +1,8 @@
-"""When to take stills and how: masks burned in, JPEG encoded, events assembled."""
+"""When to take stills and how: events assembled in the frame loop, masks burned in and JPEG encoded after.
+
+The frame loop only grabs a still's pixels (a ``Shot``); ``develop`` masks, encodes and hashes it, in the agent's
+outbox thread (``store.OutboxWriter``), so no frame waits for an encoder or a disk.
+"""
 
 import hashlib
 import logging
@@ -22,12 +26,31 @@ from edgecam.zones import Polygon, burn_masks
 logger = logging.getLogger(__name__)
 
 TakeStill = Callable[[], NDArray[np.uint8]]
+
+
+@dataclass(frozen=True)
+class Shot:
+    """A still's pixels as the camera gave them (``FrameSource.still``: BGR or I420), not yet masked nor encoded."""
+
+    image: NDArray[np.uint8]
+
+
+Captured = tuple[Event, Shot | None]
+"""What the frame loop captures: an event, and for a still event its pixels."""
 Emitted = tuple[Event, Still | None]
+"""What the outbox stores: an event, and for a still event its masked JPEG."""
+
+
+def still_bgr(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """A still from ``FrameSource.still`` as BGR (h, w, 3): I420 (h * 3 / 2, w) is converted, BGR returned as is."""
+    if image.ndim == 3:
+        return image
+    return np.asarray(cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420), np.uint8)
 
 
 def encode_still(image: NDArray[np.uint8], masks: Sequence[Polygon], quality: int, event_id: str, index: int) -> Still:
-    """Burn the privacy masks into ``image``, encode it as JPEG and hash it."""
-    masked = burn_masks(image, masks)
+    """Burn the privacy masks into ``image`` (BGR or I420), encode it as JPEG and hash it; raise StorageError."""
+    masked = burn_masks(still_bgr(image), masks)
     ok, buf = cv2.imencode(".jpg", masked, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise StorageError(f"capture: OpenCV could not encode a {image.shape} still as JPEG")
@@ -84,6 +107,22 @@ class _Open:
     last_still_t: float = float("-inf")
 
 
+def develop(captured: Captured, masks: Sequence[Polygon], quality: int) -> Emitted:
+    """Mask, encode and hash a still event's shot; its event gains sha256, bytes, width and height.
+
+    Other events pass through. Raises StorageError when the encoder fails. Reads nothing that the frame loop
+    changes, so the outbox thread calls it.
+    """
+    event, shot = captured
+    if shot is None:
+        return event, None
+    index = event.extra["index"]
+    assert isinstance(index, int)
+    still = encode_still(shot.image, masks, quality, event.event_id, index)
+    size = {"sha256": still.sha256, "bytes": len(still.jpeg), "width": still.width, "height": still.height}
+    return replace(event, extra={"index": index, **size, **event.extra}), still
+
+
 def _door(result: MotionResult) -> dict[str, str]:
     return {"door": result.door} if result.door else {}
 
@@ -101,8 +140,13 @@ class Capture:
         clock: Callable[[], datetime] = utc_now,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
         synced: Callable[[], bool] = time_synced,
+        room: Callable[[], bool] = lambda: True,
     ) -> None:
-        """Stills go to ``stills_dir`` when given (replay); the agent's outbox writes them instead."""
+        """Stills go to ``stills_dir`` when given (replay); the agent's outbox writes them instead.
+
+        ``room`` says whether one more shot may be taken now (the outbox thread keeps up); without room a still is
+        skipped, never an event.
+        """
         self._settings = settings
         self._masks = masks
         self._device_id = device_id
@@ -111,9 +155,10 @@ class Capture:
         self._clock = clock
         self._new_id = new_id
         self._synced = synced
+        self._room = room
         self._open: _Open | None = None
-        self._held: list[tuple[float, float, Still]] = []
-        """Stills of motion the door has not confirmed yet, with their frame time and score: in memory only."""
+        self._held: list[tuple[float, float, Shot]] = []
+        """Shots of motion the door has not confirmed yet, with their frame time and score: in memory only."""
         self._held_id: str | None = None
 
     @property
@@ -121,14 +166,14 @@ class Capture:
         """An event has started and not yet ended."""
         return self._open is not None
 
-    def on_frame(self, frame: Frame, result: MotionResult, take_still: TakeStill) -> list[Emitted]:
-        """Return the events (with their stills) this frame produces, in publishing order.
+    def on_frame(self, frame: Frame, result: MotionResult, take_still: TakeStill) -> list[Captured]:
+        """Return the events (still events with their shots) this frame produces, in publishing order.
 
-        While motion waits for the door's confirmation (``result.pending``), stills are taken into memory; the
-        start commits them, and motion the door never confirmed drops them unwritten: no byte of a still leaves
-        memory unless the door moved.
+        While motion waits for the door's confirmation (``result.pending``), shots are held in memory; the start
+        commits them, and motion the door never confirmed drops them: no byte of a still leaves memory unless the
+        door moved.
         """
-        out: list[Emitted] = []
+        out: list[Captured] = []
         if result.pending and self._open is None:
             self._hold(frame, result, take_still)
             return out
@@ -136,12 +181,9 @@ class Capture:
             event_id = self._held_id or self._new_id()
             self._open = _Open(event_id, self._clock(), frame.t, result.score)
             out.append((self._event(self._open, "start", result.score, **_door(result)), None))
-            for t, score, still in self._held:
-                emitted = self._commit(self._open, still, score, t)
-                if emitted is not None:
-                    out.append(emitted)
+            out += [self._commit(self._open, held, score, t) for t, score, held in self._held]
         elif self._held:
-            logger.debug("capture: %d stills dropped unwritten: the door did not move", len(self._held))
+            logger.debug("capture: %d stills dropped unencoded: the door did not move", len(self._held))
         self._held, self._held_id = [], None
         ev = self._open
         if ev is None:
@@ -153,10 +195,9 @@ class Capture:
             and ev.stills < self._settings.stills_per_event
             and frame.t - ev.last_still_t >= self._settings.interval
         ):
-            taken = self._take(ev.event_id, ev.stills + 1, take_still)
-            emitted = self._commit(ev, taken, result.score, frame.t) if taken is not None else None
-            if emitted is not None:
-                out.append(emitted)
+            shot = self._take(ev.event_id, ev.stills + 1, take_still)
+            if shot is not None:
+                out.append(self._commit(ev, shot, result.score, frame.t))
         if result.event == "end":
             out.append(self.finish(frame.t, result)[0])
         return out
@@ -170,11 +211,11 @@ class Capture:
         ):
             return
         self._held_id = self._held_id or self._new_id()
-        still = self._take(self._held_id, len(self._held) + 1, take_still)
-        if still is not None:
-            self._held.append((frame.t, result.score, still))
+        shot = self._take(self._held_id, len(self._held) + 1, take_still)
+        if shot is not None:
+            self._held.append((frame.t, result.score, shot))
 
-    def finish(self, t: float, result: MotionResult | None = None) -> list[Emitted]:
+    def finish(self, t: float, result: MotionResult | None = None) -> list[Captured]:
         """End the event under way, if any (the source ended or the agent is stopping)."""
         self._held, self._held_id = [], None
         ev = self._open
@@ -185,40 +226,47 @@ class Capture:
         extra = _door(result) if result else {}
         return [(self._event(ev, "end", ev.peak, duration_s=duration, stills=ev.stills, **extra), None)]
 
-    def _take(self, event_id: str, index: int, take_still: TakeStill) -> Still | None:
-        """Take, mask and encode a still, in memory; None (logged) when the camera or the encoder fails."""
+    def _take(self, event_id: str, index: int, take_still: TakeStill) -> Shot | None:
+        """The still's pixels, copied out of the camera; None (logged) without room or when the camera fails."""
+        if not self._room():
+            logger.warning(
+                "capture: still %d of event %s skipped: the stills before it are still encoding", index, event_id
+            )
+            return None
         try:
-            return encode_still(take_still(), self._masks, self._settings.jpeg_quality, event_id, index)
-        except (OSError, StorageError) as err:
+            return Shot(take_still())
+        except OSError as err:
             logger.error("capture: still %d of event %s not taken: %s", index, event_id, err)
             return None
 
-    def _commit(self, ev: _Open, still: Still, score: float, t: float) -> Emitted | None:
-        """The still's event; with ``stills_dir`` (replay) the still is written there first."""
-        index = ev.stills + 1
-        still = replace(still, index=index)
-        try:
-            if self._stills_dir is not None:
-                path = self._stills_dir / ev.event_id / f"{index}.jpg"
-                write_atomically(path, still.jpeg)
-                still = replace(still, path=path)
-        except OSError as err:
-            logger.error("capture: still %d of event %s not saved: %s", index, ev.event_id, err)
-            return None
-        ev.stills = index
+    def _commit(self, ev: _Open, shot: Shot, score: float, t: float) -> Captured:
+        """The still event of ``shot``, counted in the event."""
+        ev.stills += 1
         ev.last_still_t = t
-        event = self._event(
-            ev,
-            "still",
-            score,
-            index=index,
-            sha256=still.sha256,
-            bytes=len(still.jpeg),
-            width=still.width,
-            height=still.height,
-            topic=self._topics.still(ev.event_id, index),
-        )
-        return event, still
+        topic = self._topics.still(ev.event_id, ev.stills)
+        return self._event(ev, "still", score, index=ev.stills, topic=topic), shot
+
+    def develop(self, captured: list[Captured]) -> list[Emitted]:
+        """``develop`` each of ``captured`` in the frame loop (replay, tests); with ``stills_dir`` stills are written.
+
+        A still that cannot be encoded or written is logged and left out; the event's end still counts it.
+        """
+        out: list[Emitted] = []
+        for item in captured:
+            event, still = item[0], None
+            try:
+                event, still = develop(item, self._masks, self._settings.jpeg_quality)
+                if still is not None and self._stills_dir is not None:
+                    path = self._stills_dir / event.event_id / f"{still.index}.jpg"
+                    write_atomically(path, still.jpeg)
+                    still = replace(still, path=path)
+            except (OSError, StorageError) as err:
+                logger.error(
+                    "capture: still %s of event %s not saved: %s", event.extra.get("index"), event.event_id, err
+                )
+                continue
+            out.append((event, still))
+        return out
 
     def _event(self, ev: _Open, kind: EventType, score: float, **extra: object) -> Event:
         return Event(kind, ev.event_id, self._device_id, self._clock(), score, extra, self._synced(), boot_id())

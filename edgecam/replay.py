@@ -56,7 +56,7 @@ def replay(
         for step in pipeline.steps():
             t = step.frame.t
             trace.add(t, step.frame.gray, step.result, step.door_level)
-            for event, _still in step.emitted:
+            for event, _still in pipeline.capture.develop(step.emitted):
                 seq += 1
                 emit(json.dumps({**event.payload(seq), "t": round(t, 3)}, separators=(",", ":")))
             if explainer is not None:

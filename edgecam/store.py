@@ -1,12 +1,18 @@
-"""Between capture and the outbox: events appended in capture order, held in memory while the disk refuses them."""
+"""Between capture and the outbox: events appended in capture order, held in memory while the disk refuses them.
+
+``OutboxWriter`` does it in a thread of its own, stills developed (masked, encoded, hashed) on the way, so that the
+frame loop hands events over and goes on.
+"""
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
-from edgecam.capture import Emitted
+from edgecam.capture import Captured, Emitted
+from edgecam.config import StorageSettings
 from edgecam.errors import StorageError
 from edgecam.models import Event, Still
 from edgecam.mqtt.publisher import InMemory
@@ -19,6 +25,8 @@ SWEEP_EVERY_S = 3600.0
 """How often delivered events past ``storage.retention_days`` are deleted."""
 RETRY_STORE_S = 5.0
 """How often events that could not be stored (a full disk) are tried again."""
+IDLE_CHECK_S = 1.0
+"""How often the outbox thread, with nothing new, retries a refusing disk and checks whether a sweep is due."""
 MAX_WAITING_STILLS = 20
 """Stills whose JPEG is kept in memory while the disk refuses even event rows."""
 
@@ -112,3 +120,107 @@ class Store:
             seq, event, still = self._waiting[i]
             assert still is not None
             self._waiting[i] = (seq, event, replace(still, jpeg=b""))  # stored as dropped once the disk takes rows
+
+
+Develop = Callable[[Captured], Emitted]
+"""Masks, encodes and hashes a still event's shot (``capture.develop`` with the settings bound); raises StorageError."""
+
+
+class OutboxWriter:
+    """The outbox thread: develops stills and stores events in capture order, off the frame loop.
+
+    ``put`` never waits. At most ``max_shots`` shots wait to be developed (``room`` says whether one more may be
+    taken): a camera's full-size pixels are megabytes each, and an encoder that falls behind skips stills, never
+    events nor frames. The thread has its own connection to the outbox (one per thread); ``wake`` tells the
+    publisher of each event stored, so a ``start`` goes out before its stills are encoded.
+    """
+
+    def __init__(
+        self,
+        storage: StorageSettings,
+        develop: Develop,
+        wake: Callable[[], None],
+        announce: Announce | None = None,
+        max_shots: int = 4,
+    ) -> None:
+        """Open the outbox in the new thread; raise StorageError when it cannot be opened."""
+        self._storage = storage
+        self._develop = develop
+        self._wake = wake
+        self._announce = announce
+        self._max_shots = max_shots
+        self._queue: deque[Captured] = deque()
+        self._shots = 0
+        self._closing = False
+        self._cond = threading.Condition()
+        self._opened = threading.Event()
+        self._failed: StorageError | None = None
+        self._thread = threading.Thread(target=self._run, name="edgecam-outbox", daemon=True)
+        self._thread.start()
+        self._opened.wait()
+        if self._failed is not None:
+            raise self._failed
+
+    def room(self) -> bool:
+        """One more shot may be taken: fewer than ``max_shots`` wait to be developed."""
+        with self._cond:
+            return self._shots < self._max_shots
+
+    def put(self, captured: list[Captured]) -> None:
+        """Queue ``captured`` behind what waits; returns at once."""
+        if not captured:
+            return
+        with self._cond:
+            self._queue.extend(captured)
+            self._shots += sum(shot is not None for _, shot in captured)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Develop and store everything queued, then stop the thread; safe to call twice."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            outbox = Outbox(self._storage)
+        except StorageError as err:
+            self._failed = err
+            self._opened.set()
+            return
+        self._opened.set()
+        store = Store(outbox, announce=self._announce)
+        try:
+            while True:
+                with self._cond:
+                    if not self._queue:
+                        if self._closing:
+                            break
+                        self._cond.wait(timeout=IDLE_CHECK_S)
+                    item = self._queue.popleft() if self._queue else None
+                try:
+                    stored = store.put([]) if item is None else store.put([self._developed(item)])
+                except Exception:
+                    logger.exception("outbox: an event could not be stored")
+                    stored = False
+                if stored:
+                    self._wake()
+            store.flush(final=True)
+        finally:
+            outbox.close()
+
+    def _developed(self, item: Captured) -> Emitted:
+        """``item`` with its still developed; a still the encoder refuses is stored as dropped (no bytes)."""
+        event, shot = item
+        if shot is None:
+            return event, None
+        try:
+            return self._develop(item)
+        except StorageError as err:
+            index = event.extra["index"]
+            logger.error("capture: still %s of event %s not encoded: %s", index, event.event_id, err)
+            return event, Still(event.event_id, index, b"", "", 0, 0)
+        finally:
+            with self._cond:
+                self._shots -= 1

@@ -365,3 +365,79 @@ def test_vitals_give_the_frame_rate_and_detector_time_of_the_last_ten_seconds() 
 )
 def test_home_assistant_names_the_kind_of_camera_never_its_address(source: str, model: str) -> None:
     assert camera_model(CameraSettings(source=source)) == model
+
+
+class TimedCamera:
+    """The simulated scene in real time, noting when the frame loop asks for each frame and from which thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._scene = SimulatedSource(settings.camera, realtime=True)
+        self.fps = self._scene.fps
+        self.asked: list[float] = []
+        self.loop_thread: threading.Thread | None = None
+
+    def frames(self) -> Iterator[Frame]:
+        self.loop_thread = threading.current_thread()
+        for frame in self._scene.frames():
+            self.asked.append(time.monotonic())
+            yield frame
+
+    def still(self) -> NDArray[np.uint8]:
+        return self._scene.still()
+
+    def close(self) -> None:
+        self._scene.close()
+
+
+def test_the_frame_loop_keeps_its_frame_rate_and_never_touches_the_disk_while_a_slow_encoder_works(
+    mosquitto: Broker, collector_factory: Callable[..., Collector], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from edgecam import capture
+
+    settings = Settings.model_validate(
+        {
+            "device_id": DEVICE,
+            "storage": {"dir": str(tmp_path / "state")},
+            "mqtt": mosquitto.settings().model_dump(),
+            "camera": {"source": "simulated", "simulated": {"first_opening": 3.0, "duration": 7.0}},
+            "motion": {"zone": DOOR_ZONE},
+            "capture": {"stills_per_event": 3, "interval": 0.2},
+        }
+    )
+    collector = collector_factory(mosquitto, (f"{TOPICS.base}/events",))
+    camera = TimedCamera(settings)
+    encode = capture.encode_still
+    start_seen_first: list[bool] = []
+
+    def slow_encode(*args: Any) -> Still:
+        if not start_seen_first:  # the first still: is its event's start at the broker before it is encoded?
+            deadline = time.monotonic() + 5.0
+            while not collector.events(TOPICS) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            start_seen_first.append(bool(collector.events(TOPICS)))
+        time.sleep(0.3)  # a Zero 2 W's encoder at 2028x1520
+        return encode(*args)
+
+    syncs: list[tuple[float, threading.Thread]] = []
+    fsync = os.fsync
+
+    def noted_fsync(fd: int) -> None:
+        syncs.append((time.monotonic(), threading.current_thread()))
+        fsync(fd)
+
+    monkeypatch.setattr(capture, "encode_still", slow_encode)
+    monkeypatch.setattr(os, "fsync", noted_fsync)
+    Agent(settings, lambda: camera, Notifier({}), lambda: None).run(threading.Event())
+
+    collector.wait_for(lambda c: any(e["type"] == "end" for e in c.events(TOPICS)))
+    kinds = [e["type"] for e in collector.events(TOPICS)]
+    assert kinds == ["start", "still", "still", "still", "end"]
+    assert start_seen_first == [True], "the start was published before its first still was encoded"
+    gaps = np.diff(camera.asked)
+    assert len(camera.asked) >= 68, "7 s at 10 fps"
+    assert gaps.max() < 0.25, f"a frame waited {gaps.max():.2f} s: for the encoder or the disk"
+    looping = [thread for t, thread in syncs if camera.asked[0] <= t <= camera.asked[-1]]
+    assert looping, "the outbox wrote durably while frames came"
+    assert camera.loop_thread not in looping, "no fsync in the frame loop"

@@ -35,7 +35,7 @@ def feed(capture: Capture, results: list[MotionResult], fps: float = 10.0) -> li
     out = []
     for i, result in enumerate(results):
         frame = Frame(i, i / fps, np.zeros((12, 16), np.uint8))
-        out += [(frame.t, e) for e in capture.on_frame(frame, result, white)]
+        out += [(frame.t, e) for e in capture.develop(capture.on_frame(frame, result, white))]
     return out
 
 
@@ -101,7 +101,7 @@ def test_an_unwritable_state_dir_skips_the_still_not_the_event(tmp_path: Path) -
     blocker.write_text("a file where a folder should be")
     emitted = feed(make_capture(blocker, stills_per_event=2), [moving("start"), quiet("end", False)])
     assert [e.type for _, (e, _) in emitted] == ["start", "end"]
-    assert emitted[-1][1][0].payload(3)["stills"] == 0
+    assert emitted[-1][1][0].payload(3)["stills"] == 1, "taken, so counted, though it could not be saved"
 
 
 def test_events_say_whether_the_clock_was_synchronised_and_which_boot_they_are_from() -> None:
