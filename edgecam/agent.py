@@ -18,7 +18,8 @@ from edgecam.discovery import DISCOVERY_FILE, Discovery, camera_model
 from edgecam.disk import write_atomically
 from edgecam.door import DoorWatcher, open_watcher
 from edgecam.errors import CameraError, ConfigError
-from edgecam.gpio import GpioSwitch, open_privacy_switch
+from edgecam.gpio import GpioOutput, GpioSwitch, open_illuminator_pin, open_privacy_switch
+from edgecam.illuminator import Illuminator
 from edgecam.models import DoorState, Frame, MotionResult, Topics, iso_ms
 from edgecam.motion import MotionDetector
 from edgecam.mqtt.client import read_password, tls_context
@@ -70,12 +71,17 @@ class Pipeline:
         door: DoorWatcher | None = None,
         contact: DoorContact | None = None,
         room: Callable[[], bool] = lambda: True,
+        illuminator: Illuminator | None = None,
     ) -> None:
-        """``room``: whether one more still may be taken now (``OutboxWriter.room``)."""
+        """``room``: whether one more still may be taken now (``OutboxWriter.room``).
+
+        ``illuminator``: a light for stills in the dark, switched around the capture policy (``_capture``).
+        """
         self.settings = settings
         self.source = source
         self.door = door
         self.contact = contact
+        self.illuminator = illuminator
         self.detecting = True
         """False while detection is held off (``PrivacyControl``): frames are read, nothing is detected."""
         self.detector = self._new_detector()
@@ -96,9 +102,11 @@ class Pipeline:
         )
 
     def set_detecting(self, on: bool) -> None:
-        """Switch detection on (with a background learnt afresh) or off (ending the event under way)."""
+        """Switch detection on (with a background learnt afresh) or off (ending the event under way, light off)."""
         if on and not self.detecting:
             self.detector = self._new_detector()
+        if not on and self.illuminator is not None:
+            self.illuminator.off("detection held off")
         self.detecting = on
 
     def steps(self, stop: threading.Event | None = None) -> Iterator[Step]:
@@ -120,7 +128,7 @@ class Pipeline:
                 left_closed = self.door.left_closed if self.door is not None else None
                 result = self.detector.decide(measure, door, contact_open, left_closed)
                 detect_s = time.perf_counter() - began
-                emitted = self.capture.on_frame(frame, result, self.source.still)
+                emitted = self._capture(frame, result)
                 yield Step(frame, result, emitted, self.door.last if self.door is not None else None, detect_s)
                 if stop is not None and stop.is_set():
                     break
@@ -134,6 +142,17 @@ class Pipeline:
             end = MotionResult(score=0.0, moving=False, event="end", why=why)
             yield Step(frame, end, self.capture.finish(frame.t))
 
+    def _capture(self, frame: Frame, result: MotionResult) -> list[Captured]:
+        """The capture policy's events of ``frame``; the illuminator switches around it, the detector hears of it."""
+        light = self.illuminator
+        if light is None:
+            return self.capture.on_frame(frame, result, self.source.still)
+        captured = self.capture.on_frame(frame, result, self.source.still, light.still_ready(frame))
+        stills = sum(event.type == "still" for event, _ in captured)
+        if light.after_capture(frame.t, stills, self.capture.in_event):
+            self.detector.light_switched()
+        return captured
+
     def _paused(self, frame: Frame) -> Step:
         if self.capture.in_event:
             end = MotionResult(score=0.0, moving=False, event="end", why="detection held off")
@@ -146,7 +165,8 @@ def check_settings(settings: Settings, command: str = "run") -> DoorWatcher | No
 
     Secret files (private, readable), TLS files, the camera password's place in the URL, a camera file or device
     that is not there, the state directory (this user can make it, enter it and write what is in it), the door
-    zone against the masks and the door reference, the privacy schedule's time zone and the privacy switch's pin.
+    zone against the masks and the door reference, the privacy schedule's time zone, and the pins of the privacy
+    switch and the illuminator.
     Returns the door watcher (None without a reference); raises ConfigError or StorageError with one line.
     """
     read_password(settings.mqtt)
@@ -162,6 +182,10 @@ def check_settings(settings: Settings, command: str = "run") -> DoorWatcher | No
             f"privacy.gpio_pin: GPIO{settings.privacy.gpio_pin} is door.contact_pin too: "
             "give the privacy switch a pin of its own"
         )
+    light = settings.illuminator.pin
+    for name, pin in (("door.contact_pin", settings.door.contact_pin), ("privacy.gpio_pin", settings.privacy.gpio_pin)):
+        if light is not None and light == pin:
+            raise ConfigError(f"illuminator.pin: GPIO{light} is {name} too: give the illuminator a pin of its own")
     check_state_dir(settings.storage, command)
     cam = settings.camera
     MotionDetector(settings.motion, cam.detect_width, cam.detect_height, settings.door)  # refuses a hidden zone
@@ -177,11 +201,15 @@ class Agent:
         open_camera: Callable[[], FrameSource] | None = None,
         notifier: Notifier | None = None,
         open_door_contact: Callable[[], DoorContact | None] | None = None,
+        open_lamp: Callable[[], GpioOutput | None] | None = None,
     ) -> None:
+        """``open_lamp``: the illuminator's pin; by default ``illuminator.pin``, a mock one for the simulated scene."""
         self.settings = settings
         self._open_camera = open_camera or (lambda: open_source(settings.camera, realtime=settings.camera.realtime))
         self._notifier = notifier or Notifier()
         self._open_contact = open_door_contact or (lambda: open_contact(settings.door))
+        simulated = settings.camera.source == "simulated"
+        self._open_lamp = open_lamp or (lambda: open_illuminator_pin(settings.illuminator, simulated=simulated))
 
     def run(self, stop: threading.Event) -> None:
         """Run until the source ends or ``stop`` is set; raises CameraError, StorageError on fatal failures."""
@@ -222,6 +250,10 @@ class Agent:
             cleanup.callback(writer.close)  # after the camera: the last event's end and stills are stored first
             source = self._open_camera()
             cleanup.callback(source.close)
+            lamp = self._open_lamp()
+            if lamp is not None:
+                cleanup.callback(lamp.close)  # off before the camera, the outbox and the broker stop
+                self._wire_light(source, lamp)
             cleanup.callback(self._notifier.stopping)
             logger.info(
                 "agent: %s watching %s, publishing to %s:%d under %s/",
@@ -232,7 +264,8 @@ class Agent:
                 s.topic_base,
             )
             self._notifier.ready(f"watching {s.camera.shown}")
-            pipeline = Pipeline(s, source, None, door, contact, writer.room)
+            light = Illuminator(s.illuminator, lamp, s.capture.stills_per_event) if lamp is not None else None
+            pipeline = Pipeline(s, source, None, door, contact, writer.room, light)
             privacy = PrivacyControl(s, pipeline, publisher, privacy_switch)
             for step in pipeline.steps(stop):
                 vitals.frame(step.detect_s)
@@ -259,6 +292,14 @@ class Agent:
                     self._notifier.status(f"{events} door events; {outbox.depth()} messages queued")
                 self._notifier.watchdog()
         logger.info("agent: stopped after %d door events", events)
+
+    def _wire_light(self, source: FrameSource, lamp: GpioOutput) -> None:
+        """The simulated scene is lit by the illuminator's (mock) pin; a real camera by the light itself."""
+        if self.settings.camera.source == "simulated":
+            from edgecam.sources.simulated import SimulatedSource  # only the simulated scene reads the pin
+
+            if isinstance(source, SimulatedSource):
+                source.wire_light(lamp.is_on)
 
     @staticmethod
     def _drain(publisher: Publisher, stopping: bool) -> None:

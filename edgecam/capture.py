@@ -42,10 +42,19 @@ Emitted = tuple[Event, Still | None]
 
 
 def still_bgr(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
-    """A still from ``FrameSource.still`` as BGR (h, w, 3): I420 (h * 3 / 2, w) is converted, BGR returned as is."""
+    """A still from ``FrameSource.still`` as BGR (h, w, 3): full-range I420 (h * 3 / 2, w) is converted.
+
+    The Pi's streams are full-range sYCC (picamera2's default colour space), so the planes are read as JPEG's
+    YCbCr; OpenCV's ``COLOR_YUV2BGR_I420`` assumes studio range (16-235) and would stretch the contrast.
+    """
     if image.ndim == 3:
         return image
-    return np.asarray(cv2.cvtColor(image, cv2.COLOR_YUV2BGR_I420), np.uint8)
+    height = image.shape[0] * 2 // 3
+    width = image.shape[1]
+    chroma = image[height:].reshape(2, height // 2, width // 2)
+    cb, cr = (cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR) for plane in chroma)
+    ycrcb = cv2.merge([image[:height], cr, cb])
+    return np.asarray(cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR), np.uint8)
 
 
 def encode_still(image: NDArray[np.uint8], masks: Sequence[Polygon], quality: int, event_id: str, index: int) -> Still:
@@ -105,6 +114,8 @@ class _Open:
     peak: float
     stills: int = 0
     last_still_t: float = float("-inf")
+    owed: bool = False
+    """A frame wanted a still while none could be taken (``still_ready``): the next frame that can takes it."""
 
 
 def develop(captured: Captured, masks: Sequence[Polygon], quality: int) -> Emitted:
@@ -166,16 +177,21 @@ class Capture:
         """An event has started and not yet ended."""
         return self._open is not None
 
-    def on_frame(self, frame: Frame, result: MotionResult, take_still: TakeStill) -> list[Captured]:
+    def on_frame(
+        self, frame: Frame, result: MotionResult, take_still: TakeStill, still_ready: bool = True
+    ) -> list[Captured]:
         """Return the events (still events with their shots) this frame produces, in publishing order.
 
         While motion waits for the door's confirmation (``result.pending``), shots are held in memory; the start
         commits them, and motion the door never confirmed drops them: no byte of a still leaves memory unless the
-        door moved.
+        door moved. ``still_ready`` False: no still now (the illuminator's light is not on or not settled yet,
+        ``Illuminator.still_ready``); the event's first frame after that can take one does, moving or not (the
+        door has often stopped by the time the light has settled).
         """
         out: list[Captured] = []
         if result.pending and self._open is None:
-            self._hold(frame, result, take_still)
+            if still_ready:
+                self._hold(frame, result, take_still)
             return out
         if result.event == "start" and self._open is None:
             event_id = self._held_id or self._new_id()
@@ -190,12 +206,12 @@ class Capture:
             return out
         ev.peak = max(ev.peak, result.score)
         if (
-            result.moving
-            and (result.stirring or ev.stills == 0)
+            (ev.owed or (result.moving and (result.stirring or ev.stills == 0)))
             and ev.stills < self._settings.stills_per_event
             and frame.t - ev.last_still_t >= self._settings.interval
         ):
-            shot = self._take(ev.event_id, ev.stills + 1, take_still)
+            ev.owed = not still_ready
+            shot = self._take(ev.event_id, ev.stills + 1, take_still) if still_ready else None
             if shot is not None:
                 out.append(self._commit(ev, shot, result.score, frame.t))
         if result.event == "end":

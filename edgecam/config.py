@@ -184,6 +184,17 @@ class SimulatedSettings(Section):
     h264_gop: int = Field(
         20, ge=1, le=600, description="Frames from one H.264 I-frame to the next (the group of pictures)."
     )
+    camera_light: float = Field(
+        1.0,
+        ge=0.0,
+        le=4.0,
+        description=(
+            "Strength of the camera's own light, an infrared lamp beside it that the agent switches "
+            "(illuminator.pin): grey light in proportion to what each surface reflects, 1 = as bright as the lit "
+            "hall in the picture's middle, more near the camera, less in the corners; the exposure overshoots "
+            "and adapts over light_ramp after each switch. 0 = none."
+        ),
+    )
     duration: float = Field(0.0, ge=0.0, description="Seconds after which the scene ends; 0 = endless.")
 
     @model_validator(mode="after")
@@ -231,8 +242,18 @@ class CameraSettings(Section):
     realtime: bool = Field(True, description="Pace a recorded file at its frame rate in 'edgecam run'.")
     detect_width: int = Field(320, ge=64, le=1920, description="Width of the detection (lores) image.")
     detect_height: int = Field(240, ge=48, le=1080, description="Height of the detection (lores) image.")
-    still_width: int = Field(2028, ge=64, le=9152, description="Width of a still from the Pi's main stream.")
-    still_height: int = Field(1520, ge=48, le=6944, description="Height of a still from the Pi's main stream.")
+    still_width: int | None = Field(
+        None,
+        ge=64,
+        le=9152,
+        description=(
+            "Width of a still from the Pi's main stream; unset (with still_height): the largest standard size of "
+            "the sensor's aspect whose buffers fit the board's camera memory (2028x1520 on the HQ camera)."
+        ),
+    )
+    still_height: int | None = Field(
+        None, ge=48, le=6944, description="Height of a still from the Pi's main stream; unset with still_width."
+    )
     fps: float = Field(
         10.0,
         gt=0,
@@ -252,6 +273,15 @@ class CameraSettings(Section):
     simulated: SimulatedSettings = Field(
         default_factory=SimulatedSettings, description="The scene when source = 'simulated'."
     )
+
+    @model_validator(mode="after")
+    def _still_size_whole(self) -> "CameraSettings":
+        if (self.still_width is None) != (self.still_height is None):
+            raise ValueError(
+                f"camera.still_width = {self.still_width} and camera.still_height = {self.still_height}: set both, "
+                "or neither to fit the still to the board"
+            )
+        return self
 
     @property
     def shown(self) -> str:
@@ -378,6 +408,48 @@ class CaptureSettings(Section):
     stills_per_event: int = Field(3, ge=0, le=50, description="Most stills taken during one event.")
     interval: float = Field(0.5, ge=0.0, le=60.0, description="Least seconds between two stills of an event.")
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the stills.")
+
+
+class IlluminatorSettings(Section):
+    """A light on a GPIO output, on in the dark only for an event's stills (docs/illuminator.md)."""
+
+    pin: int | None = Field(
+        None,
+        ge=0,
+        le=27,
+        description=(
+            "GPIO (BCM number) driving the input of a relay or MOSFET board that switches the light (gpiozero); "
+            "unset = no light. With camera.source 'simulated' a mock pin lights the simulated scene instead."
+        ),
+    )
+    on_level: Literal["high", "low"] = Field(
+        "high",
+        description="Pin level that switches the light on: 'high' for most MOSFET boards, 'low' for many relays.",
+    )
+    dark_lux: float = Field(
+        10.0,
+        ge=0.0,
+        le=100_000.0,
+        description="With a camera that reports Lux (the Pi camera's rpi.lux): the scene is dark below this many lux.",
+    )
+    dark_level: float = Field(
+        40.0,
+        ge=0.0,
+        le=255.0,
+        description="Without Lux: the scene is dark while the detection frame's mean grey level (0-255) is below this.",
+    )
+    settle: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description="Seconds from switching on to the first still: the camera's exposure adapts meanwhile.",
+    )
+    max_on: float = Field(
+        10.0,
+        ge=1.0,
+        le=300.0,
+        description="Most seconds the light stays on in one event; the event's stills left are then taken without it.",
+    )
 
 
 class PrivacySettings(Section):
@@ -643,6 +715,9 @@ class Settings(BaseSettings):
     motion: MotionSettings = Field(default_factory=MotionSettings, description="Motion detection.")
     door: DoorSettings = Field(default_factory=DoorSettings, description="Door state and door contact.")
     capture: CaptureSettings = Field(default_factory=CaptureSettings, description="Stills.")
+    illuminator: IlluminatorSettings = Field(
+        default_factory=IlluminatorSettings, description="A light on a GPIO pin for stills in the dark."
+    )
     privacy: PrivacySettings = Field(
         default_factory=PrivacySettings, description="When detection is held off: schedule, GPIO switch."
     )

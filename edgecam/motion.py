@@ -86,15 +86,17 @@ class Measure(NamedTuple):
     settling: bool = False
     stirring: bool = False
     """As in ``MotionResult``."""
+    settled: bool = False
+    """The first frame after the illuminator's light settled: the door may have moved unread while it did."""
 
     @property
     def zone_changed(self) -> bool:
         """Something in the door zone changed, not with the light: the door's look may have changed too.
 
         What tells the door's reading when to look (``DoorWatcher.update``). A frame that is a global change says
-        nothing of the door; while the light settles, only a moving frame does.
+        nothing of the door; while the light settles, only a moving frame does; once it has, the door is read.
         """
-        return self.moving or (self.score > 0.0 and not (self.global_change or self.settling))
+        return self.moving or self.settled or (self.score > 0.0 and not (self.global_change or self.settling))
 
 
 class MotionDetector:
@@ -186,8 +188,20 @@ class MotionDetector:
         self._levels_due = True
         """The grid's levels are to be worked out again at its next check (after a global change)."""
         self._relearn = False
+        self._switched = False
+        self._switch_settling = False
+        """The light settling now is one the illuminator switched: the door is read again once it has settled."""
         self._light.reset()
         self._pixels.reset()
+
+    def light_switched(self) -> None:
+        """The light was switched on purpose after the last frame (``edgecam.illuminator``): the next is no motion.
+
+        That frame is taken as a global change: the background restarts from it and adapts fast for
+        ``motion.settle`` seconds, as after one the grid saw, so that neither switching makes motion or starts an
+        event; an event under way goes on.
+        """
+        self._switched = True
 
     @property
     def noise(self) -> float | None:
@@ -253,7 +267,7 @@ class MotionDetector:
         global_change = False
         checked = False
         score = 0.0
-        check = routine or refresh
+        check = routine or refresh or self._switched
         if not check:
             score = self._compare(current, gain, follow=self._frames % THRESHOLDS_EVERY == 0)
             if score < min_area and not self._events.in_event:
@@ -262,7 +276,9 @@ class MotionDetector:
         if check:
             self._checked_at = t
             checked = True
-            global_change = self._light.check(frame, settling=settling, fresh=routine)
+            global_change = self._light.check(frame, settling=settling, fresh=routine) or self._switched
+            self._switch_settling |= self._switched
+            self._switched = False
             self._levels_due = False
             before, gain = gain, self._light.gain
             # A global change is no motion whatever the score: the frame's score against the last gain stands, and
@@ -295,7 +311,9 @@ class MotionDetector:
             self._have_before = False
         else:
             self._learn(frame, current, fast=calibrating or settling, checked=checked, changed=score > 0.0)
-        return Measure(t, score, moving, calibrating, global_change, settling, stirring)
+        settled = relearn and not global_change and self._switch_settling
+        self._switch_settling &= not settled
+        return Measure(t, score, moving, calibrating, global_change, settling, stirring, settled)
 
     def _quiet(self, frame: Frame, current: NDArray[np.uint8], score: float, settling: bool) -> Measure:
         """What ``measure`` comes to for a frame that is not moving, outside an event, between routine frames."""
@@ -338,7 +356,7 @@ class MotionDetector:
         events start and end (``EventTracker``).
         """
         events = self._events
-        t, score, moving, calibrating, global_change, settling, stirring = measure
+        t, score, moving, calibrating, global_change, settling, stirring, _ = measure
         event = events.update(t, moving, door, contact_open, left_closed, light_changing=global_change or settling)
         why = events.why if event else None
         return MotionResult(

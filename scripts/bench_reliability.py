@@ -64,7 +64,6 @@ import paho.mqtt.client as mqtt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.conftest and tests.crashpoint
 
-from edgecam.config import CameraSettings  # noqa: E402
 from edgecam.disk import TMP_SUFFIX  # noqa: E402
 from edgecam.sources.simulated import DOOR_ZONE  # noqa: E402
 from tests.conftest import MOSQUITTO, Broker, Collector, Received, wait_until  # noqa: E402
@@ -78,8 +77,8 @@ PERIOD = 2.5
 FIRST = 2.5
 """Scene second of the first opening (after the detector's 2 s of calibration)."""
 SWING = {"DOOR_OPENING": 0.4, "DOOR_OPEN": 0.3, "DOOR_CLOSING": 0.4}
-STILL_SIZE = {"WIDTH": CameraSettings().still_width, "HEIGHT": CameraSettings().still_height}
-"""Stills as large as the Pi's main stream gives (about 300 kB each): this also paces the scene."""
+STILL_SIZE = {"WIDTH": 2028, "HEIGHT": 1520}
+"""Stills as large as the HQ camera's default still on a Pi (about 300 kB each): this also paces the scene."""
 EVENT_GAP = 0.5
 RESEND_AFTER = 2.0
 """``outbox.resend_after`` with ``--confirm consumer``: seconds before unconfirmed events go again."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs edgecam from this repository on Raspberry Pi OS (Bookworm or later) as a systemd service.
+# Installs edgecam from this repository on Raspberry Pi OS (Bookworm or later, 32- or 64-bit) as a systemd service.
 # Idempotent: each run checks before it acts, and says "already present" or "kept" for what is there.
 set -euo pipefail
 
@@ -8,25 +8,32 @@ usage() {
 Usage: sudo scripts/install-pi.sh [--dry-run] [--prefix DIR] [--skip-packages] [--no-venv] [--python PATH] [--force]
 
 Installs edgecam from this repository on Raspberry Pi OS Bookworm or later, and prints the next steps:
-  OS packages    python3-picamera2 python3-venv python3-lgpio mosquitto-clients (apt-get)
+  checks         one line each: the board, the OS, the architecture (and where OpenCV comes from), the picamera2
+                 version (0.3.20 or later) and the camera memory (CMA); it refuses what cannot work
+  OS packages    python3-picamera2 python3-venv python3-lgpio mosquitto-clients (apt-get), and python3-opencv where
+                 PyPI has no OpenCV wheel for the architecture (armhf: 32-bit Raspberry Pi OS)
   system user    edgecam, in the groups video (the camera) and gpio (a door contact) when they exist
   venv           /opt/edgecam/venv, --system-site-packages so it sees picamera2, with edgecam pip-installed
-                 from this repository; the OS numpy is kept (picamera2's compiled modules need it)
+                 from this repository; the OS numpy is kept (picamera2 and python3-opencv are built on it)
   settings       /etc/edgecam/edgecam.toml from edgecam.example.toml (0640), never overwritten;
                  the root-only directory (0700) of the secrets the unit loads (LoadCredential=)
-  service        /etc/systemd/system/edgecam.service (not enabled, not started), /var/lib/edgecam (0700)
+  service        /etc/systemd/system/edgecam.service (not enabled, not started), /var/lib/edgecam (0700), and
+                 where a gpio group exists the drop-in edgecam.service.d/gpio.conf that adds it to the service
   udev rule      /etc/udev/rules.d/60-edgecam-dma-heap.rules: the video group may use /dev/dma_heap/*
 Each run checks before it acts: what is already there is reported "already present" (or "kept").
 
 Options:
-  --dry-run        print every action, one line each, and change nothing
+  --dry-run        print every check and action, one line each, and change nothing
   --prefix DIR     install the files under DIR instead of /, and skip apt-get, the user, systemctl and
                    udevadm (for tests; the venv's scripts point into DIR)
   --skip-packages  do not install OS packages (install them yourself)
   --no-venv        do not create the venv nor install edgecam into it
   --python PATH    the OS Python whose packages the venv sees (default /usr/bin/python3)
-  --force          install on a machine that is not a Raspberry Pi with Raspberry Pi OS Bookworm or later
+  --force          install where a check refuses: not a Raspberry Pi, another OS, picamera2 older than 0.3.20
   -h, --help       show this help
+
+For tests, INSTALL_PI_* environment variables stand in for what the checks read from this machine: see the
+section "what this machine is" in this script.
 EOF
 }
 
@@ -94,6 +101,7 @@ ETC=$PREFIX/etc/edgecam
 CONFIG=$ETC/edgecam.toml
 STATE=$PREFIX/var/lib/edgecam
 UNIT=$PREFIX/etc/systemd/system/edgecam.service
+GPIO_DROPIN=$UNIT.d/gpio.conf
 UDEV_RULE=$PREFIX/etc/udev/rules.d/60-edgecam-dma-heap.rules
 STAMP=$VENV/.edgecam-source # the hash of the sources last installed into the venv
 
@@ -116,22 +124,258 @@ credential_path() { # credential_path ID: where the unit loads that secret from,
   unit_credentials | sed -n "s|^$1 ||p"
 }
 
-# ---- refuse early, before any output, what cannot work -----------------------------------------------------------
+# ---- what this machine is -------------------------------------------------------------------------------------------
 
-model=""
-[[ -r /proc/device-tree/model ]] && model=$(tr -d '\0' </proc/device-tree/model)
-os_version=""
-[[ -r /etc/os-release ]] && os_version=$(sed -n 's/^VERSION_ID="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release)
-if ((!DRY_RUN)) && [[ -z $PREFIX ]]; then
-  if ((!FORCE)) && [[ $model != *"Raspberry Pi"* ]]; then
-    die "this is not a Raspberry Pi (/proc/device-tree/model: ${model:-none}); --dry-run shows the steps," \
+# Each fact the checks need is read once, by read_facts. For tests, INSTALL_PI_* variables (read by this script only)
+# stand in for this machine:
+#   INSTALL_PI_MODEL           the board, as /proc/device-tree/model names it ("" = not a Raspberry Pi)
+#   INSTALL_PI_OS_RELEASE      a file read instead of /etc/os-release
+#   INSTALL_PI_MEMINFO         a file read instead of /proc/meminfo
+#   INSTALL_PI_ARCH            the OS's architecture, as `dpkg --print-architecture` says (armhf, arm64, amd64)
+#   INSTALL_PI_MACHINE         the kernel's, as `uname -m` says (armv7l, aarch64)
+#   INSTALL_PI_GROUPS          the groups that exist, space-separated, instead of asking getent
+#   INSTALL_PI_APT_CANDIDATES  "PACKAGE=VERSION ..." that apt-get would install, instead of asking apt-cache
+# What the OS Python (--python) has installed, picamera2 and numpy, is asked of that Python.
+
+PICAMERA2_MIN=0.3.20 # added Picamera2.cancel_all_and_flush() and made capture_request(wait=seconds) time out
+CMA_MIN_MB=64
+# Debian architectures with an opencv-python-headless wheel on PyPI (manylinux x86_64 and aarch64). None is built
+# for armhf (32-bit ARM): there pip would compile OpenCV for hours, so OpenCV comes from the OS (python3-opencv).
+PYPI_OPENCV_ARCHES=" amd64 arm64 "
+
+os_release() { # os_release KEY: its value in /etc/os-release (or INSTALL_PI_OS_RELEASE), without quotes
+  local file=${INSTALL_PI_OS_RELEASE:-/etc/os-release}
+  [[ -r $file ]] || return 0
+  sed -n -e "s/^$1=\"\\(.*\\)\"\$/\\1/p" -e "s/^$1='\\(.*\\)'\$/\\1/p" -e "s/^$1=\\([^\"']*\\)\$/\\1/p" "$file" |
+    head -n 1
+}
+
+group_exists() {
+  if [[ -n ${INSTALL_PI_GROUPS+set} ]]; then
+    [[ " $INSTALL_PI_GROUPS " == *" $1 "* ]]
+  else
+    getent group "$1" >/dev/null
+  fi
+}
+
+apt_candidate() { # apt_candidate PACKAGE: the version apt-get would install, or nothing
+  local entry version
+  if [[ -n ${INSTALL_PI_APT_CANDIDATES+set} ]]; then
+    for entry in $INSTALL_PI_APT_CANDIDATES; do
+      if [[ ${entry%%=*} == "$1" ]]; then
+        echo "${entry#*=}"
+        return 0
+      fi
+    done
+    return 0
+  fi
+  version=$(LC_ALL=C apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: //p') || true
+  [[ -z $version || $version == "(none)" ]] || echo "$version"
+}
+
+upstream_version() { # upstream_version DEBIAN_VERSION: 1:0.3.31-1+rpt1 -> 0.3.31
+  local version=${1#*:}
+  echo "${version%%[-+~]*}"
+}
+
+at_least() { # at_least VERSION MINIMUM
+  [[ $(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1) == "$2" ]]
+}
+
+# What the OS Python knows of picamera2, one line: "version V" (its package metadata), "attribute yes|no" (no
+# metadata; whether Picamera2 has cancel_all_and_flush), "unimportable ERROR" (no metadata and the import fails,
+# usually for want of libcamera), "absent", or nothing when that Python does not run.
+picamera2_probe() {
+  local code
+  code='
+import importlib.metadata
+import importlib.util
+
+
+def say(*words):
+    print("picamera2-probe", *words)
+
+
+try:
+    say("version", importlib.metadata.version("picamera2"))
+except importlib.metadata.PackageNotFoundError:
+    if importlib.util.find_spec("picamera2") is None:
+        say("absent")
+    else:
+        try:
+            import picamera2
+        except Exception as err:
+            say("unimportable", (f"{type(err).__name__}: {err}".splitlines() or [""])[0])
+        else:
+            say("attribute", "yes" if hasattr(picamera2.Picamera2, "cancel_all_and_flush") else "no")
+'
+  { timeout 120 "$PYTHON" -c "$code" 2>/dev/null || true; } | sed -n 's/^picamera2-probe //p' | tail -n 1
+}
+
+REFUSALS=() # what a real install refuses, one sentence each; --force goes on
+refuse() { REFUSALS+=("$*"); }
+
+PICAMERA2_LINE=""
+PICAMERA2_AVAILABLE=1 # 0: neither installed nor in this OS's apt sources (Ubuntu)
+picamera2_check() {   # sets PICAMERA2_LINE, and refuses a picamera2 older than PICAMERA2_MIN
+  local probe kind detail candidate needs="edgecam needs $PICAMERA2_MIN or later"
+  local upgrade="sudo apt-get update && sudo apt-get install python3-picamera2"
+  local unknown="version unknown (no package metadata)"
+  probe=$(picamera2_probe)
+  kind=${probe%% *}
+  detail=${probe#* }
+  case $kind in
+    version)
+      if at_least "$detail" "$PICAMERA2_MIN"; then
+        PICAMERA2_LINE="$detail ($needs)"
+      else
+        PICAMERA2_LINE="$detail, too old ($needs)"
+        refuse "picamera2 $detail is older than $PICAMERA2_MIN, which edgecam needs" \
+          "(Picamera2.cancel_all_and_flush, capture_request(wait=seconds)): $upgrade"
+      fi
+      ;;
+    attribute)
+      if [[ $detail == yes ]]; then
+        PICAMERA2_LINE="$unknown, with Picamera2.cancel_all_and_flush: $PICAMERA2_MIN or later"
+      else
+        PICAMERA2_LINE="$unknown, without Picamera2.cancel_all_and_flush: too old ($needs)"
+        refuse "picamera2 is older than $PICAMERA2_MIN (no Picamera2.cancel_all_and_flush), which edgecam needs:" \
+          "$upgrade"
+      fi
+      ;;
+    unimportable)
+      PICAMERA2_LINE="$unknown, and import picamera2 fails ($detail): it needs libcamera's Python bindings"
+      PICAMERA2_LINE+=" (python3-libcamera)"
+      ;;
+    absent)
+      candidate=$(apt_candidate python3-picamera2)
+      if [[ -n $candidate ]] && at_least "$(upstream_version "$candidate")" "$PICAMERA2_MIN"; then
+        PICAMERA2_LINE="not installed; apt offers python3-picamera2 $candidate ($needs)"
+      elif [[ -n $candidate ]]; then
+        PICAMERA2_LINE="not installed; apt offers python3-picamera2 $candidate, too old ($needs)"
+        refuse "apt offers python3-picamera2 $candidate, older than $PICAMERA2_MIN, which edgecam needs:" \
+          "update Raspberry Pi OS (sudo apt-get update)"
+      elif [[ $os_id == ubuntu ]]; then
+        PICAMERA2_AVAILABLE=0
+        PICAMERA2_LINE="not installed, and Ubuntu's archive has no python3-picamera2: camera.source 'picamera2'"
+        PICAMERA2_LINE+=" needs Raspberry Pi OS; a USB or RTSP camera works without it"
+      else
+        PICAMERA2_LINE="not installed; apt knows no python3-picamera2 yet (apt-get update comes first; Raspberry Pi"
+        PICAMERA2_LINE+=" OS's archive has it)"
+      fi
+      ;;
+    *)
+      PICAMERA2_LINE="not checked: $PYTHON does not run"
+      ;;
+  esac
+}
+
+read_facts() {
+  if [[ -n ${INSTALL_PI_MODEL+set} ]]; then
+    model=$INSTALL_PI_MODEL
+  elif [[ -r /proc/device-tree/model ]]; then
+    model=$(tr -d '\0' </proc/device-tree/model)
+  else
+    model=""
+  fi
+  os_id=$(os_release ID)
+  os_version=$(os_release VERSION_ID)
+  os_name=$(os_release PRETTY_NAME)
+  os_name=${os_name:-${os_id:-unknown}}
+  arch=${INSTALL_PI_ARCH:-$(dpkg --print-architecture 2>/dev/null || echo unknown)}
+  machine=${INSTALL_PI_MACHINE:-$(uname -m)}
+  cma_kb=$(sed -n 's/^CmaTotal: *\([0-9][0-9]*\) kB$/\1/p' "${INSTALL_PI_MEMINFO:-/proc/meminfo}" 2>/dev/null |
+    head -n 1) || true
+}
+
+# The check lines, "<what>: <finding>" each, printed after the heading; the refusals are decided here.
+CHECK_LINES=()
+WARNINGS=()
+OPENCV_FROM_APT=0
+run_checks() {
+  local line
+  if [[ $model == *"Raspberry Pi"* ]]; then
+    CHECK_LINES+=("board: $model")
+  else
+    CHECK_LINES+=("board: not a Raspberry Pi (/proc/device-tree/model: ${model:-none})")
+    refuse "this is not a Raspberry Pi (/proc/device-tree/model: ${model:-none}); --dry-run shows the steps," \
       "--prefix DIR installs into a directory, --force installs here anyway"
   fi
-  if ((!FORCE)) && ! [[ $os_version =~ ^[0-9]+$ && $os_version -ge 12 ]]; then
-    die "needs Raspberry Pi OS Bookworm (12) or later, this is version ${os_version:-unknown} (--force installs anyway)"
+
+  case $os_id in
+    raspbian | debian)
+      if [[ $os_version =~ ^[0-9]+$ ]] && ((os_version >= 12)); then
+        CHECK_LINES+=("OS: $os_name: Bookworm (12) or later, supported")
+      else
+        CHECK_LINES+=("OS: $os_name: older than Bookworm (12)")
+        refuse "needs Raspberry Pi OS Bookworm (12) or later, this is $os_name (--force installs anyway)"
+      fi
+      ;;
+    ubuntu)
+      CHECK_LINES+=("OS: $os_name: not Raspberry Pi OS; Ubuntu's archive has no python3-picamera2")
+      refuse "needs Raspberry Pi OS Bookworm (12) or later, this is $os_name, whose archive has no" \
+        "python3-picamera2 for the Pi camera (--force installs for a USB or RTSP camera)"
+      ;;
+    *)
+      CHECK_LINES+=("OS: $os_name: not Raspberry Pi OS")
+      refuse "needs Raspberry Pi OS Bookworm (12) or later, this is $os_name (--force installs anyway)"
+      ;;
+  esac
+
+  if [[ $PYPI_OPENCV_ARCHES == *" $arch "* ]]; then
+    CHECK_LINES+=("architecture: $arch (kernel $machine): OpenCV from PyPI (opencv-python-headless)")
+  else
+    OPENCV_FROM_APT=1
+    line="architecture: $arch (kernel $machine): OpenCV from apt (python3-opencv); PyPI has no"
+    CHECK_LINES+=("$line opencv-python-headless wheel for $arch")
   fi
+
+  picamera2_check
+  CHECK_LINES+=("picamera2: $PICAMERA2_LINE")
+
+  if [[ -z $cma_kb ]]; then
+    line="camera memory: no CmaTotal in ${INSTALL_PI_MEMINFO:-/proc/meminfo}: this kernel reserves no CMA"
+  else
+    line="camera memory: CMA $((cma_kb / 1024)) MB (CmaTotal in ${INSTALL_PI_MEMINFO:-/proc/meminfo})"
+    [[ $model != *"Raspberry Pi 5"* ]] || line+="; a Pi 5 takes picamera2's buffers from the system heap"
+  fi
+  CHECK_LINES+=("$line")
+  if [[ $model == *"Raspberry Pi"* ]] && ((${cma_kb:-0} < CMA_MIN_MB * 1024)); then
+    line="only $((${cma_kb:-0} / 1024)) MB of CMA, under $CMA_MIN_MB MB: libcamera may fail to allocate its frame"
+    line+=" buffers (Cannot allocate memory); raise it in /boot/firmware/config.txt"
+    WARNINGS+=("$line (dtoverlay=vc4-kms-v3d,cma-128) and reboot")
+  fi
+}
+
+read_facts
+run_checks
+if ((!DRY_RUN)) && [[ -z $PREFIX ]]; then
+  ((FORCE || ${#REFUSALS[@]} == 0)) || die "${REFUSALS[0]}"
   ((EUID == 0)) || die "installing needs root: sudo $0 ${ARGS[*]}"
 fi
+
+((!OPENCV_FROM_APT)) || OS_PACKAGES+=(python3-opencv)
+if ((!PICAMERA2_AVAILABLE)); then # with --force: a USB or RTSP camera only
+  kept=()
+  for package in "${OS_PACKAGES[@]}"; do
+    [[ $package == python3-picamera2 ]] || kept+=("$package")
+  done
+  OS_PACKAGES=("${kept[@]}")
+fi
+
+# After the check lines: each refusal that --force, --dry-run or --prefix goes past, and each warning.
+report_refusals() {
+  local refusal
+  for refusal in "${REFUSALS[@]}"; do
+    if ((FORCE)); then
+      echo "$ME: going on (--force): $refusal" >&2
+    elif ((DRY_RUN)) || [[ -n $PREFIX ]]; then
+      echo "$ME: a real install stops here: $refusal" >&2
+    else
+      die "$refusal"
+    fi
+  done
+}
 
 # ---- how each action is done and reported -----------------------------------------------------------------------
 
@@ -248,7 +492,7 @@ packages() {
     return 0
   fi
   for p in "${OS_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' || missing+=("$p")
+    installed "$p" || missing+=("$p")
   done
   if ((${#missing[@]} == 0)); then
     say "already present" "$what"
@@ -256,11 +500,33 @@ packages() {
   fi
   # No recommends: python3-picamera2 recommends the Qt and OpenGL preview windows, useless without a screen.
   step run "apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" apt_install "${missing[@]}"
+  if ((!DRY_RUN)) && [[ " ${missing[*]} " == *" python3-picamera2 "* ]] && installed python3-picamera2; then
+    # Checked before from apt's offer, which can be stale or empty (images ship without apt's lists).
+    REFUSALS=()
+    picamera2_check
+    say picamera2 "$PICAMERA2_LINE"
+    report_refusals
+  fi
+}
+
+installed() { # installed PACKAGE: whether dpkg has it installed
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q ' installed$'
 }
 
 apt_install() {
+  local package wanted=()
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  for package in "$@"; do
+    if [[ $package == python3-picamera2 && -z $(apt_candidate python3-picamera2) ]]; then
+      ((FORCE)) || die "python3-picamera2 is not in this OS's apt sources (Raspberry Pi OS's archive has it);" \
+        "--force installs without it, for a USB or RTSP camera"
+      echo "$ME: going on (--force) without python3-picamera2: it is not in this OS's apt sources" >&2
+    else
+      wanted+=("$package")
+    fi
+  done
+  ((${#wanted[@]} == 0)) ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
 }
 
 comma_list() {
@@ -270,7 +536,7 @@ comma_list() {
 
 service_user() {
   local groups=(video) g
-  getent group gpio >/dev/null && groups+=(gpio) # Raspberry Pi OS: /dev/gpiochip* for a door contact
+  ! group_exists gpio || groups+=(gpio) # Raspberry Pi OS: /dev/gpiochip* for a door contact
   if [[ -n $PREFIX ]]; then
     say skipped "create system user $SERVICE_USER in groups ${groups[*]} (--prefix)"
     return 0
@@ -323,6 +589,24 @@ remake_venv() {
   make_venv --clear
 }
 
+pip_run() { # pip_run PIP_INSTALL_ARGUMENT...
+  PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install --quiet --no-input "$@"
+}
+
+# The dependencies pyproject.toml declares, one a line, less opencv-python-headless.
+pip_requirements_without_opencv() {
+  "$VENV/bin/python" - "$REPO/pyproject.toml" <<'EOF'
+import re
+import sys
+import tomllib
+
+with open(sys.argv[1], "rb") as pyproject:
+    for requirement in tomllib.load(pyproject)["project"]["dependencies"]:
+        if not re.match(r"opencv[-_.]python[-_.]headless(?![-_.a-z0-9])", requirement, re.IGNORECASE):
+            print(requirement)
+EOF
+}
+
 pip_install() { # pip_install HASH [REQUIREMENT...]
   local hash=$1 src
   shift
@@ -331,7 +615,19 @@ pip_install() { # pip_install HASH [REQUIREMENT...]
   src=$WORK/src
   mkdir -p "$src"
   tar -C "$REPO" --exclude=__pycache__ --exclude='*.pyc' -cf - pyproject.toml README.md edgecam | tar -C "$src" -xf -
-  PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install --quiet --no-input "$src" "$@"
+  if ((OPENCV_FROM_APT)); then
+    # pip would build opencv-python-headless from source here: edgecam alone, without its dependencies, then the
+    # dependencies pyproject.toml declares less that one; the OS's cv2 (python3-opencv) is seen through the
+    # system site-packages.
+    local requirements
+    mapfile -t requirements < <(pip_requirements_without_opencv)
+    pip_run "${requirements[@]}" "$@"
+    pip_run --no-deps "$src"
+    "$VENV/bin/python" -c 'import cv2' 2>/dev/null ||
+      die "the venv cannot import cv2: install python3-opencv (sudo apt-get install python3-opencv)"
+  else
+    pip_run "$src" "$@"
+  fi
   "$VENV/bin/edgecam" --version >/dev/null
   echo "$hash" >"$STAMP"
 }
@@ -357,12 +653,14 @@ venv() {
     say "already present" "$what"
   fi
 
-  local hash version pin requirements=()
+  local hash version pin how requirements=()
   hash=$(source_hash)
   version=$(edgecam_version)
   pin=$(os_numpy_pin)
   [[ -z $pin ]] || requirements+=("$pin")
-  what="edgecam $version from $REPO into $VENV (pip${pin:+, keeping the OS $pin})"
+  how=pip
+  ((!OPENCV_FROM_APT)) || how="pip, OpenCV from python3-opencv"
+  what="edgecam $version from $REPO into $VENV ($how${pin:+, keeping the OS $pin})"
   if [[ -f $STAMP && $(<"$STAMP") == "$hash" && -x $VENV/bin/edgecam ]]; then
     say "already present" "edgecam $version in $VENV"
   elif [[ -x $VENV/bin/edgecam ]]; then
@@ -409,9 +707,30 @@ udev() {
   fi
 }
 
+remove_gpio_dropin() {
+  rm -f -- "$GPIO_DROPIN"
+  rmdir --ignore-fail-on-non-empty -- "$(dirname -- "$GPIO_DROPIN")"
+}
+
+# The unit names only the video group, which Debian's base-passwd makes everywhere: systemd refuses to start a unit
+# whose SupplementaryGroups= names a group that does not exist (status 216/GROUP). The gpio group, for a door
+# contact, exists on Raspberry Pi OS but not on Debian or Ubuntu: a drop-in adds it where it exists.
+gpio_dropin() {
+  if group_exists gpio; then
+    install_file "$REPO/systemd/edgecam.service.d/gpio.conf" "$GPIO_DROPIN" 0644 root:root \
+      "the service joins the gpio group"
+  elif [[ -e $GPIO_DROPIN ]]; then
+    CHANGED=1
+    step remove "$GPIO_DROPIN (there is no gpio group: systemd would not start the service)" remove_gpio_dropin
+  else
+    say skipped "$GPIO_DROPIN (there is no gpio group)"
+  fi
+}
+
 unit() {
   CHANGED=0
   install_file "$REPO/systemd/edgecam.service" "$UNIT" 0644 root:root "from systemd/edgecam.service"
+  gpio_dropin
   ((CHANGED)) || return 0
   if [[ -z $PREFIX && ! -d /run/systemd/system ]]; then
     say skipped "systemctl daemon-reload (systemd is not running)"
@@ -457,6 +776,11 @@ if ((DRY_RUN)); then
 else
   echo "$ME: installing edgecam from $REPO into $target"
 fi
+printf '%s\n' "${CHECK_LINES[@]}"
+report_refusals
+for warning in "${WARNINGS[@]}"; do
+  echo "$ME: warning: $warning" >&2
+done
 
 packages
 service_user

@@ -441,3 +441,150 @@ def test_the_frame_loop_keeps_its_frame_rate_and_never_touches_the_disk_while_a_
     looping = [thread for t, thread in syncs if camera.asked[0] <= t <= camera.asked[-1]]
     assert looping, "the outbox wrote durably while frames came"
     assert camera.loop_thread not in looping, "no fsync in the frame loop"
+
+
+def test_in_the_dark_the_simulated_scene_is_lit_by_the_illuminators_mock_pin_for_each_events_stills(
+    mosquitto: Broker, collector_factory: Callable[..., Collector], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import cv2
+
+    from edgecam.sources.scene import door_openings
+
+    caplog.set_level("INFO")
+    settings = Settings.model_validate(
+        {
+            "device_id": DEVICE,
+            "storage": {"dir": str(tmp_path / "state")},
+            "mqtt": mosquitto.settings().model_dump(),
+            "camera": {
+                "source": "simulated",
+                "realtime": False,
+                "simulated": {"width": 320, "height": 240, "light_level": 0.2, "door_open": 1.0, "duration": 22.0},
+            },
+            "motion": {"zone": DOOR_ZONE},
+            "illuminator": {"pin": PIN, "settle": 0.5},
+        }
+    )
+    collector = collector_factory(mosquitto, (f"{TOPICS.base}/#",))
+    Agent(settings, notifier=Notifier({})).run(threading.Event())  # the default seams: the agent opens the mock pin
+    collector.wait_for(lambda c: sum(e["type"] == "end" for e in c.events(TOPICS)) == 2)
+    events = collector.events(TOPICS)
+    openings = door_openings(settings.camera.simulated, 22.0)
+    assert [e["type"] for e in events].count("start") == len(openings) == 2
+    stills = [e for e in events if e["type"] == "still"]
+    assert len(stills) == 2 * settings.capture.stills_per_event
+    collector.wait_for(lambda c: all(c.on(s["topic"]) for s in stills))
+    for still in stills:
+        jpeg = collector.on(still["topic"])[0].payload
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert image is not None
+        assert image.mean() > 100, "lit: the hall unlit is about 33"
+    switched = [m for m in caplog.messages if m.startswith("illuminator: ")]
+    assert len(switched) == 4, switched
+    assert all("last still" in m for m in switched[1::2]), "off once each event had its stills"
+
+
+@pytest.mark.parametrize(
+    ("other", "name"),
+    [({"door": {"contact_pin": PIN}}, "door.contact_pin"), ({"privacy": {"gpio_pin": PIN}}, "privacy.gpio_pin")],
+)
+def test_the_illuminator_needs_a_pin_of_its_own(tmp_path: Path, other: dict[str, Any], name: str) -> None:
+    from edgecam.agent import check_settings
+    from edgecam.errors import ConfigError
+
+    settings = Settings.model_validate(
+        {"device_id": DEVICE, "storage": {"dir": str(tmp_path / "state")}, "illuminator": {"pin": PIN}, **other}
+    )
+    with pytest.raises(ConfigError, match=rf"^illuminator\.pin: GPIO{PIN} is {name} too: give the illuminator"):
+        check_settings(settings)
+
+
+def test_a_pi_camera_that_stops_giving_frames_ends_the_run_in_one_line_well_inside_the_watchdog(
+    mosquitto: Broker,
+    collector_factory: Callable[..., Collector],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from edgecam import cli
+    from edgecam.sources import picamera
+    from edgecam.sources.picamera_fake import FakePicamera2, MappedArray
+
+    # A Zero 2 W's 64 MB of CMA, the picamera2 the OS ships, and a ribbon cable that comes loose 4.5 s in, as the
+    # door opens: the real library would hang for ever in stop() behind the timed-out capture.
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:         426068 kB\nCmaTotal:          65536 kB\n")
+    monkeypatch.setattr(picamera, "MEMINFO", meminfo)
+    monkeypatch.setattr(picamera, "_map_stream", MappedArray)
+    cameras: list[FakePicamera2] = []
+
+    def loose_cable(camera_num: int) -> FakePicamera2:
+        cameras.append(FakePicamera2(camera_num, cma_bytes=64 << 20, fail_after=45, hang_limit=30.0))
+        return cameras[-1]
+
+    monkeypatch.setattr(picamera, "_make_camera", loose_cable)
+    settings = tmp_path / "edgecam.toml"
+    settings.write_text(
+        f'device_id = "{DEVICE}"\n[camera]\nsource = "picamera2"\n[storage]\ndir = "{tmp_path / "state"}"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n[motion]\nzone = {json.dumps(DOOR_ZONE)}\n'
+    )
+    collector = collector_factory(mosquitto, (f"{TOPICS.base}/events",))
+    status = cli.main(["run", "--config", str(settings)])
+    ended = time.monotonic()
+    (camera,) = cameras
+    assert status == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "edgecam: camera.source: the Pi camera gave no frame for 5 s (camera.frame_timeout); is the ribbon cable "
+        "seated?"
+    ]
+    assert ended - camera.requests[-1].arrival < 10.0, "systemd's watchdog (30 s) never has to step in"
+    assert camera.calls.index("cancel_all_and_flush") < camera.calls.index("stop")
+    assert camera.hangs == []
+    assert not camera.is_open
+    collector.wait_for(lambda c: [e["type"] for e in c.events(TOPICS)][-1:] == ["end"])
+    assert [e["type"] for e in collector.events(TOPICS)][0] == "start"
+
+
+def test_the_pi_camera_drops_no_frame_while_a_slow_encoder_works_through_an_events_stills(
+    mosquitto: Broker, collector_factory: Callable[..., Collector], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgecam import capture
+    from edgecam.sources import picamera
+    from edgecam.sources.picamera_fake import FakePicamera2, MappedArray
+
+    # The fake keeps only the newest frame while the frame loop is busy, as picamera2 does, and counts the others.
+    monkeypatch.setattr(picamera, "MEMINFO", tmp_path / "no-meminfo")
+    monkeypatch.setattr(picamera, "_map_stream", MappedArray)
+    cameras: list[FakePicamera2] = []
+
+    def zero_2w(camera_num: int) -> FakePicamera2:
+        cameras.append(FakePicamera2(camera_num, cma_bytes=64 << 20))
+        return cameras[-1]
+
+    monkeypatch.setattr(picamera, "_make_camera", zero_2w)
+    encode = capture.encode_still
+
+    def slow_encode(*args: Any) -> Still:
+        time.sleep(0.3)  # a Zero 2 W's encoder at 2028x1520
+        return encode(*args)
+
+    monkeypatch.setattr(capture, "encode_still", slow_encode)
+    settings = Settings.model_validate(
+        {
+            "device_id": DEVICE,
+            "storage": {"dir": str(tmp_path / "state")},
+            "mqtt": mosquitto.settings().model_dump(),
+            "camera": {"source": "picamera2"},
+            "motion": {"zone": DOOR_ZONE},
+            "capture": {"stills_per_event": 3, "interval": 0.2},
+        }
+    )
+    collector = collector_factory(mosquitto, (f"{TOPICS.base}/events",))
+    stop = threading.Event()
+    threading.Timer(7.0, stop.set).start()  # the door opens at 4 s
+    Agent(settings, notifier=Notifier({}), open_door_contact=lambda: None).run(stop)
+    (camera,) = cameras
+    collector.wait_for(lambda c: any(e["type"] == "end" for e in c.events(TOPICS)))
+    assert [e["type"] for e in collector.events(TOPICS)] == ["start", "still", "still", "still", "end"]
+    assert camera.dropped == 0, "every frame the camera made was detected on"
+    assert camera.lost == 0

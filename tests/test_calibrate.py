@@ -169,3 +169,34 @@ def test_the_dark_hall_needs_no_warning_where_the_door_confirms_motion(
     s = settings(tmp_path, **DARK_HALL)  # door.confirm: the reference made here scales the threshold with the light
     done = learn(s)
     assert done.warnings == ()
+
+
+def test_calibrate_on_a_pi_camera_that_stops_giving_frames_ends_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    from edgecam.sources import picamera
+    from edgecam.sources.picamera_fake import FakePicamera2, MappedArray
+
+    monkeypatch.setattr(picamera, "MEMINFO", tmp_path / "no-meminfo")
+    monkeypatch.setattr(picamera, "_map_stream", MappedArray)
+    cameras: list[FakePicamera2] = []
+
+    def loose_cable(camera_num: int) -> FakePicamera2:
+        cameras.append(FakePicamera2(camera_num, fail_after=5, hang_limit=30.0))
+        return cameras[-1]
+
+    monkeypatch.setattr(picamera, "_make_camera", loose_cable)
+    config = tmp_path / "edgecam.toml"
+    config.write_text(f'[camera]\nsource = "picamera2"\nframe_timeout = 1.0\n[storage]\ndir = "{tmp_path / "state"}"\n')
+    began = time.monotonic()
+    assert main(["calibrate", "--config", str(config)]) == 1
+    assert time.monotonic() - began < 6.0, "the timed-out capture is cancelled, so the camera stops"
+    assert capsys.readouterr().err.splitlines() == [
+        "edgecam: camera.source: the Pi camera gave no frame for 1 s (camera.frame_timeout); is the ribbon cable "
+        "seated?"
+    ]
+    assert cameras[0].hangs == []
+    assert not cameras[0].is_open
+    assert not (tmp_path / "state" / "door-reference.npz").exists()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edgecam.capture import Capture, Emitted, fit_jpeg
+from edgecam.capture import Capture, Emitted, fit_jpeg, still_bgr
 from edgecam.config import CaptureSettings
 from edgecam.models import Frame, MotionResult, Topics
 
@@ -104,6 +104,24 @@ def test_an_unwritable_state_dir_skips_the_still_not_the_event(tmp_path: Path) -
     assert emitted[-1][1][0].payload(3)["stills"] == 1, "taken, so counted, though it could not be saved"
 
 
+def test_a_still_the_light_was_not_ready_for_is_taken_at_its_first_ready_frame_moving_or_not() -> None:
+    capture = make_capture(None, stills_per_event=3, interval=0.5)
+    # The door swings while the illuminator's light settles (not ready), then stands still: a quiet frame takes the
+    # still owed; the next ones wait for movement again.
+    results = [moving("start")] + [moving()] * 4 + [quiet()] * 10 + [moving()] * 6 + [quiet("end", False)]
+    ready = [False] * 7 + [True] * 15
+    out = []
+    for i, (result, still_ready) in enumerate(zip(results, ready, strict=True)):
+        frame = Frame(i, i / 10, np.zeros((12, 16), np.uint8))
+        out += [(frame.t, e.type) for e, _ in capture.develop(capture.on_frame(frame, result, white, still_ready))]
+    assert out == [(0.0, "start"), (0.7, "still"), (1.5, "still"), (2.0, "still"), (2.1, "end")]
+    pending = MotionResult(0.3, True, pending=True)
+    held = make_capture(None, stills_per_event=3)
+    assert held.on_frame(Frame(0, 0.0, np.zeros((12, 16), np.uint8)), pending, white, still_ready=False) == []
+    started = held.on_frame(Frame(1, 0.1, np.zeros((12, 16), np.uint8)), moving("start"), white, still_ready=False)
+    assert [e.type for e, _ in started] == ["start"], "no still held in the dark before the light was on"
+
+
 def test_events_say_whether_the_clock_was_synchronised_and_which_boot_they_are_from() -> None:
     synced = iter([False, True, True])
     capture = Capture(CaptureSettings(), [], "front", Topics("edgecam/front"), None, synced=lambda: next(synced, True))
@@ -194,3 +212,18 @@ def test_after_the_first_still_only_frames_that_move_now_get_one(tmp_path: Path)
     results = [start] + [still_frame] * 20 + [moving()] + [quiet("end", False)]
     emitted = feed(make_capture(tmp_path, stills_per_event=3, interval=0.5), results)
     assert [(t, e.type) for t, (e, _) in emitted] == [(0.0, "start"), (0.0, "still"), (2.1, "still"), (2.2, "end")]
+
+
+def test_a_full_range_i420_still_keeps_its_colours_and_contrast() -> None:
+    bgr = np.zeros((16, 16, 3), np.uint8)
+    bgr[:, :8] = (30, 120, 220)
+    bgr[:, 8:] = (200, 60, 10)
+    bgr[:4] = 0  # black and white stay black and white: no studio-range stretch
+    bgr[4:8] = 255
+    ycrcb = cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)  # full range, as the Pi's sYCC streams
+    planes = [ycrcb[:, :, 0].reshape(-1), ycrcb[::2, ::2, 2].reshape(-1), ycrcb[::2, ::2, 1].reshape(-1)]
+    i420 = np.concatenate(planes).reshape(24, 16).astype(np.uint8)
+    away_from_edges = np.ix_([0, 1, 2, 5, 6, 10, 11, 12, 13, 14, 15], [0, 1, 2, 3, 12, 13, 14, 15])
+    error = np.abs(still_bgr(i420).astype(int) - bgr)[away_from_edges]
+    assert error.max() <= 2
+    assert still_bgr(bgr) is bgr

@@ -1,14 +1,14 @@
-"""The privacy switch on a GPIO pin, on gpiozero's mock pins (the door contact's own tests are in test_contact.py)."""
+"""The privacy switch and the illuminator's output on gpiozero's mock pins (the door contact's: test_contact.py)."""
 
 from collections.abc import Iterator
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from edgecam.config import DoorSettings, PrivacySettings
+from edgecam.config import DoorSettings, IlluminatorSettings, PrivacySettings
 from edgecam.contact import open_contact
 from edgecam.errors import GpioError
-from edgecam.gpio import open_privacy_switch
+from edgecam.gpio import open_illuminator_pin, open_privacy_switch
 
 PIN = 22
 
@@ -79,3 +79,62 @@ def test_a_pin_in_use_is_one_line_naming_privacy_gpio_pin(factory: MockFactory) 
     assert switch is not None
     switch.close()
     switch.close()
+
+
+def test_no_illuminator_pin_no_output(factory: MockFactory) -> None:
+    assert open_illuminator_pin(IlluminatorSettings(), pin_factory=factory) is None
+
+
+@pytest.mark.parametrize(("on_level", "on_state"), [("high", True), ("low", False)])
+def test_the_illuminator_pin_is_driven_off_from_the_start_and_on_at_its_level(
+    factory: MockFactory, on_level: str, on_state: bool
+) -> None:
+    lamp = open_illuminator_pin(
+        IlluminatorSettings.model_validate({"pin": PIN, "on_level": on_level}), pin_factory=factory
+    )
+    assert lamp is not None
+    pin = factory.pin(PIN)
+    assert pin.function == "output"
+    assert pin.state is not on_state, "off until an event needs it"
+    assert not lamp.is_on()
+    lamp.on()
+    assert pin.state is on_state
+    assert lamp.is_on()
+    lamp.off()
+    assert pin.state is not on_state
+
+
+def test_closing_the_illuminator_switches_it_off_and_frees_the_pin(factory: MockFactory) -> None:
+    lamp = open_illuminator_pin(IlluminatorSettings(pin=PIN), pin_factory=factory)
+    assert lamp is not None
+    pin = factory.pin(PIN)
+    lamp.on()
+    lamp.close()
+    assert pin.function == "input", "released as gpiozero releases a pin: an input again"
+    assert [state for _, state in pin.states][-2:] == [True, False], "driven off before it was released"
+    assert not lamp.is_on()
+    lamp.close()
+    switch = open_privacy_switch(PrivacySettings(gpio_pin=PIN), factory)
+    assert switch is not None, "the pin is free again"
+    switch.close()
+
+
+def test_an_illuminator_pin_in_use_is_one_line_naming_illuminator_pin(factory: MockFactory) -> None:
+    switch = open_privacy_switch(PrivacySettings(gpio_pin=PIN), factory)
+    assert switch is not None
+    with pytest.raises(GpioError, match=r"^illuminator\.pin: GPIO22 cannot be driven: .*in use") as err:
+        open_illuminator_pin(IlluminatorSettings(pin=PIN), pin_factory=factory)
+    assert "\n" not in str(err.value)
+    switch.close()
+
+
+def test_the_simulated_scenes_illuminator_is_a_mock_pin_of_its_own() -> None:
+    first = open_illuminator_pin(IlluminatorSettings(pin=PIN), simulated=True)
+    second = open_illuminator_pin(IlluminatorSettings(pin=PIN), simulated=True)
+    assert first is not None
+    assert second is not None, "each on pins of its own: no real GPIO, nothing shared"
+    first.on()
+    assert first.is_on()
+    assert not second.is_on()
+    first.close()
+    second.close()

@@ -13,7 +13,7 @@ from edgecam.errors import CameraError, ConfigError
 from edgecam.models import Frame
 from edgecam.settings_file import load_settings
 from edgecam.sources.opencv import OpenCVSource
-from edgecam.sources.scene import door_openings
+from edgecam.sources.scene import CAMERA_LIGHT_OVERSHOOT, CameraLight, door_openings
 from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer, SimulatedSource, render_clip
 from edgecam.zones import polygon_mask
 
@@ -311,6 +311,58 @@ def test_a_side_light_ramps_on_beyond_an_edge_just_inside_the_door_zone() -> Non
     off = lit.script_at(30.0).side_switches[1]
     assert not off.on
     assert np.allclose(ratio(off.t + 1.1, wall), 1.0)
+
+
+def test_the_cameras_own_light_brightens_the_whole_dark_frame_most_near_the_camera() -> None:
+    renderer = SceneRenderer(SimulatedSettings(light_level=0.2, noise=0), 640, 480)
+    dark = renderer.render(30)[0].astype(np.float64)
+    lit = renderer.render(30, CameraLight(on=True, since=5.0))[0].astype(np.float64)
+    gain = lit.mean(axis=2) / np.maximum(dark.mean(axis=2), 1.0)
+    corner, middle, floor = gain[:40, :40].mean(), gain[200:280, 80:200].mean(), gain[450:, 80:200].mean()
+    assert corner > 2.0, "the whole frame changes, the corners too"
+    assert corner < middle < floor, "the beam is strongest in the middle, and nearest the camera strongest of all"
+    assert lit.mean() > 4 * dark.mean()
+    assert lit[:, :, 0].mean() == pytest.approx(lit[:, :, 2].mean(), rel=0.15), "infrared light: grey, not warm"
+    weaker = SceneRenderer(SimulatedSettings(light_level=0.2, noise=0, camera_light=0.5), 640, 480)
+    assert dark.mean() < weaker.render(30, CameraLight(on=True, since=5.0))[0].mean() < lit.mean()
+    none = SceneRenderer(SimulatedSettings(light_level=0.2, noise=0, camera_light=0.0), 640, 480)
+    assert np.array_equal(none.render(30, CameraLight(on=True, since=5.0))[0], dark)
+
+
+def test_the_exposure_overshoots_after_the_light_switches_and_adapts_over_light_ramp() -> None:
+    sim = SimulatedSettings(light_level=0.2, noise=0, light_ramp=0.5, camera_light=0.3)  # unclipped at twice
+    renderer = SceneRenderer(sim, 640, 480)
+    wall = np.s_[60:160, 20:200]
+
+    def wall_level(light: CameraLight | None) -> float:
+        return float(renderer.render(30, light)[0][wall].mean())
+
+    settled_on, dark = wall_level(CameraLight(on=True, since=0.5)), wall_level(None)
+    assert wall_level(CameraLight(on=True, since=0.0)) == pytest.approx(CAMERA_LIGHT_OVERSHOOT * settled_on, rel=0.02)
+    assert wall_level(CameraLight(on=True, since=0.25)) == pytest.approx(1.5 * settled_on, rel=0.02)
+    assert wall_level(CameraLight(on=False, since=0.0)) == pytest.approx(dark / CAMERA_LIGHT_OVERSHOOT, rel=0.05)
+    assert np.array_equal(renderer.render(30, CameraLight(on=False, since=0.5))[0], renderer.render(30)[0])
+
+
+def test_a_wired_source_is_lit_from_the_first_frame_after_its_pin_goes_on() -> None:
+    lit = [False]
+    source = SimulatedSource(camera(light_level=0.2), realtime=False)
+    source.wire_light(lambda: lit[0])
+    plain = take(40, light_level=0.2)
+    levels = []
+    for frame in itertools.islice(source.frames(), 40):
+        levels.append(float(frame.gray.mean()))
+        if frame.index == 9:
+            lit[0] = True
+            assert source.still().mean() == pytest.approx(levels[-1], abs=3.0), "the still is of the frame yielded"
+        elif frame.index == 10:
+            assert source.still().mean() > 3 * levels[9], "the still lit too"
+        elif frame.index == 19:
+            lit[0] = False
+    assert levels[:10] == [float(f.gray.mean()) for f in plain[:10]]
+    assert min(levels[10:20]) > 3 * max(levels[:10])
+    assert max(levels[20:25]) < min(levels[:10]), "the exposure recovers from the light"
+    assert levels[30:] == [float(f.gray.mean()) for f in plain[30:]], "then as if it had never been on"
 
 
 # Frames of the hall as rendered before camera.simulated.style existed (sha256 of the BGR bytes, this machine's

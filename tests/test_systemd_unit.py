@@ -1,5 +1,6 @@
-"""systemd/edgecam.service: systemd accepts it, its sandbox scores an exposure of at most 2.0, and it hands the
-agent the secrets under the names the agent reads."""
+"""systemd/edgecam.service and its drop-in edgecam.service.d/gpio.conf: systemd accepts them, the sandbox scores an
+exposure of at most 2.0, the unit names no group a Debian system may lack, and it hands the agent the secrets under
+the names the agent reads."""
 
 import os
 import re
@@ -12,6 +13,10 @@ import pytest
 from edgecam.config import CameraSettings, MqttSettings
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "edgecam.service"
+# systemd reads drop-ins from the directory beside a unit: systemd-analyze given UNIT scores the two together.
+GPIO_DROPIN = UNIT.parent / "edgecam.service.d" / "gpio.conf"
+# The groups Debian's base-passwd makes on every Debian and Ubuntu system, whatever the board.
+BASE_PASSWD_GROUPS = Path("/usr/share/base-passwd/group.master")
 EXEC_START = "/opt/edgecam/venv/bin/edgecam"
 MAX_EXPOSURE = 2.0
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -59,7 +64,8 @@ def test_security_exposure_is_at_most_2() -> None:
 
 
 @needs_systemd_analyze
-def test_systemd_accepts_every_line_of_the_unit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gpio_group", [True, False], ids=["with the gpio drop-in", "without"])
+def test_systemd_accepts_every_line_of_the_unit(tmp_path: Path, gpio_group: bool) -> None:
     # verify also wants ExecStart= to be executable, which /opt/edgecam is not here: point it at a stand-in.
     stand_in = tmp_path / "edgecam"
     stand_in.write_text("#!/bin/sh\n", encoding="utf-8")
@@ -68,11 +74,28 @@ def test_systemd_accepts_every_line_of_the_unit(tmp_path: Path) -> None:
     assert f"ExecStart={EXEC_START} " in text
     unit = tmp_path / UNIT.name
     unit.write_text(text.replace(f"ExecStart={EXEC_START} ", f"ExecStart={stand_in} "), encoding="utf-8")
+    if gpio_group:
+        dropin = tmp_path / GPIO_DROPIN.parent.name / GPIO_DROPIN.name
+        dropin.parent.mkdir()
+        dropin.write_bytes(GPIO_DROPIN.read_bytes())
     result = analyze("verify", "--man=no", str(unit))
     # verify exits 0 on an unknown key or a value it cannot parse, and only says so: any output is a failure.
     said = (result.stdout + result.stderr).strip()
     assert result.returncode == 0, f"systemd-analyze verify exited {result.returncode}:\n{said}"
     assert not said, f"systemd-analyze verify complains:\n{said}"
+
+
+def test_the_unit_names_only_groups_every_debian_has_and_the_drop_in_adds_gpio() -> None:
+    # systemd refuses to start a service whose SupplementaryGroups= names a missing group (status 216/GROUP): gpio
+    # exists on Raspberry Pi OS only, so the installer adds it through the drop-in where it exists.
+    groups = " ".join(directives(UNIT)["SupplementaryGroups"]).split()
+    assert groups == ["video"]
+    if BASE_PASSWD_GROUPS.exists():
+        everywhere = {line.split(":", 1)[0] for line in BASE_PASSWD_GROUPS.read_text(encoding="utf-8").splitlines()}
+        assert set(groups) <= everywhere, f"{sorted(set(groups) - everywhere)} not in {BASE_PASSWD_GROUPS}"
+    dropin = GPIO_DROPIN.read_text(encoding="utf-8")
+    assert "[Service]" in dropin.splitlines()
+    assert directives(GPIO_DROPIN) == {"SupplementaryGroups": ["gpio"]}
 
 
 def test_the_unit_is_a_watched_notify_service() -> None:

@@ -32,8 +32,9 @@ class FrameSource(Protocol):
     def still(self) -> NDArray[np.uint8]:
         """The most recent frame yielded, at full resolution: BGR (h, w, 3) or I420 (h * 3 / 2, w), uint8.
 
-        I420 is planar YUV 4:2:0 as OpenCV's ``COLOR_YUV2BGR_I420`` reads it (Y rows, then U, then V), what a
-        camera with a YUV420 main stream gives without converting in the frame loop; ``capture.still_bgr`` converts it.
+        I420 is planar, full-range YUV 4:2:0 (Y rows, then the U plane, then the V plane, each h / 2 x w / 2), what
+        a camera with a YUV420 main stream gives without converting in the frame loop; ``capture.still_bgr``
+        converts it.
         """
         ...
 

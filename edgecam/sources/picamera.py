@@ -1,13 +1,26 @@
 """The Raspberry Pi camera through Picamera2: the lores Y plane for detection, the main stream for stills.
 
-This is the only module that imports ``picamera2``, and only inside ``_make_camera``: importing it touches
+This is the only module that imports ``picamera2``, and only inside the factories below: importing it touches
 libcamera. The camera is configured once and runs continuously; a still is the main-stream image of the request
 behind the latest frame, so taking one never switches the camera's mode.
+
+The configuration is made to fit the board's camera memory (CMA): a YUV420 main stream, three buffers, and the
+smallest sensor mode that gives the still its whole field of view. Facts taken from picamera2 name their line:
+``picamera2.py:N`` is ``picamera2/picamera2.py`` of the 0.3.38 wheel, other files of that wheel likewise.
 """
 
+import concurrent.futures
+import errno
+import importlib.metadata
 import logging
+import math
+import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -20,7 +33,38 @@ from edgecam.models import Frame
 
 logger = logging.getLogger(__name__)
 
+MEMINFO = Path("/proc/meminfo")
+"""Where the board's camera memory is read: its ``CmaTotal:`` line."""
+MIB = 1 << 20
+ASSUMED_CMA = 64 * MIB
+"""CMA assumed when /proc/meminfo does not say: the 64 MB a 512 MB board (Zero 2 W, 3A+) reserves on Bookworm."""
+CMA_SHARE = 0.5
+"""Share of the CMA the camera's own buffers may plan on. The rest is for the display and GPU, libcamera's
+statistics and lens-shading buffers, and fragmentation: each buffer must be one contiguous piece."""
+AUTO_STILL_PIXELS = 3_200_000
+"""Largest still chosen when none is set: the 2x2-binned sensor modes' class (2028x1520, 2304x1296), which keep
+full frame rates; full-resolution stills cost four times the memory, copy, JPEG bytes and MQTT packet."""
+STANDARD_STILLS = (
+    (2304, 1296),
+    (2028, 1520),
+    (1920, 1080),
+    (1640, 1232),
+    (1536, 864),
+    (1280, 960),
+    (1280, 720),
+    (1024, 768),
+    (640, 480),
+    (640, 360),
+)
+"""Still sizes chosen from when none is set, those of the sensor's aspect ratio (4:3 or 16:9)."""
+STOP_WAIT = 2.0
+"""Seconds close() waits for picamera2's stop(), and then again for its close(), before giving up on each."""
+MIN_VERSION = (0, 3, 20)
+"""picamera2 0.3.20 added cancel_all_and_flush() and honours capture_request(wait=seconds): before it a number
+blocks forever (v0.3.19 picamera2.py:1320) and a camera that stops delivering cannot be stopped."""
+
 _OPEN_ERRORS = (RuntimeError, OSError, ValueError, IndexError)
+_RAW_FORMAT = re.compile(r"^(S[RGB]{4}|R)(\d+)(_CSI2P|_PISP_COMP\d)?$")
 
 
 def _make_camera(camera_num: int) -> Any:
@@ -30,13 +74,287 @@ def _make_camera(camera_num: int) -> Any:
     return Picamera2(camera_num)
 
 
+def _map_stream(request: Any, name: str) -> AbstractContextManager[Any]:
+    """The named stream of ``request`` in place, read-only, inside ``with`` (tests replace this).
+
+    picamera2's MappedArray maps the buffer without copying (request.py:53-85); ``make_array`` would copy the
+    whole padded buffer first (request.py:169-180).
+    """
+    from picamera2 import MappedArray
+
+    mapped: AbstractContextManager[Any] = MappedArray(request, name, write=False)
+    return mapped
+
+
+def _installed_version() -> str | None:
+    """picamera2's version from its package metadata (it has no ``__version__``), None when it has none."""
+    try:
+        return importlib.metadata.version("picamera2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cma_total() -> int | None:
+    """The board's CMA in bytes, from the ``CmaTotal:`` line of ``MEMINFO``; None when there is none."""
+    try:
+        text = MEMINFO.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    match = re.search(r"^CmaTotal:\s+(\d+)\s+kB", text, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else None
+
+
+@dataclass(frozen=True)
+class SensorMode:
+    """A raw mode of the sensor as picamera2's ``_raw_modes`` lists it (picamera2.py:623-630)."""
+
+    format: str
+    """libcamera's name, e.g. ``SRGGB12_CSI2P``: Bayer order, bit depth, packing."""
+    size: tuple[int, int]
+
+    @property
+    def bit_depth(self) -> int:
+        """Bits per pixel from the sensor (how picamera2's SensorFormat reads it: sensor_format.py:14)."""
+        match = _RAW_FORMAT.match(self.format)
+        assert match is not None
+        return int(match.group(2))
+
+    @property
+    def bytes_per_pixel(self) -> float:
+        """Bytes per pixel in a raw buffer: packed CSI-2 keeps the bit depth, unpacked takes 1 or 2 bytes."""
+        match = _RAW_FORMAT.match(self.format)
+        assert match is not None
+        if match.group(3) == "_CSI2P":
+            return self.bit_depth / 8
+        if match.group(3):
+            return 1.0  # the Pi 5's compressed raw
+        return 1.0 if self.bit_depth <= 8 else 2.0
+
+
+def read_modes(camera: Any) -> list[SensorMode]:
+    """The sensor's raw modes, from picamera2's private ``_raw_modes`` list, [] when it has none.
+
+    The public ``sensor_modes`` is not used: it configures the camera once per mode (picamera2.py:613-614), slow,
+    and on a 512 MB board it runs out of camera memory (raspberrypi/picamera2#1358). ``_raw_modes`` is read from
+    libcamera at open (picamera2.py:556), present from 0.3.16 on. Without it picamera2 picks the mode itself.
+    """
+    entries = getattr(camera, "_raw_modes", None)
+    modes = []
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            fmt, (width, height) = str(entry["format"]), entry["size"]
+        except (KeyError, TypeError, ValueError):
+            continue
+        if _RAW_FORMAT.match(fmt):
+            modes.append(SensorMode(fmt, (int(width), int(height))))
+    return modes
+
+
+@dataclass(frozen=True)
+class CameraPlan:
+    """The configuration chosen for the board: still size, sensor mode, buffers and their estimated memory."""
+
+    still: tuple[int, int]
+    detect: tuple[int, int]
+    mode: SensorMode | None
+    """None: the sensor's modes are unknown and picamera2 picks one for the still size."""
+    buffers: int
+    cma_bytes: int
+    """Estimated camera memory of the streams' buffers (main, lores and raw), bytes."""
+    budget: int
+    """Camera memory the plan had to fit in, bytes: ``CMA_SHARE`` of the board's CMA."""
+    chosen: bool
+    """The still size was chosen for the board, not set by the user."""
+
+    @property
+    def upscaled(self) -> bool:
+        """The sensor mode has fewer pixels than the still (across the still's aspect): the ISP scales it up."""
+        if self.mode is None:
+            return False
+        return _view_width(self.mode.size, self.still[0] / self.still[1]) < self.still[0] - 1
+
+
+def buffer_count(fps: float) -> int:
+    """Buffers per stream for a camera running at ``fps``.
+
+    edgecam holds one request (the latest frame, for its still) and picamera2 keeps the newest completed one
+    (``_max_queue_len`` 1: picamera2.py:1270-1271); a third is the one the sensor fills. When a frame completes
+    picamera2 releases the one it kept (picamera2.py:1498-1500), so the sensor always has a buffer to fill however
+    long edgecam is busy, and a capture returns the newest frame. With two, a busy frame loop leaves the sensor
+    none: frames are lost and the frame returned next is stale. The request comes back within the frame's
+    readout and the ISP's pass (tens of ms), well inside a frame at 10 fps; above 15 fps the next frame may start
+    before that (inferred from the timings, not measured), so a fourth keeps one buffer always queued. picamera2's
+    preview uses 4 (picamera2.py:805) for preview windows that hold a buffer too.
+    """
+    return 3 if fps <= 15 else 4
+
+
 def _even(value: int) -> int:
     # picamera2 refuses odd stream sizes.
     return value - value % 2
 
 
+def _align(value: float, to: int) -> int:
+    return math.ceil(value / to) * to
+
+
+def _yuv420_bytes(size: tuple[int, int]) -> int:
+    # Y rows padded to 64 bytes, so U and V rows (half as wide) to 32, as picamera2 aligns YUV420 for the VC4
+    # hardware (picamera2.py:1110-1115); the height to 16 to err on the large side.
+    return _align(size[0], 64) * _align(size[1], 16) * 3 // 2
+
+
+def estimate_cma(
+    still: tuple[int, int], detect: tuple[int, int], mode: SensorMode | None, native: tuple[int, int], buffers: int
+) -> int:
+    """Bytes of camera memory for ``buffers`` buffers of each stream: YUV420 main and lores, and the raw mode.
+
+    picamera2 allocates every stream's buffers from CMA in configure() (dmaallocator.py:45-66). The raw stream is
+    kept on: with it, libcamera (through picamera2's rpi_apps.yaml, ``raw_mandatory_stream``) needs no raw buffers
+    of its own, while without it it allocates four (rpi_apps.yaml lines 21 and 27-30; vc4.cpp prepareBuffers).
+    """
+    raw_size, per_pixel = (mode.size, mode.bytes_per_pixel) if mode is not None else (native, 2.0)
+    raw = _align(raw_size[0] * per_pixel, 32) * raw_size[1]
+    return buffers * (_yuv420_bytes(still) + _yuv420_bytes(detect) + raw)
+
+
+def _sensor_area(mode: SensorMode, native: tuple[int, int]) -> tuple[int, int] | None:
+    """The sensor area a mode reads, where its size tells; None for a centre crop of unknown size.
+
+    Known: all of the sensor, or its full width or height, read at full resolution or 2x2 binned. Other modes read
+    a centre crop (1332x990 on the HQ camera, 1536x864 on the Camera Module 3, 640x480 and 1920x1080 on the v2).
+    """
+    for binning in (1, 2):
+        width, height = mode.size[0] * binning, mode.size[1] * binning
+        fits = width <= native[0] + 8 and height <= native[1] + 8
+        if fits and (abs(width - native[0]) <= 8 or abs(height - native[1]) <= 8):
+            return width, height
+    return None
+
+
+def _reads_whole(mode: SensorMode, native: tuple[int, int]) -> bool:
+    area = _sensor_area(mode, native)
+    return area is not None and abs(area[0] - native[0]) <= 8 and abs(area[1] - native[1]) <= 8
+
+
+def _view_width(area: tuple[int, int], aspect: float) -> float:
+    """Width of the largest rectangle of ``aspect`` inside ``area``: what a still of that aspect sees of it."""
+    return min(area[0], area[1] * aspect)
+
+
+def choose_mode(
+    still: tuple[int, int],
+    detect: tuple[int, int],
+    modes: Sequence[SensorMode],
+    native: tuple[int, int],
+    buffers: int,
+    budget: int,
+) -> SensorMode | None:
+    """The sensor mode for ``still``, None when the modes are unknown.
+
+    The smallest mode that keeps the whole field of view of the still's aspect and has at least its pixels,
+    within ``budget`` bytes; else the largest such mode that fits (the still is scaled up); else the smallest
+    covering mode, for the allocator to judge.
+
+    picamera2's own choice (score_mode, picamera2.py:1084-1100) prefers the mode closest in size and aspect, and
+    picks a cropped one as readily: the HQ camera's 1332x990 for a 1280x960 still, the Camera Module 3's full
+    4608x2592 for the old default 2028x1520.
+    """
+    if not modes:
+        return None
+    aspect = still[0] / still[1]
+    whole = _view_width(native, aspect)
+    viewing = [m for m in modes if (a := _sensor_area(m, native)) and _view_width(a, aspect) >= 0.99 * whole]
+    candidates = viewing or list(modes)
+
+    def cost(mode: SensorMode) -> int:
+        return estimate_cma(still, detect, mode, native, buffers)
+
+    def area(mode: SensorMode) -> tuple[int, int]:
+        return mode.size[0] * mode.size[1], mode.bit_depth
+
+    covering = sorted(
+        (m for m in candidates if _view_width(m.size, aspect) >= still[0] - 1),
+        key=lambda m: (m.size[0] * m.size[1], -m.bit_depth),
+    )
+    for mode in covering:
+        if cost(mode) <= budget:
+            return mode
+    fitting = [m for m in candidates if cost(m) <= budget]
+    if fitting:
+        return max(fitting, key=area)
+    return covering[0] if covering else max(candidates, key=area)
+
+
+def still_sizes(modes: Sequence[SensorMode], native: tuple[int, int]) -> list[tuple[int, int]]:
+    """Still sizes to choose from when none is set, largest first.
+
+    The standard sizes of the sensor's aspect and the sizes of its modes that read the whole sensor, no larger than
+    the sensor nor than ``AUTO_STILL_PIXELS``.
+    """
+    aspect = native[0] / native[1]
+    sizes = {s for s in STANDARD_STILLS if abs(s[0] / s[1] - aspect) <= 0.02 * aspect}
+    if not sizes:  # an unusual sensor: its own aspect at standard widths
+        sizes = {(w, _even(round(w / aspect))) for w in (2028, 1640, 1280, 1024, 640)}
+    sizes |= {m.size for m in modes if _reads_whole(m, native)}
+    usable = [s for s in sizes if s[0] <= native[0] and s[1] <= native[1] and s[0] * s[1] <= AUTO_STILL_PIXELS]
+    return sorted(usable, key=lambda s: s[0] * s[1], reverse=True)
+
+
+def plan_camera(
+    camera: CameraSettings, modes: Sequence[SensorMode], native: tuple[int, int], cma: int | None
+) -> CameraPlan:
+    """The configuration for the board, whose CMA is ``cma`` bytes (None: unknown, ``ASSUMED_CMA`` assumed).
+
+    The user's still size, or the largest of ``still_sizes`` whose buffers fit ``CMA_SHARE`` of the CMA; the
+    sensor mode for it (``choose_mode``); the buffer count (``buffer_count``).
+    """
+    budget = int((cma or ASSUMED_CMA) * CMA_SHARE)
+    buffers = buffer_count(camera.fps)
+    detect = (_even(camera.detect_width), _even(camera.detect_height))
+
+    def plan(still: tuple[int, int], chosen: bool) -> CameraPlan:
+        mode = choose_mode(still, detect, modes, native, buffers, budget)
+        cma_bytes = estimate_cma(still, detect, mode, native, buffers)
+        return CameraPlan(still, detect, mode, buffers, cma_bytes, budget, chosen)
+
+    if camera.still_width is not None and camera.still_height is not None:
+        return plan((_even(camera.still_width), _even(camera.still_height)), chosen=False)
+    sizes = [s for s in still_sizes(modes, native) if s[0] >= detect[0] and s[1] >= detect[1]]
+    plans = [plan(still, chosen=True) for still in sizes]
+    for candidate in plans:
+        if candidate.cma_bytes <= budget and not candidate.upscaled:
+            return candidate
+    if plans:
+        return plans[-1]
+    return plan(detect, chosen=True)
+
+
+def i420(yuv: NDArray[np.uint8], width: int, height: int) -> NDArray[np.uint8]:
+    """A contiguous I420 copy (height * 3 / 2, width) of picamera2's YUV420 array (height * 3 / 2, stride).
+
+    picamera2 shapes YUV420 as Y rows of ``stride`` bytes followed by U and V rows of ``stride / 2``
+    (request.py:328-333; its JPEG encoder slices the planes the same way, encoders/jpeg_encoder.py:45-51). The
+    padding is cut while copying, so this is the one copy out of the camera's buffer.
+    """
+    stride = yuv.shape[1]
+    size = width * height
+    out = np.empty(size * 3 // 2, np.uint8)
+    if stride == width:
+        out[:] = yuv.reshape(-1)[: size * 3 // 2]
+        return out.reshape(height * 3 // 2, width)
+    out[:size].reshape(height, width)[:] = yuv[:height, :width]
+    flat = yuv.reshape(-1)
+    half, rows, quarter = stride // 2, height // 2, size // 4
+    for plane in range(2):
+        start = height * stride + plane * rows * half
+        chroma = flat[start : start + rows * half].reshape(rows, half)[:, : width // 2]
+        out[size + plane * quarter : size + (plane + 1) * quarter].reshape(rows, width // 2)[:] = chroma
+    return out.reshape(height * 3 // 2, width)
+
+
 class PiCameraSource:
-    """A Raspberry Pi camera: detection frames from the lores YUV420 stream, stills from the main RGB stream."""
+    """A Raspberry Pi camera: detection frames from the lores YUV420 stream, I420 stills from the main stream."""
 
     def __init__(self, camera: CameraSettings) -> None:
         self._detect_size = (camera.detect_width, camera.detect_height)
@@ -44,6 +362,10 @@ class PiCameraSource:
         self._fps = camera.fps
         self._held: Any = None  # the request behind the latest frame, kept until the next one for still()
         self._index = 0
+        self._main_size = (0, 0)
+        self._lores_size = (0, 0)
+        self._plan: CameraPlan | None = None
+        self._cma: int | None = None
         try:
             self._camera: Any = _make_camera(0)
         except ImportError as err:
@@ -51,37 +373,99 @@ class PiCameraSource:
                 "camera.source: 'picamera2' needs the picamera2 package "
                 "(on Raspberry Pi OS: sudo apt install python3-picamera2)"
             ) from err
+        except IndexError as err:  # picamera2 before 0.3.37 indexes an empty camera list (v0.3.36 :344)
+            raise CameraError(
+                "camera.source: cannot open the Pi camera: no camera found; check its ribbon cable and "
+                "'rpicam-hello --list-cameras'"
+            ) from err
         except _OPEN_ERRORS as err:
-            raise CameraError(f"camera.source: cannot open the Pi camera: {_first_line(err)}") from err
+            raise CameraError(f"camera.source: cannot open the Pi camera: {_with_cause(err)}") from err
         try:
-            self._lores_size = self._start(camera)
+            self._check_version()
+            self._start(camera)
+        except CameraError:
+            self.close()
+            raise
         except _OPEN_ERRORS as err:
             self.close()
-            raise CameraError(f"camera.source: cannot start the Pi camera: {_first_line(err)}") from err
+            raise CameraError(f"camera.source: cannot start the Pi camera: {self._start_error(err)}") from err
         self._opened_at = time.monotonic()
-        logger.info(
-            "Pi camera running: stills %dx%d, detection %dx%d, %.3g fps",
-            _even(camera.still_width),
-            _even(camera.still_height),
-            *self._lores_size,
-            camera.fps,
+
+    def _check_version(self) -> None:
+        if hasattr(self._camera, "cancel_all_and_flush"):
+            return
+        version = _installed_version() or "(version unknown)"
+        raise CameraError(
+            f"camera.source: picamera2 {version} is too old: edgecam needs 0.3.20 or later, which can stop a camera "
+            "that stopped delivering frames; upgrade it: sudo apt update && sudo apt install python3-picamera2"
         )
 
-    def _start(self, camera: CameraSettings) -> tuple[int, int]:
-        """Configure main and lores once and start; return the lores size the camera settled on."""
-        frame_us = round(1_000_000 / camera.fps)
-        # The preview configuration is the one meant for a camera that runs all the time: 4 buffers (video's 6 are
-        # for an encoder's latency, and at still size each costs ~9 MB of CMA), full-range sYCC so the Y plane
-        # spans 0-255, and light noise reduction that keeps the ISP's work per frame small.
-        config = self._camera.create_preview_configuration(
-            main={"size": (_even(camera.still_width), _even(camera.still_height)), "format": "RGB888"},
-            lores={"size": (_even(camera.detect_width), _even(camera.detect_height)), "format": "YUV420"},
+    def _start(self, settings: CameraSettings) -> None:
+        """Configure main, lores and raw once and start; log what libcamera configured."""
+        camera = self._camera
+        modes = read_modes(camera)
+        native = (int(camera.sensor_resolution[0]), int(camera.sensor_resolution[1]))
+        self._cma = cma_total()
+        plan = self._plan = plan_camera(settings, modes, native, self._cma)
+        frame_us = round(1_000_000 / settings.fps)
+        extra: dict[str, Any] = {}
+        if plan.mode is not None:
+            # An exact mode size scores 0 in picamera2's mode choice (picamera2.py:1084-1100), so this mode is used.
+            extra["sensor"] = {"output_size": plan.mode.size, "bit_depth": plan.mode.bit_depth}
+            extra["raw"] = {"format": plan.mode.format, "size": plan.mode.size}
+        # The preview configuration is the one for a camera that runs all the time: full-range sYCC, so the Y plane
+        # spans 0-255, and light noise reduction, keeping the ISP's work per frame small. YUV420 main: 1.5 bytes a
+        # pixel against RGB888's 3, and what a JPEG encoder takes without converting.
+        config = camera.create_preview_configuration(
+            main={"size": plan.still, "format": "YUV420"},
+            lores={"size": plan.detect, "format": "YUV420"},
+            buffer_count=plan.buffers,
             controls={"FrameDurationLimits": (frame_us, frame_us)},
+            **extra,
         )
-        self._camera.configure(config)
-        width, height = self._camera.stream_configuration("lores")["size"]
-        self._camera.start()
-        return int(width), int(height)
+        camera.configure(config)
+        actual = camera.camera_configuration()
+        camera.start()
+        main, lores = actual["main"], actual["lores"]
+        self._main_size = (int(main["size"][0]), int(main["size"][1]))
+        self._lores_size = (int(lores["size"][0]), int(lores["size"][1]))
+        self._log_started(actual, plan, settings.fps)
+
+    def _log_started(self, actual: dict[str, Any], plan: CameraPlan, fps: float) -> None:
+        main, lores, raw = actual["main"], actual["lores"], actual.get("raw")
+        sensor = actual.get("sensor") or {}
+        streams = [s for s in (main, lores, raw) if s is not None]
+        held = sum(int(actual["buffer_count"]) * int(s.get("framesize", 0)) for s in streams)
+        mode = sensor.get("output_size")
+        logger.info(
+            "Pi camera running: stills %dx%d %s (stride %s, %s), detection %dx%d, sensor mode %s %s-bit, "
+            "raw stream %s, %d buffers, %.1f MiB of camera memory (CMA %s), %.3g fps",
+            *self._main_size,
+            main.get("format"),
+            main.get("stride"),
+            "chosen for this board" if plan.chosen else "camera.still_width/still_height",
+            *self._lores_size,
+            f"{mode[0]}x{mode[1]}" if mode else "?",
+            sensor.get("bit_depth", "?"),
+            f"{raw['size'][0]}x{raw['size'][1]} {raw['format']}" if raw else "off",
+            int(actual["buffer_count"]),
+            (held or plan.cma_bytes) / MIB,
+            f"{self._cma / MIB:.0f} MiB" if self._cma else "unknown",
+            fps,
+        )
+
+    def _start_error(self, err: BaseException) -> str:
+        """One line for a failed start; when the camera memory ran out, what it asked for and what to change."""
+        text = _with_cause(err)
+        out_of_memory = (isinstance(err, OSError) and err.errno == errno.ENOMEM) or "Cannot allocate memory" in text
+        plan, cma = self._plan, self._cma
+        if not out_of_memory or plan is None:
+            return text
+        return (
+            f"{text}: its buffers (about {plan.cma_bytes / MIB:.0f} MiB for stills of {plan.still[0]}x{plan.still[1]}) "
+            f"do not fit the camera memory (CMA {f'{cma / MIB:.0f} MiB' if cma else 'unknown'}); set a smaller "
+            "camera.still_width/still_height, or unset both to fit the board"
+        )
 
     @property
     def fps(self) -> float:
@@ -89,61 +473,81 @@ class PiCameraSource:
         return self._fps
 
     def frames(self) -> Iterator[Frame]:
-        """Yield frames until closed; raise CameraError when the camera stops delivering."""
+        """Yield frames until closed; raise CameraError (one line) when the camera stops delivering or fails."""
         while (camera := self._camera) is not None:
             self._release_held()
             try:
                 request = camera.capture_request(wait=self._timeout)
-            except TimeoutError as err:
+            except concurrent.futures.TimeoutError as err:  # job.py:84; the builtin one only from Python 3.11
                 raise CameraError(
                     f"camera.source: the Pi camera gave no frame for {self._timeout:g} s "
                     "(camera.frame_timeout); is the ribbon cable seated?"
                 ) from err
+            except concurrent.futures.CancelledError:
+                return  # close() cancelled the wait (cancel_all_and_flush, job.py:86-93)
             except RuntimeError as err:
                 if self._camera is None:  # closed meanwhile
                     return
                 raise CameraError(f"camera.source: the Pi camera failed: {_first_line(err)}") from err
             self._held = request
             try:
-                gray = self._y_plane(request.make_array("lores"))
+                gray = self._y_plane(request)
                 metadata = request.get_metadata()
-            except RuntimeError as err:
+            except (RuntimeError, OSError) as err:  # OSError: syncing the buffer (dmaallocator.py:126)
                 raise CameraError(f"camera.source: cannot read a Pi camera frame: {_first_line(err)}") from err
             index, self._index = self._index, self._index + 1
             yield Frame(index, time.monotonic() - self._opened_at, gray, metadata)
 
-    def _y_plane(self, yuv: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        """The detection image from a YUV420 array (rows of ``stride`` bytes): the Y plane, padding cut off."""
+    def _y_plane(self, request: Any) -> NDArray[np.uint8]:
+        """The detection image: the lores Y plane (padding cut off) at the detection size, copied out once."""
         width, height = self._lores_size
-        gray = yuv[:height, :width]
-        if (width, height) != self._detect_size:
-            gray = np.asarray(cv2.resize(gray, self._detect_size, interpolation=cv2.INTER_AREA), np.uint8)
-        return np.ascontiguousarray(gray, dtype=np.uint8)
+        with _map_stream(request, "lores") as mapped:
+            y = mapped.array[:height, :width]
+            if (width, height) != self._detect_size:
+                return np.asarray(cv2.resize(y, self._detect_size, interpolation=cv2.INTER_AREA), np.uint8)
+            return np.array(y, dtype=np.uint8)
 
     def still(self) -> NDArray[np.uint8]:
-        """The main-stream image (BGR, still size) of the most recent frame yielded; no mode switch."""
+        """The main-stream image of the most recent frame yielded: I420 (h * 3 / 2, w), full-range YCbCr.
+
+        Copied once out of the camera's buffer, no mode switch. Raises CameraError before the first frame.
+        """
         if self._held is None:
             raise CameraError("camera: no frame has been read yet, so there is no still")
         try:
-            # RGB888 is B, G, R in memory: OpenCV's BGR. make_array copies, so the buffer can go back.
-            return np.asarray(self._held.make_array("main"), dtype=np.uint8)
-        except RuntimeError as err:
+            with _map_stream(self._held, "main") as mapped:
+                return i420(mapped.array, *self._main_size)
+        except (RuntimeError, OSError) as err:
             raise CameraError(f"camera.source: cannot read the Pi camera's still: {_first_line(err)}") from err
 
     def close(self) -> None:
-        """Release the latest request, stop and close the camera; safe to call twice."""
+        """Release the latest request, cancel waiting captures, stop and close the camera; safe to call twice.
+
+        Returns within about 2 x ``STOP_WAIT`` seconds even when the camera hangs. Raises CameraError when closing
+        fails.
+        """
         camera, self._camera = self._camera, None
         if camera is None:
             return
+        failures = []
         try:
-            try:
-                self._release_held()
-                camera.stop()
-            finally:
-                camera.close()
+            self._release_held()
         except RuntimeError as err:
-            raise CameraError(f"camera.source: cannot stop the Pi camera: {_first_line(err)}") from err
+            failures.append(f"releasing the last frame: {_first_line(err)}")
+        cancel: Callable[[], None] | None = getattr(camera, "cancel_all_and_flush", None)
+        if cancel is not None:
+            # A capture that timed out stays queued (job.py:78-84) and stop() would queue behind it forever
+            # (picamera2.py:1424, :1479-1485); cancelling the queue lets it through (picamera2's wait_cancel_test).
+            cancel()
+        for name in ("stop", "close"):
+            done, error = _bounded(getattr(camera, name), STOP_WAIT)
+            if not done:
+                logger.warning("Pi camera: %s() did not return within %g s; going on without it", name, STOP_WAIT)
+            elif error is not None:
+                failures.append(f"{name}: {_first_line(error)}")
         logger.info("Pi camera closed after %d frames", self._index)
+        if failures:
+            raise CameraError(f"camera.source: cannot stop the Pi camera: {'; '.join(failures)}")
 
     def _release_held(self) -> None:
         request, self._held = self._held, None
@@ -151,6 +555,36 @@ class PiCameraSource:
             request.release()
 
 
+def _bounded(call: Callable[[], object], seconds: float) -> tuple[bool, BaseException | None]:
+    """Run ``call`` in a daemon thread for at most ``seconds``: (whether it returned, what it raised)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except Exception as err:  # noqa: BLE001  # handed back to the caller's thread, which reports it
+            outcome.append(err)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, name="picamera2-close", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        return False, None
+    return True, outcome[0]
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def _with_cause(err: BaseException) -> str:
+    """The error's first line, and its cause's: picamera2 wraps a busy camera's error (picamera2.py:370-372)."""
+    text = _first_line(err)
+    cause = err.__cause__
+    if cause is None:
+        return text
+    hint = "; is another program using the camera?" if "busy" in str(cause).lower() else ""
+    return f"{text} ({_first_line(cause)}){hint}"

@@ -1,11 +1,33 @@
-"""A stand-in for ``picamera2.Picamera2`` that films the simulated door scene, for tests and demos without a Pi.
+"""A stand-in for ``picamera2.Picamera2`` that films the simulated door scene, for tests without a Pi.
 
-It mirrors the names and arguments of the real methods ``PiCameraSource`` uses, keeps the real class's rules that
-matter to callers (configure only while stopped, lores no larger than main and YUV, even sizes, a request is
-released exactly once, a held buffer is not handed out again) and records what was called so tests can check the
-camera was configured once, never switched mode for a still, and had every request released.
+It behaves like picamera2 0.3.38 where edgecam depends on it, and each such behaviour names the line of the real
+source it copies: ``picamera2.py:N`` is ``picamera2/picamera2.py`` of the 0.3.38 wheel, ``request.py:N``,
+``job.py:N``, ``dmaallocator.py:N`` the other files of that wheel, ``v0.3.19 picamera2.py:N`` a line at that git tag
+of raspberrypi/picamera2. What the real library cannot tell (how much camera memory the rest of the system holds)
+is an assumption here, and says so.
+
+What it models:
+
+- configurations as ``create_*_configuration`` builds them, a raw stream included by default;
+- the sensor's raw modes per sensor model, and the mode picamera2 picks for a configuration;
+- camera memory (CMA): every stream's ``buffer_count`` buffers, refused with ENOMEM past the board's budget;
+- frames that arrive at the configured rate on a clock (``time.monotonic`` or an injected one) whether or not the
+  application is reading, with only the newest completed request kept while it is busy;
+- capture jobs: a timed-out job stays queued until ``cancel_all_and_flush()``, and ``stop()`` waits behind it;
+- the real exceptions, and the differences of picamera2 before 0.3.20 and before 0.3.37.
+
+Where the real library would block forever the fake gives up after ``hang_limit`` seconds, records what would have
+hung in ``hangs`` and raises ``WouldHang``, so a test fails instead of hanging.
 """
 
+import concurrent.futures
+import errno
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -16,24 +38,166 @@ from numpy.typing import NDArray
 from edgecam.config import SimulatedSettings
 from edgecam.sources.simulated import SceneRenderer
 
+MIB = 1 << 20
+
+ZERO_2W_CMA = 64 * MIB
+"""CmaTotal of a 512 MB board (Pi Zero 2 W, Pi 3A+) on Raspberry Pi OS Bookworm: the kernel log's
+"65536K cma-reserved" (ArduCAM/picamera2_examples#27). Other releases reserve more (256 MB on a Zero 2 W running
+Trixie, raspberrypi/picamera2#1358), so edgecam reads /proc/meminfo rather than assuming."""
+
+CMA_IN_USE = 12 * MIB
+"""What the fake assumes the rest of the system holds in CMA while the camera starts (the display's framebuffer,
+the GPU, libcamera's statistics and embedded-data buffers). An assumption, not a measurement."""
+
+
+@dataclass(frozen=True)
+class FakeSensorMode:
+    """One raw mode as ``rpicam-hello --list-cameras`` shows it on a Pi 4."""
+
+    format: str
+    size: tuple[int, int]
+    fps: float
+    """Highest frame rate of the mode."""
+    crop: tuple[int, int, int, int]
+    """The sensor area the mode reads, in full-resolution pixels: x, y, width, height."""
+
+    @property
+    def bit_depth(self) -> int:
+        """Bits per pixel, from the format's name as picamera2's SensorFormat reads it (sensor_format.py:14)."""
+        return _bit_depth(self.format)
+
+
+SENSORS: dict[str, tuple[FakeSensorMode, ...]] = {
+    # HQ camera. raspberrypi/documentation pull 2587 (the --list-cameras example).
+    "imx477": (
+        FakeSensorMode("SRGGB10_CSI2P", (1332, 990), 120.05, (696, 528, 2664, 1980)),
+        FakeSensorMode("SRGGB12_CSI2P", (2028, 1080), 50.03, (0, 440, 4056, 2160)),
+        FakeSensorMode("SRGGB12_CSI2P", (2028, 1520), 40.01, (0, 0, 4056, 3040)),
+        FakeSensorMode("SRGGB12_CSI2P", (4056, 3040), 10.00, (0, 0, 4056, 3040)),
+    ),
+    # Camera Module 3. --list-cameras output quoted in public projects; 10-bit only, 1536x864 the cropped mode
+    # (raspberrypi/rpicam-apps#570).
+    "imx708": (
+        FakeSensorMode("SRGGB10_CSI2P", (1536, 864), 120.13, (768, 432, 3072, 1728)),
+        FakeSensorMode("SRGGB10_CSI2P", (2304, 1296), 56.03, (0, 0, 4608, 2592)),
+        FakeSensorMode("SRGGB10_CSI2P", (4608, 2592), 14.35, (0, 0, 4608, 2592)),
+    ),
+    # Camera Module v2. raspberrypi/documentation pull 2587: the same four sizes in 10 and 8 bits.
+    "imx219": tuple(
+        FakeSensorMode(fmt, size, fps, crop)
+        for fmt in ("SRGGB10_CSI2P", "SRGGB8")
+        for size, fps, crop in (
+            ((640, 480), 206.65, (1000, 752, 1280, 960)),
+            ((1640, 1232), 41.85, (0, 0, 3280, 2464)),
+            ((1920, 1080), 47.57, (680, 692, 1920, 1080)),
+            ((3280, 2464), 21.19, (0, 0, 3280, 2464)),
+        )
+    ),
+}
+
 _STREAM_KEYS = ("format", "size", "stride", "preserve_ar")
+_RAW_IGNORED = ("bit_depth", "crop_limits", "exposure_limits", "fps", "unpacked")  # picamera2.py:796
+_SENSOR_KEYS = {"bit_depth", "output_size"}
 # Channel order in memory of picamera2's RGB formats, as indexes into a BGR image (X is a constant 255).
 _RGB_ORDER = {"RGB888": (0, 1, 2), "BGR888": (2, 1, 0), "XRGB8888": (0, 1, 2, -1), "XBGR8888": (2, 1, 0, -1)}
 _YUV = ("YUV420",)
-_STRIDE_ALIGN = 64  # bytes; libcamera pads each row of a buffer like this
+_RAW_FORMAT = re.compile(r"^(S[RGB]{4}|R)\d+(_CSI2P)?$")
+_FIRST_CANCEL_VERSION = (0, 3, 20)
+_NO_CAMERA_MESSAGE_VERSION = (0, 3, 37)
+
+
+def _bit_depth(fmt: str) -> int:
+    match = re.search(r"\d+$", fmt.split("_", 1)[0])
+    if match is None:
+        raise RuntimeError(f"Unrecognised raw format {fmt}")
+    return int(match.group())
 
 
 def _align(value: int, to: int) -> int:
     return -(-value // to) * to
 
 
-class FakeCompletedRequest:
-    """Mirrors ``picamera2.request.CompletedRequest``: one frame's arrays and metadata until it is released."""
+def stream_bytes(fmt: str, size: tuple[int, int]) -> tuple[int, int]:
+    """The (stride, frame size) in bytes the fake gives a stream of ``fmt`` at ``size``.
 
-    def __init__(self, arrays: dict[str, NDArray[np.uint8]], metadata: dict[str, Any]) -> None:
-        self._arrays: dict[str, NDArray[np.uint8]] | None = arrays
-        self._metadata = metadata
+    Rows are padded to 32 bytes, YUV420's Y rows to 64 so that its half-width U and V rows stay 32-aligned:
+    picamera2's ``align_stream`` says this is what the VC4 hardware does (picamera2.py:1110-1115). Raw rows hold
+    the packed pixels (CSI2P: bit depth / 8 bytes each), unpacked ones 1 byte up to 8 bits, else 2.
+    """
+    width, height = size
+    if fmt in _YUV:
+        stride = _align(width, 64)
+        return stride, stride * height * 3 // 2
+    if fmt in _RGB_ORDER:
+        stride = _align(width * len(_RGB_ORDER[fmt]), 32)
+        return stride, stride * height
+    bits = _bit_depth(fmt)
+    row = -(-width * bits // 8) if fmt.endswith("_CSI2P") else width * (1 if bits <= 8 else 2)
+    stride = _align(row, 32)
+    return stride, stride * height
+
+
+class WouldHang(RuntimeError):
+    """The real picamera2 would block forever here; the fake gave up after its ``hang_limit``."""
+
+
+class FakeClock:
+    """A clock for the fake camera whose ``sleep`` moves time on at once: tests of timing take no real time."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        """The current time, seconds."""
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Move time on by ``seconds``."""
+        with self._lock:
+            self.now += max(0.0, seconds)
+
+
+class FakeJob:
+    """Mirrors ``picamera2.job.Job``: a queued operation whose result a caller may wait for."""
+
+    def __init__(self, camera: "FakePicamera2") -> None:
+        self._camera = camera
+        self.future: concurrent.futures.Future[FakeCompletedRequest] = concurrent.futures.Future()
+        self.future.set_running_or_notify_cancel()  # job.py:30
+
+    def get_result(self, timeout: float | None = None) -> "FakeCompletedRequest":
+        """The request, waiting at most ``timeout`` seconds (None: for ever; bounded by the fake's hang limit).
+
+        Raises concurrent.futures.TimeoutError on a timeout (``Future.result``, job.py:84) and CancelledError once
+        ``cancel_all_and_flush`` cancelled the job (job.py:93).
+        """
+        return self._camera._wait_for_job(self, timeout)
+
+    def cancel(self) -> None:
+        """Make waiting for the result raise CancelledError (job.py:86-93)."""
+        if not self.future.done():
+            self.future.set_exception(concurrent.futures.CancelledError())
+
+
+class FakeCompletedRequest:
+    """Mirrors ``picamera2.request.CompletedRequest``: one frame's buffers and metadata until it is released."""
+
+    def __init__(self, camera: "FakePicamera2", index: int, arrival: float) -> None:
+        self._camera = camera
+        self._scene = camera._scene
+        self.index = index
+        """The frame's number since the camera started (the real request has no such field)."""
+        self.arrival = arrival
+        self.config: dict[str, Any] = dict(camera.camera_config)
+        self.stream_map: dict[str, str] = {
+            name: name for name in ("main", "lores", "raw") if self.config.get(name) is not None
+        }
+        self.request: object | None = object()  # stands for the libcamera request
+        self.stop_count = camera.stop_count
         self.ref_count = 1
+        self._buffers: dict[str, NDArray[np.uint8]] = {}
+        self._metadata: dict[str, Any] | None = None
 
     @property
     def released(self) -> bool:
@@ -41,34 +205,155 @@ class FakeCompletedRequest:
         return self.ref_count == 0
 
     def acquire(self) -> None:
-        """Take another reference, as the real class does."""
+        """Take another reference (request.py:106-111)."""
         if self.ref_count == 0:
             raise RuntimeError("CompletedRequest: acquiring lock with ref_count 0")
         self.ref_count += 1
 
     def release(self) -> None:
-        """Give one reference back; at zero the buffers go back to the camera."""
+        """Give one reference back; at zero the buffers go back to the camera (request.py:113-152)."""
         self.ref_count -= 1
         if self.ref_count < 0:
             raise RuntimeError("CompletedRequest: lock now has negative ref_count")
         if self.ref_count == 0:
-            self._arrays = None
+            self._forget()
+            self._camera._requeue(self)
 
-    def make_array(self, name: str) -> NDArray[np.uint8]:
-        """A copy of the named stream's image: (h, w, 3 or 4) for RGB formats, (h * 3 / 2, stride) for YUV420."""
-        if self._arrays is None or name not in self._arrays:
-            raise RuntimeError(f"Stream {name!r} is not defined")
-        return self._arrays[name].copy()
+    def _forget(self) -> None:
+        # request.py:148-152: the libcamera request, the configuration and the stream map are dropped.
+        self.ref_count = 0
+        self.request = None
+        self.config = {}
+        self.stream_map = {}
+        self._buffers = {}
 
     def get_metadata(self) -> dict[str, Any]:
-        """The frame's metadata (ExposureTime, AnalogueGain, Lux, ColourGains, SensorTimestamp, ...)."""
-        if self._arrays is None:
-            raise RuntimeError("CompletedRequest: metadata of a released request")
+        """The frame's metadata (ExposureTime, AnalogueGain, Lux, ColourGains, SensorTimestamp, FrameDuration...)."""
+        assert self.request is not None  # request.py:164: a released request fails like this, not RuntimeError
+        if self._metadata is None:
+            self._render()
+        assert self._metadata is not None
         return dict(self._metadata)
+
+    def make_array(self, name: str) -> NDArray[np.uint8]:
+        """A copy of the named stream: (h, w, 3 or 4) for RGB formats, (h * 3 / 2, stride) for YUV420."""
+        if self.config.get(name) is None:
+            raise RuntimeError(f"Stream {name!r} is not defined")  # request.py:171-173
+        with MappedArray(self, name, write=False) as mapped:
+            assert mapped.array is not None
+            return np.array(mapped.array)
+
+    def _view(self, name: str, write: bool) -> NDArray[np.uint8]:
+        """The named stream's buffer, shaped as picamera2 shapes it (request.py:300-345), without a copy."""
+        stream = self.config[name]
+        if name not in self._buffers:
+            self._render()
+        buffer = self._buffers[name]
+        width, height = stream["size"]
+        stride = stream["stride"]
+        view: NDArray[np.uint8]
+        if stream["format"] in _YUV:
+            view = buffer.reshape(height * 3 // 2, stride)
+        elif stream["format"] in _RGB_ORDER:
+            channels = len(_RGB_ORDER[stream["format"]])
+            view = np.asarray(buffer.reshape(height, stride)[:, : width * channels].reshape(height, width, channels))
+        else:
+            view = buffer.reshape(height, stride)
+        view = view.view()
+        view.flags.writeable = write
+        return view
+
+    def _render(self) -> None:
+        bgr, scene = self._scene().render(self.index)
+        main = self.config["main"]
+        self._buffers["main"] = _paint(bgr, main)
+        lores = self.config.get("lores")
+        if lores is not None:
+            small = np.asarray(cv2.resize(bgr, lores["size"], interpolation=cv2.INTER_AREA), np.uint8)
+            self._buffers["lores"] = _paint(small, lores)
+        raw = self.config.get("raw")
+        if raw is not None:
+            self._buffers["raw"] = np.zeros(raw["framesize"], np.uint8)
+        duration_us = round(self._camera._period * 1_000_000)
+        self._metadata = {
+            **scene,
+            "SensorTimestamp": round(self.arrival * 1e9),
+            "FrameDuration": duration_us,
+            "DigitalGain": 1.0,
+            "ColourTemperature": 4100,
+        }
+
+
+class MappedArray:
+    """Mirrors ``picamera2.request.MappedArray``: the named stream's buffer in place, inside ``with``.
+
+    Entering syncs the buffer for the CPU, which the real DmaAllocator does with an ioctl that raises OSError when
+    it fails (``dmaallocator.py:126``); the fake fails so from frame ``sync_fails_at`` on.
+    """
+
+    def __init__(self, request: FakeCompletedRequest, stream: str, reshape: bool = True, write: bool = True) -> None:
+        self._request = request
+        self._stream = stream
+        self._write = write
+        self._array: NDArray[np.uint8] | None = None
+
+    def __enter__(self) -> "MappedArray":
+        request = self._request
+        request.stream_map[self._stream]  # noqa: B018  # request.py:33: KeyError once the request is released
+        request._camera._sync(request)
+        self._array = request._view(self._stream, self._write)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_traceback: TracebackType | None,
+    ) -> None:
+        self._array = None
+
+    @property
+    def array(self) -> NDArray[np.uint8] | None:
+        """The buffer as an array, valid inside ``with`` only."""
+        return self._array
+
+
+def _paint(bgr: NDArray[np.uint8], stream: dict[str, Any]) -> NDArray[np.uint8]:
+    """The stream's buffer (1-D, ``framesize`` bytes) holding ``bgr`` in the stream's format and stride."""
+    height, width = bgr.shape[:2]
+    stride = stream["stride"]
+    out = np.zeros(stream["framesize"], np.uint8)
+    if stream["format"] in _YUV:
+        # Full-range YCbCr, as the preview configuration's Sycc colour space asks: Y is the plain grey level.
+        ycrcb = cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)
+        half = stride // 2
+        planes = [(ycrcb[:, :, 0], 0, stride)]
+        for channel, offset in ((2, height * stride), (1, height * stride + height // 2 * half)):
+            chroma = cv2.resize(ycrcb[:, :, channel], (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+            planes.append((chroma, offset, half))
+        for plane, offset, row in planes:
+            rows = plane.shape[0]
+            out[offset : offset + rows * row].reshape(rows, row)[:, : plane.shape[1]] = plane
+        return out
+    order = _RGB_ORDER[stream["format"]]
+    with_x = np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]) if -1 in order else bgr
+    pixels = with_x[:, :, [3 if i == -1 else i for i in order]]
+    out.reshape(height, stride)[:, : width * len(order)] = pixels.reshape(height, -1)
+    return out
 
 
 class FakePicamera2:
-    """Mirrors ``picamera2.Picamera2`` for the calls edgecam makes; frames come from the simulated scene."""
+    """Mirrors ``picamera2.Picamera2`` for the calls edgecam makes; frames come from the simulated scene.
+
+    Options beyond the real constructor's: ``sensor`` the sensor model (a key of ``SENSORS``); ``cma_bytes`` the
+    board's CMA (None: unlimited) and ``cma_in_use`` what the rest of the system holds of it; ``version`` the
+    picamera2 version to behave as; ``missing`` / ``busy`` to fail opening as a missing or busy camera does;
+    ``fail_after`` frames after which no more arrive (a loose cable); ``sync_fails_at`` the frame from which
+    syncing a buffer fails with OSError; ``stop_hangs`` to make stop() itself hang (libcamera stuck in the
+    kernel); ``clock`` and ``sleep`` the time frames arrive on (default ``time.monotonic``); ``hang_limit`` the
+    seconds after which what would block forever raises WouldHang instead; ``rpi_apps_yaml`` whether libcamera
+    reads picamera2's ``rpi_apps.yaml`` (picamera2 ``__init__.py:18-38`` points it there when the file exists).
+    """
 
     def __init__(
         self,
@@ -78,25 +363,85 @@ class FakePicamera2:
         allocator: Any = None,
         *,
         sim: SimulatedSettings | None = None,
-        sensor_resolution: tuple[int, int] = (4056, 3040),
+        sensor: str = "imx477",
+        cma_bytes: int | None = None,
+        cma_in_use: int = CMA_IN_USE,
+        version: tuple[int, int, int] = (0, 3, 38),
+        missing: bool = False,
+        busy: bool = False,
         fail_after: int | None = None,
+        sync_fails_at: int | None = None,
+        stop_hangs: bool = False,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        hang_limit: float = 10.0,
+        rpi_apps_yaml: bool = True,
     ) -> None:
-        """Open fake camera ``camera_num``; after ``fail_after`` frames, capture_request times out."""
+        """Open fake camera ``camera_num``; see the class for the options."""
+        self.version = version
+        if missing or camera_num != 0:
+            if version >= _NO_CAMERA_MESSAGE_VERSION:  # picamera2.py:345-348
+                raise RuntimeError(
+                    f'No camera number {camera_num} found - use "rpicam-hello --list-cameras" to check connected '
+                    "cameras"
+                )
+            raise IndexError("list index out of range")  # v0.3.36 picamera2.py:344: global_camera_info()[n]
+        if busy:
+            # libcamera's acquire() fails with EBUSY (picamera2.py:580); __init__ wraps it (:370-372).
+            cause = RuntimeError("Failed to acquire camera: Device or resource busy")
+            raise RuntimeError("Camera __init__ sequence did not complete.") from cause
         self.camera_num = camera_num
         self.sim = sim or SimulatedSettings()
-        self.sensor_resolution = sensor_resolution
+        self.sensor = sensor
+        self.modes = SENSORS[sensor]
+        self._raw_modes = [{"format": m.format, "size": m.size} for m in self.modes]  # picamera2.py:623-630
+        native = self._native_mode()
+        self.sensor_resolution = native.size  # picamera2.py:557-558
+        self.sensor_format = native.format
+        self.cma_bytes = cma_bytes
+        self.cma_in_use = cma_in_use
         self.fail_after = fail_after
+        self.sync_fails_at = sync_fails_at
+        self.stop_hangs = stop_hangs
+        self.hang_limit = hang_limit
+        self.rpi_apps_yaml = rpi_apps_yaml
+        self._clock = clock or time.monotonic
+        self._sleep = sleep
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
         self.calls: list[str] = []
         """Names of the methods called, in order."""
         self.configurations: list[dict[str, Any]] = []
         """Every configuration passed to configure() or start(config=...)."""
         self.requests: list[FakeCompletedRequest] = []
-        """Every request handed out."""
+        """Every request handed to the application."""
+        self.hangs: list[str] = []
+        """What would have blocked forever in the real library."""
+        self.dropped = 0
+        """Completed frames the library recycled without the application seeing them (picamera2.py:1498-1500)."""
+        self.lost = 0
+        """Frames the sensor had no buffer for: the application and the library held every request."""
         self.camera_config: dict[str, Any] = {}
+        self.stream_bytes = 0
+        """CMA held by the configured streams' buffers."""
+        self.internal_bytes = 0
+        """CMA held by libcamera's own raw buffers while started."""
         self.started = False
         self.is_open = True
-        self._renderer: SceneRenderer | None = None
-        self._frame = 0
+        self.stop_count = 0
+        self._renderer: SceneRenderer | None = None  # made by start(), not configure(): slow at large sizes
+        self._period = 0.1
+        self._mode: FakeSensorMode | None = None
+        self._jobs: list[FakeJob] = []
+        self._completed: list[FakeCompletedRequest] = []
+        self._queued = 0  # requests libcamera holds to fill
+        self._max_queue_len = 1
+        self._t0 = 0.0
+        self._arrived = 0
+        if version >= _FIRST_CANCEL_VERSION:
+            # cancel_all_and_flush() came with 0.3.20 (commit ddd2ca3; v0.3.20 picamera2.py:1179; not at v0.3.19):
+            # an older fake has no such attribute, so hasattr() tells the versions apart as it does for the real one.
+            self.cancel_all_and_flush: Callable[[], None] = self._cancel_all_and_flush
 
     def __enter__(self) -> "FakePicamera2":
         return self
@@ -109,126 +454,308 @@ class FakePicamera2:
     ) -> None:
         self.close()
 
+    def _native_mode(self) -> FakeSensorMode:
+        # picamera2.py:632-646: the largest mode, the deeper one of two the same size.
+        return max(self.modes, key=lambda m: (m.size[0] * m.size[1], m.bit_depth))
+
+    @property
+    def cma_used(self) -> int:
+        """Bytes of CMA this camera holds now."""
+        return self.stream_bytes + self.internal_bytes
+
+    # Configurations ---------------------------------------------------------------------------------------------
+
     def _create(
         self,
         main: dict[str, Any] | None,
         lores: dict[str, Any] | None,
-        defaults: dict[str, Any],
+        raw: dict[str, Any] | None,
+        main_defaults: dict[str, Any],
+        control_defaults: dict[str, Any],
         controls: dict[str, Any] | None,
         **rest: Any,
     ) -> dict[str, Any]:
         if not self.is_open:
             raise RuntimeError("Camera not opened")
-        for stream in (main, lores):
-            bad = set(stream or {}) - set(_STREAM_KEYS)
-            if bad:
-                raise ValueError(f"Bad key {sorted(bad)[0]!r}: valid stream configuration keys are {_STREAM_KEYS}")
-        main_config = {**defaults, **(main or {})}
-        lores_config = None
-        if lores is not None:
-            lores_config = {"format": "YUV420", "size": main_config["size"], "preserve_ar": False, **lores}
-        return {"main": main_config, "lores": lores_config, "raw": None, "controls": dict(controls or {}), **rest}
+        main_config = self._stream(dict(main_defaults), {} if main is None else main)
+        assert main_config is not None
+        lores_config = self._stream({"format": "YUV420", "size": main_config["size"], "preserve_ar": False}, lores)
+        for stream in (main_config, lores_config):
+            if stream is not None:  # align_stream(optimal=False): even sizes (picamera2.py:1116-1121)
+                width, height = stream["size"]
+                stream["size"] = (width - width % 2, height - height % 2)
+        # picamera2.py:825-827: a raw stream by default, at the main stream's size in the native Bayer format.
+        raw_config = self._stream({"format": self.sensor_format, "size": main_config["size"]}, raw, _RAW_IGNORED)
+        return {
+            "main": main_config,
+            "lores": lores_config,
+            "raw": raw_config,
+            "controls": control_defaults | dict(controls or {}),  # picamera2.py:829-833: the caller's values win
+            **rest,
+        }
+
+    @staticmethod
+    def _stream(
+        defaults: dict[str, Any], updates: dict[str, Any] | None, ignored: tuple[str, ...] = ()
+    ) -> dict[str, Any] | None:
+        # picamera2.py:769-781: None turns the stream off; an unknown key is a ValueError.
+        if updates is None:
+            return None
+        for key, value in updates.items():
+            if key in _STREAM_KEYS:
+                defaults[key] = value
+            elif key not in ignored:
+                raise ValueError(f"Bad key {key!r}: valid stream configuration keys are {_STREAM_KEYS}")
+        return defaults
 
     def create_preview_configuration(
         self,
         main: dict[str, Any] | None = None,
         lores: dict[str, Any] | None = None,
-        raw: dict[str, Any] | None = None,
-        transform: Any = None,
-        colour_space: Any = None,
+        raw: dict[str, Any] | None = {},  # noqa: B006  # the real default: a raw stream (picamera2.py:798-803)
+        transform: Any = "Transform()",
+        colour_space: Any = "Sycc",
         buffer_count: int = 4,
         controls: dict[str, Any] | None = None,
         display: str | None = "main",
         encode: str | None = "main",
         queue: bool = True,
-        sensor: dict[str, Any] | None = None,
+        sensor: dict[str, Any] | None = {},  # noqa: B006  # the real default; None turns the sensor setting off
         use_case: str = "preview",
     ) -> dict[str, Any]:
-        """A configuration for a continuously running camera (4 buffers by default)."""
+        """A configuration for a continuously running camera: 4 buffers, XBGR8888 640x480 (picamera2.py:798-847)."""
         self.calls.append("create_preview_configuration")
-        defaults = {"format": "XBGR8888", "size": (640, 480), "preserve_ar": True}
-        return self._create(main, lores, defaults, controls, buffer_count=buffer_count, use_case=use_case)
+        return self._create(
+            main,
+            lores,
+            raw,
+            {"format": "XBGR8888", "size": (640, 480), "preserve_ar": True},
+            {"NoiseReductionMode": "Minimal", "FrameDurationLimits": (100, 83333)},
+            controls,
+            use_case=use_case,
+            transform=transform,
+            colour_space=colour_space,
+            buffer_count=buffer_count,
+            queue=queue,
+            sensor=None if sensor is None else dict(sensor),
+            display=display,
+            encode=encode,
+        )
 
     def create_still_configuration(
         self,
         main: dict[str, Any] | None = None,
         lores: dict[str, Any] | None = None,
-        raw: dict[str, Any] | None = None,
-        transform: Any = None,
-        colour_space: Any = None,
+        raw: dict[str, Any] | None = {},  # noqa: B006  # the real default (picamera2.py:849-855)
+        transform: Any = "Transform()",
+        colour_space: Any = "Sycc",
         buffer_count: int = 1,
         controls: dict[str, Any] | None = None,
         display: str | None = None,
         encode: str | None = None,
         queue: bool = True,
-        sensor: dict[str, Any] | None = None,
+        sensor: dict[str, Any] | None = {},  # noqa: B006  # the real default; None turns the sensor setting off
         use_case: str = "still",
     ) -> dict[str, Any]:
-        """A configuration for single full-resolution captures (1 buffer by default)."""
+        """Single full-resolution captures: 1 buffer, BGR888 at the sensor's resolution (picamera2.py:849-900)."""
         self.calls.append("create_still_configuration")
-        defaults = {"format": "BGR888", "size": self.sensor_resolution, "preserve_ar": True}
-        return self._create(main, lores, defaults, controls, buffer_count=buffer_count, use_case=use_case)
+        return self._create(
+            main,
+            lores,
+            raw,
+            {"format": "BGR888", "size": self.sensor_resolution, "preserve_ar": True},
+            {"NoiseReductionMode": "HighQuality", "FrameDurationLimits": (100, 1_000_000_000)},
+            controls,
+            use_case=use_case,
+            transform=transform,
+            colour_space=colour_space,
+            buffer_count=buffer_count,
+            queue=queue,
+            sensor=None if sensor is None else dict(sensor),
+            display=display,
+            encode=encode,
+        )
 
     def create_video_configuration(
         self,
         main: dict[str, Any] | None = None,
         lores: dict[str, Any] | None = None,
-        raw: dict[str, Any] | None = None,
-        transform: Any = None,
+        raw: dict[str, Any] | None = {},  # noqa: B006  # the real default (picamera2.py:902-908)
+        transform: Any = "Transform()",
         colour_space: Any = None,
         buffer_count: int = 6,
         controls: dict[str, Any] | None = None,
         display: str | None = "main",
         encode: str | None = "main",
         queue: bool = True,
-        sensor: dict[str, Any] | None = None,
+        sensor: dict[str, Any] | None = {},  # noqa: B006  # the real default; None turns the sensor setting off
         use_case: str = "video",
     ) -> dict[str, Any]:
-        """A configuration for video recording (6 buffers by default)."""
+        """Video recording: 6 buffers, XBGR8888 1280x720 (picamera2.py:902-956)."""
         self.calls.append("create_video_configuration")
-        defaults = {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True}
-        return self._create(main, lores, defaults, controls, buffer_count=buffer_count, use_case=use_case)
+        return self._create(
+            main,
+            lores,
+            raw,
+            {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True},
+            {"NoiseReductionMode": "Fast", "FrameDurationLimits": (33333, 33333)},
+            controls,
+            use_case=use_case,
+            transform=transform,
+            colour_space=colour_space,
+            buffer_count=buffer_count,
+            queue=queue,
+            sensor=None if sensor is None else dict(sensor),
+            display=display,
+            encode=encode,
+        )
+
+    @property
+    def sensor_modes(self) -> list[dict[str, Any]]:
+        """Every raw mode with its fps and crop.
+
+        Found as the real property finds them: by configuring the camera once per mode (picamera2.py:586-621,
+        :613-614), which is slow and allocates each mode's buffers.
+        """
+        self.calls.append("sensor_modes")
+        found = []
+        for mode in self.modes:
+            self.configure(self.create_preview_configuration(raw={"format": mode.format, "size": mode.size}))
+            found.append(
+                {
+                    "format": mode.format,
+                    "unpacked": mode.format.split("_", 1)[0],
+                    "bit_depth": mode.bit_depth,
+                    "size": mode.size,
+                    "fps": mode.fps,
+                    "crop_limits": mode.crop,
+                    "exposure_limits": (26, 1_000_000),
+                }
+            )
+        return found
 
     def configure(self, camera_config: dict[str, Any] | None = None) -> None:
-        """Apply a configuration; like the real camera, only while stopped."""
+        """Apply a configuration: only while stopped, and only if its buffers fit the CMA.
+
+        Raises RuntimeError for a configuration picamera2 refuses (picamera2.py:958-1012), ValueError never (that
+        comes from create_*), and OSError(ENOMEM) when the buffers do not fit, as the DmaHeap ioctl does
+        (dma_heap.py:93, inside configure: picamera2.py:1277).
+        """
         self.calls.append("configure")
         if camera_config is None:
             camera_config = self.create_preview_configuration()
         self.configurations.append(camera_config)
         if self.started:
-            raise RuntimeError("Camera must be stopped before configuring")
-        config = {**camera_config, "main": dict(camera_config["main"])}
-        self._check_stream(config["main"], "main")
-        if camera_config["lores"] is not None:
-            config["lores"] = dict(camera_config["lores"])
-            self._check_stream(config["lores"], "lores")
-            (main_w, main_h), (lores_w, lores_h) = config["main"]["size"], config["lores"]["size"]
-            if lores_w > main_w or lores_h > main_h:
-                raise RuntimeError("lores stream dimensions may not exceed main stream")
-            if config["lores"]["format"] not in _YUV:
-                raise RuntimeError("lores stream must be YUV")
-        for stream in (config["main"], config["lores"]):
-            if stream is not None:
-                width = stream["size"][0]
-                row = width if stream["format"] in _YUV else width * len(_RGB_ORDER[stream["format"]])
-                stream["stride"] = _align(row, _STRIDE_ALIGN)
+            raise RuntimeError("Camera must be stopped before configuring")  # picamera2.py:1188-1189
+        config = dict(camera_config)
+        self.camera_config = {}  # picamera2.py:1222-1224: unconfigured until allocation succeeds
+        self._free_streams()
+        self._check(config)
+        mode = self._pick_mode(config)
+        for name in ("main", "lores", "raw"):
+            stream = config[name]
+            if stream is None:
+                continue
+            if name == "raw":
+                # libcamera sets the raw stream to the chosen mode (vc4.cpp platformValidate).
+                stream["size"] = mode.size
+                stream["format"] = mode.format
+            stream["stride"], stream["framesize"] = stream_bytes(stream["format"], stream["size"])
+        config["sensor"] = {"bit_depth": mode.bit_depth, "output_size": mode.size}  # picamera2.py:1173-1178
+        needed = sum(
+            config["buffer_count"] * config[name]["framesize"]
+            for name in ("main", "lores", "raw")
+            if config[name] is not None
+        )
+        if not self._fits(needed):
+            raise OSError(errno.ENOMEM, os.strerror(errno.ENOMEM))
+        self.stream_bytes = needed
+        self._mode = mode
+        self._max_queue_len = 1 if config["queue"] and config["buffer_count"] > 1 else 0  # picamera2.py:1270-1273
         self.camera_config = config
-        duration_us = config["controls"].get("FrameDurationLimits", (33333, 33333))[0]
-        sim = self.sim.model_copy(update={"fps": 1_000_000 / duration_us})
-        self._renderer = SceneRenderer(sim, *config["main"]["size"])
+        limits = config["controls"].get("FrameDurationLimits", (100, 83333))
+        self._period = max(limits[0] / 1e6, 1 / mode.fps)
+        self._renderer = None
+
+    def _scene(self) -> SceneRenderer:
+        """The simulated scene at the main stream's size and the frame rate, made once per configuration."""
+        with self._lock:
+            if self._renderer is None:
+                sim = self.sim.model_copy(update={"fps": 1 / self._period})
+                self._renderer = SceneRenderer(sim, *self.camera_config["main"]["size"])
+            return self._renderer
+
+    def _fits(self, more: int) -> bool:
+        if self.cma_bytes is None:
+            return True
+        return self.cma_in_use + self.cma_used + more <= self.cma_bytes
+
+    def _free_streams(self) -> None:
+        # DmaAllocator.allocate frees the old buffers first (dmaallocator.py:35-44).
+        self.stream_bytes = 0
+
+    def _check(self, config: dict[str, Any]) -> None:
+        sensor = config.get("sensor")
+        if sensor is not None and set(sensor) - _SENSOR_KEYS:  # picamera2.py:998-1002
+            raise RuntimeError(f"Unexpected keys {set(sensor) - _SENSOR_KEYS} in sensor configuration")
+        self._check_stream(config["main"], "main")
+        lores = config["lores"]
+        if lores is not None:
+            self._check_stream(lores, "lores")
+            (main_w, main_h), (lores_w, lores_h) = config["main"]["size"], lores["size"]
+            if lores_w > main_w or lores_h > main_h:
+                raise RuntimeError("lores stream dimensions may not exceed main stream")  # picamera2.py:1010
+            if lores["format"] not in _YUV:
+                raise RuntimeError("lores stream must be YUV")  # picamera2.py:1012 (VC4 boards)
+        if config["raw"] is not None:
+            self._check_stream(config["raw"], "raw")
 
     @staticmethod
     def _check_stream(stream: dict[str, Any], name: str) -> None:
-        if stream["format"] not in _RGB_ORDER and stream["format"] not in _YUV:
-            raise RuntimeError(f"Bad format {stream['format']} in stream {name} (the fake knows RGB and YUV420)")
+        # picamera2.py:958-984.
+        fmt = stream["format"]
+        if name == "raw":
+            if not _RAW_FORMAT.match(fmt):
+                raise RuntimeError("Unrecognised raw format " + fmt)
+        elif fmt not in _RGB_ORDER and fmt not in _YUV:
+            raise RuntimeError(f"Bad format {fmt} in stream {name} (the fake knows RGB formats and YUV420)")
         size = stream["size"]
         if not isinstance(size, tuple) or len(size) != 2:
             raise RuntimeError(f"size in {name} stream should be (width, height)")
         if size[0] % 2 or size[1] % 2:
             raise RuntimeError("width and height should be even")
 
+    def _pick_mode(self, config: dict[str, Any]) -> FakeSensorMode:
+        """The raw mode picamera2 asks libcamera for (picamera2.py:1064-1103)."""
+        sensor = config.get("sensor")
+        raw = config.get("raw")
+        if sensor is not None and sensor.get("bit_depth") is not None:
+            bit_depth = int(sensor["bit_depth"])
+        elif raw is not None and "format" in raw:
+            bit_depth = _bit_depth(raw["format"])
+        else:
+            bit_depth = _bit_depth(self.sensor_format)
+        if sensor is not None and sensor.get("output_size") is not None:
+            output: tuple[int, int] = (int(sensor["output_size"][0]), int(sensor["output_size"][1]))
+        elif raw is not None and "size" in raw:
+            output = raw["size"]
+        else:
+            output = config["main"]["size"]
+
+        def score_format(desired: float, actual: float) -> float:
+            score = desired - actual
+            return -score / 4 if score < 0 else score * 2
+
+        def score(mode: FakeSensorMode) -> float:
+            # score_mode, picamera2.py:1084-1098.
+            result = score_format(output[0], mode.size[0]) + score_format(output[1], mode.size[1])
+            result += 1500 * score_format(output[0] / output[1], mode.size[0] / mode.size[1])
+            return result + 500 * abs(bit_depth - mode.bit_depth)
+
+        return min(self.modes, key=score)  # picamera2.py:1100: the first of equal scores
+
     def camera_configuration(self) -> dict[str, Any]:
-        """The configuration in force, with strides filled in."""
+        """The configuration in force, with sizes, strides, frame sizes and the sensor mode filled in."""
         return self.camera_config
 
     def stream_configuration(self, name: str = "main") -> dict[str, Any]:
@@ -236,42 +763,107 @@ class FakePicamera2:
         stream: dict[str, Any] = self.camera_config[name]
         return stream
 
+    # Running ----------------------------------------------------------------------------------------------------
+
     def start(self, config: dict[str, Any] | None = None, show_preview: bool | None = False) -> None:
-        """Start delivering frames, configuring first if ``config`` is given."""
+        """Start delivering frames, configuring first if ``config`` is given.
+
+        libcamera allocates its own raw buffers here. With ``rpi_apps.yaml`` (``raw_mandatory_stream``) it needs
+        none when the application has a raw stream, else max(2, 4 - raw buffers) (rpi_apps.yaml lines 21, 27-30;
+        vc4.cpp prepareBuffers). Running out is ``RuntimeError: Failed to start camera`` from the bindings.
+        """
         self.calls.append("start")
         if config is not None:
             self.configure(config)
         if not self.camera_config:
             raise RuntimeError("Camera has not been configured")
-        self.started = True
+        config = self.camera_config
+        assert self._mode is not None
+        raw_buffers = config["buffer_count"] if config["raw"] is not None else 0
+        internal = 0 if raw_buffers and self.rpi_apps_yaml else max(2, 4 - raw_buffers)
+        internal_bytes = internal * stream_bytes(self._mode.format, self._mode.size)[1]
+        if not self._fits(internal_bytes):
+            raise RuntimeError("Failed to start camera: Cannot allocate memory")
+        self._scene()  # before the first frame is due, as the real camera's set-up precedes it
+        with self._lock:
+            self.internal_bytes = internal_bytes
+            self.started = True
+            self._t0 = self._clock()
+            self._arrived = 0
+            self._queued = config["buffer_count"]  # picamera2.py:1138: one request per buffer
+            self._completed = []
 
     def stop(self) -> None:
-        """Stop delivering frames."""
+        """Stop delivering frames.
+
+        With the event loop running, stop_ is queued as a job behind any other (picamera2.py:1423-1424), and jobs
+        finish strictly in order (:1479-1485): behind a capture that will never get a frame, stop() waits forever.
+        """
         self.calls.append("stop")
-        self.started = False
+        if not self.started:
+            return
+        self._block_until(lambda: not self._jobs, "stop() queued behind a capture job that never finishes")
+        if self.stop_hangs:
+            self._block_until(lambda: False, "stop() stuck in libcamera")
+        self._stop_()
+
+    def _stop_(self) -> None:
+        with self._lock:
+            # picamera2.py:1389-1413: completed requests go back; the ones the application holds stay valid.
+            self.started = False
+            self.stop_count += 1
+            for request in self._completed:
+                request._forget()  # released; the camera is stopped, so not queued again
+            self._completed = []
+            self._queued = 0
+            self.internal_bytes = 0
+            self._wake.notify_all()
 
     def close(self) -> None:
-        """Stop and close the camera; a second close does nothing."""
+        """Stop and close the camera; a second close does nothing.
+
+        close() stops the event loop first and then calls stop_ directly (picamera2.py:725-737), so it does not
+        wait behind a queued job; it does not cancel jobs either.
+        """
         self.calls.append("close")
         if not self.is_open:
             return
-        self.started = False
-        self.is_open = False
+        if self.started:
+            self._stop_()
+        with self._lock:
+            self._free_streams()
+            self.is_open = False
+            self.camera_config = {}
+            self._wake.notify_all()
 
-    def capture_request(
-        self, wait: bool | float | None = None, signal_function: Any = None, flush: Any = None
-    ) -> FakeCompletedRequest:
-        """The next frame; the caller must release it. Times out (TimeoutError) after ``fail_after`` frames."""
+    def _cancel_all_and_flush(self) -> None:
+        """Cancel every queued job, whose waiters get CancelledError, and empty the queue (picamera2.py:1375-1387)."""
+        self.calls.append("cancel_all_and_flush")
+        with self._lock:
+            for job in self._jobs:
+                job.cancel()
+            self._jobs = []
+            self._wake.notify_all()
+
+    def capture_request(self, wait: bool | float | None = None, signal_function: Any = None, flush: Any = None) -> Any:
+        """The oldest completed request (picamera2.py:1852-1856), or the next to complete; release it when done.
+
+        ``wait``: None or True block, False returns the job, a number waits that many seconds and then raises
+        concurrent.futures.TimeoutError, leaving the job queued (picamera2.py:1529-1558). 0 is falsy, so it returns
+        the job too. Before 0.3.20 a number blocks like True (v0.3.19 picamera2.py:1320).
+        """
         self.calls.append("capture_request")
-        if not self.started:
-            raise RuntimeError("Camera is not started: the real capture_request would wait forever")
-        held = sum(not r.released for r in self.requests)
-        if held >= self.camera_config["buffer_count"]:
-            raise RuntimeError(f"all {held} buffers are held by the caller: capture_request would wait forever")
-        if self.fail_after is not None and self._frame >= self.fail_after:
-            raise TimeoutError
-        request = self._render(self._frame)
-        self._frame += 1
+        with self._lock:
+            self._advance(self._clock())
+            job = FakeJob(self)
+            self._jobs.append(job)
+            self._run_jobs()
+        if wait is None:
+            wait = signal_function is None
+        if not wait:
+            return job
+        timeout = None if wait is True or self.version < _FIRST_CANCEL_VERSION else float(wait)
+        request = job.get_result(timeout)
         self.requests.append(request)
         return request
 
@@ -283,43 +875,88 @@ class FakePicamera2:
         finally:
             request.release()
 
-    def _render(self, index: int) -> FakeCompletedRequest:
-        assert self._renderer is not None
-        bgr, scene = self._renderer.render(index)
-        arrays = {"main": self._rgb(bgr, self.camera_config["main"])}
-        lores = self.camera_config["lores"]
-        if lores is not None:
-            small = np.asarray(cv2.resize(bgr, lores["size"], interpolation=cv2.INTER_AREA), np.uint8)
-            arrays["lores"] = self._yuv420(small, lores["stride"])
-        duration_us = round(1_000_000 / self._renderer.sim.fps)
-        metadata = {
-            **scene,
-            "SensorTimestamp": index * duration_us * 1000,
-            "FrameDuration": duration_us,
-            "DigitalGain": 1.0,
-            "ColourTemperature": 4100,
-        }
-        return FakeCompletedRequest(arrays, metadata)
+    # The frame clock --------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _rgb(bgr: NDArray[np.uint8], stream: dict[str, Any]) -> NDArray[np.uint8]:
-        order = _RGB_ORDER[stream["format"]]
-        with_x = np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]) if -1 in order else bgr
-        return np.ascontiguousarray(with_x[:, :, [3 if i == -1 else i for i in order]])
+    def _next_arrival(self) -> float | None:
+        if not self.started or (self.fail_after is not None and self._arrived >= self.fail_after):
+            return None
+        return self._t0 + (self._arrived + 1) * self._period
 
-    @staticmethod
-    def _yuv420(bgr: NDArray[np.uint8], stride: int) -> NDArray[np.uint8]:
-        """Planar YUV 4:2:0 as picamera2 returns it: (h * 3 / 2, stride), each row padded to the stride.
+    def _advance(self, now: float) -> None:
+        """Let every frame due by ``now`` arrive, as libcamera and the event loop would have handled it."""
+        while (arrival := self._next_arrival()) is not None and arrival <= now:
+            index = self._arrived
+            self._arrived += 1
+            if self._queued == 0:
+                self.lost += 1  # no buffer to fill: the frame is dropped before it reaches picamera2
+                continue
+            self._queued -= 1
+            self._completed.append(FakeCompletedRequest(self, index, arrival))  # picamera2.py:1461
+            self._run_jobs()
+            while len(self._completed) > self._max_queue_len:  # picamera2.py:1498-1500: the oldest go back
+                self._completed.pop(0)._forget()
+                self._queued += 1
+                self.dropped += 1
 
-        Full-range sYCC (what the preview configuration asks for): Y is the plain grey level, 0-255.
-        """
-        h, w = bgr.shape[:2]
-        ycrcb = cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)
-        y = ycrcb[:, :, 0]
-        u, v = (cv2.resize(ycrcb[:, :, c], (w // 2, h // 2), interpolation=cv2.INTER_AREA) for c in (2, 1))
-        out = np.zeros(h * stride * 3 // 2, np.uint8)
-        out[: h * stride].reshape(h, stride)[:, :w] = y
-        half = stride // 2
-        for plane, offset in ((u, h * stride), (v, h * stride * 5 // 4)):
-            out[offset : offset + h // 2 * half].reshape(h // 2, half)[:, : w // 2] = plane
-        return out.reshape(h * 3 // 2, stride)
+    def _run_jobs(self) -> None:
+        # picamera2.py:1479-1485: the oldest job takes the oldest completed request. A job nobody waits for any more
+        # (it timed out) still takes one, and that request is never released (job.py:78-84).
+        while self._jobs and self._completed:
+            job = self._jobs.pop(0)
+            job.future.set_result(self._completed.pop(0))
+        self._wake.notify_all()
+
+    def _requeue(self, request: FakeCompletedRequest) -> None:
+        with self._lock:
+            self._advance(self._clock())
+            if self.started and request.stop_count == self.stop_count:
+                self._queued += 1  # request.py:120-147: only while the camera runs that started it
+
+    def _sync(self, request: FakeCompletedRequest) -> None:
+        if self.sync_fails_at is not None and request.index >= self.sync_fails_at:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+    def _wait_for_job(self, job: FakeJob, timeout: float | None) -> FakeCompletedRequest:
+        start = self._clock()
+        limit = self.hang_limit if timeout is None else timeout
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._advance(now)
+                if job.future.done():
+                    return job.future.result()
+                if now - start >= limit:
+                    if timeout is not None:
+                        raise concurrent.futures.TimeoutError  # the job stays queued
+                    self.hangs.append("capture_request() waiting for a frame that never comes")
+                    raise WouldHang("capture_request() would wait forever for a frame")
+                arrival = self._next_arrival()
+                until = min(start + limit, arrival if arrival is not None else start + limit)
+                self._pause(until - now)
+
+    def _block_until(self, done: Callable[[], bool], what: str) -> None:
+        start = self._clock()
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._advance(now)
+                if done():
+                    return
+                if now - start >= self.hang_limit:
+                    self.hangs.append(what)
+                    raise WouldHang(f"the real picamera2 would block forever: {what}")
+                arrival = self._next_arrival()
+                until = min(start + self.hang_limit, arrival if arrival is not None else start + self.hang_limit)
+                self._pause(until - now)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` on the fake's clock (called holding the lock); another thread's cancel wakes it early."""
+        seconds = max(seconds, 0.0)
+        if self._sleep is None:
+            self._wake.wait(seconds)
+            return
+        self._lock.release()
+        try:
+            self._sleep(seconds)
+        finally:
+            self._lock.acquire()

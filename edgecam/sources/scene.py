@@ -152,6 +152,28 @@ class SceneState:
     """Each pet in view: the pet, how far across (0..1), the leg phase."""
 
 
+CAMERA_LIGHT_OVERSHOOT = 2.0
+"""Right after the camera's own light goes on, the picture is this many times as bright as once the exposure has
+adapted (auto exposure was set for the dark); right after it goes off, this many times as dark."""
+
+
+@dataclass(frozen=True)
+class CameraLight:
+    """The camera's own light (an infrared lamp beside it): switched by the agent, not by the script."""
+
+    on: bool
+    since: float = math.inf
+    """Seconds since it last switched; inf if it never has."""
+
+    def exposure(self, ramp: float) -> float:
+        """The picture's brightness relative to the adapted exposure: the overshoot fading linearly over ``ramp`` s."""
+        left = 1.0 - self.since / ramp if ramp > 0 else 0.0
+        if left <= 0.0:
+            return 1.0
+        peak = CAMERA_LIGHT_OVERSHOOT if self.on else 1.0 / CAMERA_LIGHT_OVERSHOOT
+        return 1.0 + (peak - 1.0) * left
+
+
 def _exposure(light_on: bool) -> float:
     return 1.0 if light_on else DARK**-_AE_STRENGTH
 

@@ -7,13 +7,14 @@ read noise scaled by its gain) and may compress each frame as JPEG or H.264 (``h
 light may switch or ramp (with the camera's exposure adapting), a light from the side may come on, a person may
 walk past outside the door zone or stand, lean or phone in front of the closed door (``people.py``), and a cat may
 cross. What happens when is data (``scene.py``: a ``Script`` of events per door cycle), so benchmark scenarios can
-add kinds of events without touching the painters; this module lights the painted scene and plays the camera.
+add kinds of events without touching the painters; this module lights the painted scene and plays the camera. The
+camera may have a light of its own that the agent switches (``SimulatedSource.wire_light``, the illuminator).
 """
 
 import logging
 import math
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,16 @@ from edgecam.sources.h264 import H264RoundTrip
 from edgecam.sources.hall import Hall
 from edgecam.sources.opencv import Pacer, detection_gray
 from edgecam.sources.porch import Porch, porch_door_zone
-from edgecam.sources.scene import DARK, SEED_CYCLE, SceneState, Script, build_script, cycle_of, door_openings
+from edgecam.sources.scene import (
+    DARK,
+    SEED_CYCLE,
+    CameraLight,
+    SceneState,
+    Script,
+    build_script,
+    cycle_of,
+    door_openings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +81,8 @@ class SceneRenderer:
         self._sensor = self._sensor_fields() if sim.shot_noise > 0 or sim.read_noise > 0 else None
         self._script_cycle = -2
         self._script = Script()
+        self._light: CameraLight | None = None
+        self._light_field: NDArray[np.float32] | None = None
         self._h264: H264RoundTrip | None = None
         if sim.h264_bitrate > 0:
             self._h264 = H264RoundTrip(self._uncompressed, width, height, sim.fps, sim.h264_bitrate, sim.h264_gop)
@@ -87,17 +99,22 @@ class SceneRenderer:
         """The scene at ``t`` seconds."""
         return self.script_at(t).state(t, self.sim.light_ramp, self.sim.lamp_rise)
 
-    def render(self, index: int) -> tuple[NDArray[np.uint8], dict[str, Any]]:
-        """Frame ``index``: the BGR image and camera-like metadata (Lux, ExposureTime, AnalogueGain)."""
+    def render(self, index: int, light: CameraLight | None = None) -> tuple[NDArray[np.uint8], dict[str, Any]]:
+        """Frame ``index``: the BGR image and camera-like metadata (Lux, ExposureTime, AnalogueGain).
+
+        ``light``: the camera's own light as it is for this frame, None for none. Through H.264 (``h264_bitrate``)
+        a group of pictures is rendered at once, so the light shows as it was at the group's first frame.
+        """
+        self._light = light
         if self._h264 is not None:
             return self._h264.frame(index), self._metadata(self.state(index / self.sim.fps))
-        image, state = self._picture(index)
+        image, state = self._picture(index, light)
         return image, self._metadata(state)
 
     def _uncompressed(self, index: int) -> NDArray[np.uint8]:
-        return self._picture(index)[0]
+        return self._picture(index, self._light)[0]
 
-    def _picture(self, index: int) -> tuple[NDArray[np.uint8], SceneState]:
+    def _picture(self, index: int, own_light: CameraLight | None) -> tuple[NDArray[np.uint8], SceneState]:
         """Frame ``index`` as the camera makes it, before any video compression, and the scene it shows."""
         sim = self.sim
         t = index / sim.fps
@@ -111,6 +128,7 @@ class SceneRenderer:
         if sim.shake > 0:
             shift = np.array([[1.0, 0.0, dx * sim.shake], [0.0, 1.0, dy * sim.shake]], np.float32)
             image = np.asarray(cv2.warpAffine(image, shift, (self.width, self.height), borderMode=cv2.BORDER_REFLECT))
+        reflected = image  # lit evenly at the lit scene's exposure: what the camera's own light shows
         camera_gain = sim.light_level * sim.sensor_gain * (1.0 + sim.flicker * flicker)
         camera_gain *= 1.0 + sim.drift * math.sin(2.0 * math.pi * t / sim.drift_period)
         brightness = state.brightness * camera_gain
@@ -127,6 +145,8 @@ class SceneRenderer:
             image = np.asarray(cv2.multiply(image, self._lamp, scale=brightness, dtype=cv2.CV_8U), np.uint8)
         elif brightness != 1.0:
             image = np.asarray(cv2.convertScaleAbs(image, alpha=brightness), dtype=np.uint8)
+        if own_light is not None and sim.camera_light > 0 and (own_light.on or own_light.since < sim.light_ramp):
+            image = self._camera_lit(image, reflected, own_light)
         if self._porch is not None:
             image = self._porch.lens(image)
         if self._sensor is not None:
@@ -147,6 +167,25 @@ class SceneRenderer:
                 raise CameraError(f"camera: OpenCV cannot encode JPEG at quality {sim.jpeg_quality}")
             image = np.asarray(cv2.imdecode(data, cv2.IMREAD_COLOR), np.uint8)
         return image, state
+
+    def _camera_lit(
+        self, image: NDArray[np.uint8], reflected: NDArray[np.uint8], light: CameraLight
+    ) -> NDArray[np.uint8]:
+        """``image`` with the camera's own light: grey (infrared) light added while on, then the exposure's overshoot.
+
+        The overshoot after a switch is ``CameraLight.exposure``.
+        """
+        sim = self.sim
+        exposure = light.exposure(sim.light_ramp)
+        if not light.on:
+            return np.asarray(cv2.convertScaleAbs(image, alpha=exposure), np.uint8)
+        if self._light_field is None:
+            self._light_field = self._camera_light_field()
+        lamp = (
+            cv2.transform(reflected, _IR_WEIGHTS) * self._light_field * np.float32(sim.camera_light * sim.sensor_gain)
+        )
+        lit = image.astype(np.float32) + lamp[:, :, np.newaxis]
+        return np.asarray(cv2.convertScaleAbs(lit, alpha=exposure), np.uint8)
 
     def _metadata(self, state: SceneState) -> dict[str, Any]:
         exposure_us = 10_000.0 * state.exposure
@@ -211,6 +250,17 @@ class SceneRenderer:
         row = np.clip((x - edge) / max(1.0, 0.005 * self.width) + 0.5, 0.0, 1.0)
         return np.ascontiguousarray(np.broadcast_to(row, (self.height, self.width)), np.float32)
 
+    def _camera_light_field(self) -> NDArray[np.float32]:
+        """How much of the camera's own light reaches each pixel: the most near the camera, the least in the corners.
+
+        1 in the middle of its beam, 0.4 in the corners, up to 2.5 on the floor nearest the camera (the bottom
+        quarter of the picture).
+        """
+        y, x = np.mgrid[0 : self.height, 0 : self.width].astype(np.float32)
+        r2 = ((x - self.width / 2) / self.width) ** 2 + ((y - self.height / 2) / self.height) ** 2
+        near = 1.0 + 1.5 * np.clip((y / self.height - 0.75) / 0.25, 0.0, 1.0)
+        return np.asarray(near / (1.0 + 3.0 * r2), np.float32)
+
     def _ir_vignette(self) -> NDArray[np.float32]:
         """The infrared illuminator lights the middle of the picture more than its corners."""
         y, x = np.mgrid[0 : self.height, 0 : self.width].astype(np.float32)
@@ -229,6 +279,9 @@ class SimulatedSource:
         self._pacer = Pacer(sleep=self._closed.wait) if realtime else None
         self._index = 0
         self._last: NDArray[np.uint8] | None = None
+        self._lit: Callable[[], bool] | None = None
+        self._light_on = False
+        self._light_switched = -math.inf
         logger.info(
             "simulated door scene (%s) %dx%d at %.3g fps, seed %d, realtime %s",
             sim.style,
@@ -252,7 +305,8 @@ class SimulatedSource:
             t = index / self.fps
             if t >= end:
                 return
-            bgr, _metadata = self._renderer.render(index)  # a file has no camera metadata, nor does this source
+            light = self._follow_light(t)
+            bgr, _metadata = self._renderer.render(index, light)  # a file has no camera metadata, nor this source
             if self._pacer is not None:
                 self._pacer.wait(t)
                 if self._closed.is_set():
@@ -260,6 +314,22 @@ class SimulatedSource:
             self._last = bgr
             self._index += 1
             yield Frame(index, t, detection_gray(bgr, *self._detect_size))
+
+    def wire_light(self, lit: Callable[[], bool]) -> None:
+        """Give the camera a light of its own, on while ``lit()`` (the illuminator's pin), asked before each frame.
+
+        How bright: ``camera.simulated.camera_light``; the exposure adapts over ``light_ramp`` after each switch.
+        """
+        self._lit = lit
+
+    def _follow_light(self, t: float) -> CameraLight | None:
+        """The camera's own light at ``t``, noting when it switched; None without one."""
+        if self._lit is None:
+            return None
+        on = bool(self._lit())
+        if on != self._light_on:
+            self._light_on, self._light_switched = on, t
+        return CameraLight(on, t - self._light_switched)
 
     def still(self) -> NDArray[np.uint8]:
         """A copy of the most recent frame yielded, at the scene's full size."""
