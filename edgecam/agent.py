@@ -134,13 +134,18 @@ class Pipeline:
                     break
         except CameraError:
             if frame is not None and self.capture.in_event:  # closed and stored before the error ends the run
-                end = MotionResult(score=0.0, moving=False, event="end", why="the camera failed")
-                yield Step(frame, end, self.capture.finish(frame.t))
+                yield self._end(frame, "the camera failed")
             raise
         if frame is not None and self.capture.in_event:
-            why = "the agent is stopping" if stop is not None and stop.is_set() else "the source ended"
-            end = MotionResult(score=0.0, moving=False, event="end", why=why)
-            yield Step(frame, end, self.capture.finish(frame.t))
+            stopping = stop is not None and stop.is_set()
+            yield self._end(frame, "the agent is stopping" if stopping else "the source ended")
+
+    def _end(self, frame: Frame, why: str) -> Step:
+        """The step that ends the event under way at ``frame`` (``why``, for the log), the light off with it."""
+        if self.illuminator is not None:
+            self.illuminator.off(why, frame.t)
+        end = MotionResult(score=0.0, moving=False, event="end", why=why)
+        return Step(frame, end, self.capture.finish(frame.t))
 
     def _capture(self, frame: Frame, result: MotionResult) -> list[Captured]:
         """The capture policy's events of ``frame``; the illuminator switches around it, the detector hears of it."""
@@ -155,8 +160,7 @@ class Pipeline:
 
     def _paused(self, frame: Frame) -> Step:
         if self.capture.in_event:
-            end = MotionResult(score=0.0, moving=False, event="end", why="detection held off")
-            return Step(frame, end, self.capture.finish(frame.t))
+            return self._end(frame, "detection held off")
         return Step(frame, MotionResult(score=0.0, moving=False), [])
 
 
@@ -189,7 +193,14 @@ def check_settings(settings: Settings, command: str = "run") -> DoorWatcher | No
     check_state_dir(settings.storage, command)
     cam = settings.camera
     MotionDetector(settings.motion, cam.detect_width, cam.detect_height, settings.door)  # refuses a hidden zone
-    return open_watcher(settings, settings.door_reference_path)
+    door = open_watcher(settings, settings.door_reference_path)
+    if light is not None and door is None and settings.door.contact_pin is None:
+        logger.warning(
+            "illuminator.pin: the light comes on only once an event has started, and without a door reference "
+            "('edgecam calibrate') or door.contact_pin a door moving in the dark may change too little to start one "
+            "(motion.threshold)"
+        )
+    return door
 
 
 class Agent:

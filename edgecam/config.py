@@ -275,11 +275,22 @@ class CameraSettings(Section):
     )
 
     @model_validator(mode="after")
-    def _still_size_whole(self) -> "CameraSettings":
-        if (self.still_width is None) != (self.still_height is None):
+    def _sizes_and_timeout_agree(self) -> "CameraSettings":
+        width, height = self.still_width, self.still_height
+        if (width is None) != (height is None):
+            given, missing = ("still_width", "still_height") if height is None else ("still_height", "still_width")
             raise ValueError(
-                f"camera.still_width = {self.still_width} and camera.still_height = {self.still_height}: set both, "
-                "or neither to fit the still to the board"
+                f"camera.{given} is set and camera.{missing} is not: set both, or neither to fit the still to the board"
+            )
+        if width is not None and height is not None and (width < self.detect_width or height < self.detect_height):
+            raise ValueError(
+                f"camera.still_width/still_height {width}x{height} is smaller than camera.detect_width/detect_height "
+                f"{self.detect_width}x{self.detect_height}: a still is at least as large as a detection frame"
+            )
+        if self.frame_timeout < 2.0 / self.fps:
+            raise ValueError(
+                f"camera.frame_timeout = {self.frame_timeout:g} s is shorter than two frames at camera.fps = "
+                f"{self.fps:g}: every frame would look like a failed camera"
             )
         return self
 

@@ -334,14 +334,14 @@ run_checks() {
   CHECK_LINES+=("picamera2: $PICAMERA2_LINE")
 
   if [[ -z $cma_kb ]]; then
-    line="camera memory: no CmaTotal in ${INSTALL_PI_MEMINFO:-/proc/meminfo}: this kernel reserves no CMA"
+    line="camera memory: no CmaTotal in ${INSTALL_PI_MEMINFO:-/proc/meminfo}: the agent plans for 64 MB"
   else
     line="camera memory: CMA $((cma_kb / 1024)) MB (CmaTotal in ${INSTALL_PI_MEMINFO:-/proc/meminfo})"
     [[ $model != *"Raspberry Pi 5"* ]] || line+="; a Pi 5 takes picamera2's buffers from the system heap"
   fi
   CHECK_LINES+=("$line")
-  if [[ $model == *"Raspberry Pi"* ]] && ((${cma_kb:-0} < CMA_MIN_MB * 1024)); then
-    line="only $((${cma_kb:-0} / 1024)) MB of CMA, under $CMA_MIN_MB MB: libcamera may fail to allocate its frame"
+  if [[ $model == *"Raspberry Pi"* && -n $cma_kb ]] && ((cma_kb < CMA_MIN_MB * 1024)); then
+    line="only $((cma_kb / 1024)) MB of CMA, under $CMA_MIN_MB MB: libcamera may fail to allocate its frame"
     line+=" buffers (Cannot allocate memory); raise it in /boot/firmware/config.txt"
     WARNINGS+=("$line (dtoverlay=vc4-kms-v3d,cma-128) and reboot")
   fi

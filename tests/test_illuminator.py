@@ -3,6 +3,7 @@
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from gpiozero.pins.mock import MockFactory
 
 from edgecam.agent import Pipeline
 from edgecam.capture import still_bgr
-from edgecam.config import IlluminatorSettings, MotionSettings, Settings
+from edgecam.config import IlluminatorSettings, MotionSettings, Settings, StorageSettings
 from edgecam.door import DoorReference, DoorWatcher
 from edgecam.gpio import GpioOutput, open_illuminator_pin
 from edgecam.illuminator import JUDGE_EVERY, Illuminator, light_level
@@ -292,3 +293,28 @@ def test_the_detector_ignores_a_light_it_is_told_of_even_one_on_the_door_alone(t
         assert starts == []
     else:
         assert starts == [3.2], "the light check alone takes the beam for motion"
+
+
+def test_a_scene_that_ends_while_lit_switches_the_light_off_and_says_so(
+    factory: MockFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="edgecam.illuminator")
+    settings = hall(0.2, False, door_open=1.0, duration=5.0)  # the door opens at 4 s: lit, its stills still to come
+    lit = run(settings, factory, False)
+    assert len(lit.switched_on) == 1
+    assert lit.ends == [pytest.approx(4.9)]
+    assert lit.lit[-2], "lit until the last frame"
+    assert not factory.pin(PIN).state, "off with the event's end"
+    assert caplog.messages[-1].startswith("illuminator: off after ")
+    assert caplog.messages[-1].endswith("the source ended")
+
+
+def test_a_light_without_a_door_reference_or_contact_is_warned_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edgecam.agent import check_settings
+
+    settings = hall(0.2, False).model_copy(update={"storage": StorageSettings(dir=tmp_path / "state")})
+    check_settings(settings)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("illuminator.pin: the light comes on only once an event has started")

@@ -1,5 +1,6 @@
 import concurrent.futures
 import errno
+import importlib.util
 import itertools
 import logging
 import os
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from edgecam.capture import still_bgr
 from edgecam.config import CameraSettings, SimulatedSettings
 from edgecam.errors import CameraError
-from edgecam.sources import picamera
+from edgecam.sources import check_source, picamera
 from edgecam.sources.picamera import PiCameraSource
 from edgecam.sources.picamera_fake import (
     CMA_IN_USE,
@@ -109,6 +110,14 @@ def test_without_picamera2_the_error_says_how_to_install_it(monkeypatch: pytest.
         PiCameraSource(settings())
 
 
+def test_check_config_says_in_one_line_that_picamera2_is_not_installed() -> None:
+    if importlib.util.find_spec("picamera2") is not None:
+        pytest.skip("picamera2 is installed here")
+    with pytest.raises(CameraError) as caught:
+        check_source(CameraSettings(source="picamera2"))
+    assert str(caught.value) == picamera.NOT_INSTALLED
+
+
 @pytest.mark.parametrize(
     ("version", "expected"),
     [
@@ -156,10 +165,15 @@ def test_picamera2_before_0_3_20_is_refused_in_one_line(
     assert camera.hangs == []
 
 
-def test_a_still_size_is_set_whole_or_not_at_all() -> None:
-    with pytest.raises(ValidationError, match="set both, or neither"):
+def test_a_still_size_is_set_whole_no_smaller_than_detection_and_the_timeout_spans_frames() -> None:
+    with pytest.raises(ValidationError, match="camera.still_width is set and camera.still_height is not: set both"):
         CameraSettings(source="picamera2", still_width=2028)
     assert CameraSettings(source="picamera2").still_width is None
+    # picamera2 itself would refuse it at start, in words that name neither setting (picamera2.py:1006-1012).
+    with pytest.raises(ValidationError, match="256x192 is smaller than camera.detect_width/detect_height 320x240"):
+        CameraSettings(source="picamera2", still_width=256, still_height=192)
+    with pytest.raises(ValidationError, match="frame_timeout = 5 s is shorter than two frames at camera.fps = 0.125"):
+        CameraSettings(source="picamera2", fps=0.125)
 
 
 # The configuration -------------------------------------------------------------------------------------------------
@@ -289,22 +303,60 @@ def test_out_of_camera_memory_names_the_settings_to_change(fake: Callable[..., F
 
 
 def test_without_cmatotal_the_smallest_board_is_assumed(fake: Callable[..., FakePicamera2]) -> None:
-    camera = fake(sensor="imx219")
-    source = PiCameraSource(board_settings())
-    assert camera.camera_configuration()["main"]["size"] == (1640, 1232)  # 2028x1520 on a board with 256 MB
-    source.close()
+    sizes = []
+    for cma in (None, 64 * MB, 40 * MB):
+        camera = fake(sensor="imx477", cma=cma)
+        source = PiCameraSource(board_settings())
+        sizes.append(camera.camera_configuration()["main"]["size"])
+        source.close()
+    assert sizes[0] == sizes[1] == (2028, 1520), "no CmaTotal: planned as 64 MB"
+    assert sizes[2][0] < 2028, "a board with less gets a smaller still"
+
+
+def test_a_chosen_still_comes_from_a_binned_mode_that_keeps_the_frame_rate(
+    fake: Callable[..., FakePicamera2], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The v2's full mode (3280x2464) would give a 2028x1520 still on 256 MB, at 21 fps at most.
     camera = fake(sensor="imx219", cma=256 * MB)
-    source = PiCameraSource(board_settings())
-    assert camera.camera_configuration()["main"]["size"] == (2028, 1520)
+    source = PiCameraSource(board_settings(fps=25.0))
+    config = camera.camera_configuration()
+    assert (config["main"]["size"], config["sensor"]["output_size"]) == ((1640, 1232), (1640, 1232))
+    next(iter(source.frames()))
     source.close()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_sensor_mode_slower_than_camera_fps_is_said_in_one_line(
+    fake: Callable[..., FakePicamera2], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake(sensor="imx477", cma=256 * MB)
+    source = PiCameraSource(board_settings(still_width=4056, still_height=3040, fps=15.0))
+    next(iter(source.frames()))
+    source.close()
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("Pi camera: 10 fps, not camera.fps = 15: the sensor mode 4056x3040 is no faster")
+
+
+def test_a_still_larger_than_the_sensor_is_said_to_be_scaled_up(
+    fake: Callable[..., FakePicamera2], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake(sensor="imx219", cma=256 * MB)
+    source = PiCameraSource(board_settings(still_width=4056, still_height=3040))
+    source.close()
+    assert any("are scaled up from the sensor mode 3280x2464" in r.getMessage() for r in caplog.records)
 
 
 def test_a_configuration_the_camera_refuses_closes_it_and_is_a_camera_error(
-    fake: Callable[..., FakePicamera2],
+    fake: Callable[..., FakePicamera2], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     camera = fake()
-    with pytest.raises(CameraError, match="lores stream dimensions may not exceed main stream"):
-        PiCameraSource(settings(still_width=256, still_height=192))  # smaller than the detection size
+
+    def refuse(config: object = None) -> None:
+        raise RuntimeError("Failed to configure camera: Invalid argument")  # libcamera's, py_main.cpp
+
+    monkeypatch.setattr(camera, "configure", refuse)
+    with pytest.raises(CameraError, match="cannot start the Pi camera: Failed to configure camera: Invalid argument"):
+        PiCameraSource(settings())
     assert not camera.is_open
 
 

@@ -46,11 +46,16 @@ class FrameSource(Protocol):
 def check_source(camera: CameraSettings) -> None:
     """Raise CameraError in one line when ``camera.source`` names a file or device that is not there; opens nothing.
 
-    A file must exist, be no folder and be readable; a ``/dev/...`` device must exist. Stream URLs, camera
-    numbers, ``simulated`` and ``picamera2`` are only known good once opened.
+    A file must exist, be no folder and be readable; a ``/dev/...`` device must exist; ``picamera2`` must be
+    installed. Stream URLs, camera numbers and the Pi camera itself are only known good once opened.
     """
     source = camera.source
-    if source in ("simulated", "picamera2") or source.isdigit() or URL.match(source):
+    if source == "picamera2":
+        from edgecam.sources.picamera import check_installed  # does not import picamera2
+
+        check_installed()
+        return
+    if source == "simulated" or source.isdigit() or URL.match(source):
         return
     path = Path(source)
     if source.startswith("/dev/"):

@@ -12,6 +12,7 @@ smallest sensor mode that gives the still its whole field of view. Facts taken f
 import concurrent.futures
 import errno
 import importlib.metadata
+import importlib.util
 import logging
 import math
 import re
@@ -37,7 +38,8 @@ MEMINFO = Path("/proc/meminfo")
 """Where the board's camera memory is read: its ``CmaTotal:`` line."""
 MIB = 1 << 20
 ASSUMED_CMA = 64 * MIB
-"""CMA assumed when /proc/meminfo does not say: the 64 MB a 512 MB board (Zero 2 W, 3A+) reserves on Bookworm."""
+"""CMA assumed when /proc/meminfo does not say: the least a Pi reserves by default (the device tree's 64 MB, what a
+512 MB board shows without the KMS overlay, and the Pi 5's overlay); Bookworm's overlay gives most boards 256 MB."""
 CMA_SHARE = 0.5
 """Share of the CMA the camera's own buffers may plan on. The rest is for the display and GPU, libcamera's
 statistics and lens-shading buffers, and fragmentation: each buffer must be one contiguous piece."""
@@ -84,6 +86,17 @@ def _map_stream(request: Any, name: str) -> AbstractContextManager[Any]:
 
     mapped: AbstractContextManager[Any] = MappedArray(request, name, write=False)
     return mapped
+
+
+NOT_INSTALLED = (
+    "camera.source: 'picamera2' needs the picamera2 package (on Raspberry Pi OS: sudo apt install python3-picamera2)"
+)
+
+
+def check_installed() -> None:
+    """Raise CameraError (``NOT_INSTALLED``) when picamera2 cannot be found; imports nothing (``check-config``)."""
+    if importlib.util.find_spec("picamera2") is None:
+        raise CameraError(NOT_INSTALLED)
 
 
 def _installed_version() -> str | None:
@@ -320,6 +333,9 @@ def plan_camera(
 
     if camera.still_width is not None and camera.still_height is not None:
         return plan((_even(camera.still_width), _even(camera.still_height)), chosen=False)
+    # A chosen still comes from a binned mode where the sensor has one: full-resolution modes are slower (the v2's
+    # 3280x2464 gives at most 21 fps, the HQ's 4056x3040 10 fps) as well as larger.
+    modes = [m for m in modes if m.size[0] * m.size[1] <= AUTO_STILL_PIXELS] or modes
     sizes = [s for s in still_sizes(modes, native) if s[0] >= detect[0] and s[1] >= detect[1]]
     plans = [plan(still, chosen=True) for still in sizes]
     for candidate in plans:
@@ -369,10 +385,7 @@ class PiCameraSource:
         try:
             self._camera: Any = _make_camera(0)
         except ImportError as err:
-            raise CameraError(
-                "camera.source: 'picamera2' needs the picamera2 package "
-                "(on Raspberry Pi OS: sudo apt install python3-picamera2)"
-            ) from err
+            raise CameraError(NOT_INSTALLED) from err
         except IndexError as err:  # picamera2 before 0.3.37 indexes an empty camera list (v0.3.36 :344)
             raise CameraError(
                 "camera.source: cannot open the Pi camera: no camera found; check its ribbon cable and "
@@ -430,6 +443,13 @@ class PiCameraSource:
         self._main_size = (int(main["size"][0]), int(main["size"][1]))
         self._lores_size = (int(lores["size"][0]), int(lores["size"][1]))
         self._log_started(actual, plan, settings.fps)
+        if plan.upscaled and plan.mode is not None:
+            logger.warning(
+                "Pi camera: stills of %dx%d are scaled up from the sensor mode %dx%d, the largest whose buffers fit "
+                "the camera memory or the sensor has; a smaller camera.still_width/still_height loses no detail",
+                *plan.still,
+                *plan.mode.size,
+            )
 
     def _log_started(self, actual: dict[str, Any], plan: CameraPlan, fps: float) -> None:
         main, lores, raw = actual["main"], actual["lores"], actual.get("raw")
@@ -461,10 +481,15 @@ class PiCameraSource:
         plan, cma = self._plan, self._cma
         if not out_of_memory or plan is None:
             return text
+        change = (
+            "set a smaller camera.still_width/still_height, or unset both to fit the board"
+            if not plan.chosen
+            else f"the smallest still for this board does not fit either: lower camera.detect_width/detect_height "
+            f"({plan.detect[0]}x{plan.detect[1]}) or camera.fps, or give the camera more CMA (docs/raspberry-pi.md)"
+        )
         return (
             f"{text}: its buffers (about {plan.cma_bytes / MIB:.0f} MiB for stills of {plan.still[0]}x{plan.still[1]}) "
-            f"do not fit the camera memory (CMA {f'{cma / MIB:.0f} MiB' if cma else 'unknown'}); set a smaller "
-            "camera.still_width/still_height, or unset both to fit the board"
+            f"do not fit the camera memory (CMA {f'{cma / MIB:.0f} MiB' if cma else 'unknown'}); {change}"
         )
 
     @property
@@ -496,7 +521,26 @@ class PiCameraSource:
             except (RuntimeError, OSError) as err:  # OSError: syncing the buffer (dmaallocator.py:126)
                 raise CameraError(f"camera.source: cannot read a Pi camera frame: {_first_line(err)}") from err
             index, self._index = self._index, self._index + 1
+            if index == 0:
+                self._check_frame_rate(metadata)
             yield Frame(index, time.monotonic() - self._opened_at, gray, metadata)
+
+    def _check_frame_rate(self, metadata: dict[str, Any]) -> None:
+        """Warn when the sensor mode is slower than ``camera.fps``: libcamera gives the mode's fastest instead.
+
+        ``FrameDuration`` (µs) is in every frame's metadata from the Raspberry Pi IPA (ipa_base.cpp reportMetadata).
+        """
+        duration = metadata.get("FrameDuration")
+        if not isinstance(duration, int | float) or duration <= 1_000_000 / self._fps * 1.05:
+            return
+        mode = self._plan.mode.size if self._plan is not None and self._plan.mode is not None else None
+        logger.warning(
+            "Pi camera: %.3g fps, not camera.fps = %.3g: the sensor mode%s is no faster; set a smaller "
+            "camera.still_width/still_height or a lower camera.fps",
+            1_000_000 / duration,
+            self._fps,
+            f" {mode[0]}x{mode[1]}" if mode else "",
+        )
 
     def _y_plane(self, request: Any) -> NDArray[np.uint8]:
         """The detection image: the lores Y plane (padding cut off) at the detection size, copied out once."""

@@ -41,9 +41,10 @@ from edgecam.sources.simulated import SceneRenderer
 MIB = 1 << 20
 
 ZERO_2W_CMA = 64 * MIB
-"""CmaTotal of a 512 MB board (Pi Zero 2 W, Pi 3A+) on Raspberry Pi OS Bookworm: the kernel log's
-"65536K cma-reserved" (ArduCAM/picamera2_examples#27). Other releases reserve more (256 MB on a Zero 2 W running
-Trixie, raspberrypi/picamera2#1358), so edgecam reads /proc/meminfo rather than assuming."""
+"""The smallest CmaTotal a Pi has by default, the board edgecam's defaults must fit: 64 MB, the device tree's default
+(raspberrypi/firmware#1807), seen on a 512 MB board on Bookworm Lite ("65536K cma-reserved",
+ArduCAM/picamera2_examples#27). With Bookworm's KMS overlay a Zero 2 W shows 256 MB (raspberrypi/picamera2#1358),
+so edgecam reads /proc/meminfo rather than assuming."""
 
 CMA_IN_USE = 12 * MIB
 """What the fake assumes the rest of the system holds in CMA while the camera starts (the display's framebuffer,
