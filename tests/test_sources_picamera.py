@@ -24,14 +24,8 @@ from edgecam.config import CameraSettings, SimulatedSettings
 from edgecam.errors import CameraError
 from edgecam.sources import check_source, picamera
 from edgecam.sources.picamera import PiCameraSource
-from edgecam.sources.picamera_fake import (
-    CMA_IN_USE,
-    SENSORS,
-    ZERO_2W_CMA,
-    FakeClock,
-    FakePicamera2,
-    MappedArray,
-)
+from edgecam.sources.picamera_fake import FakeClock, FakePicamera2, MappedArray
+from edgecam.sources.picamera_fake_sensors import CMA_IN_USE, SENSORS, ZERO_2W_CMA
 from edgecam.sources.simulated import SceneRenderer
 
 BASE = {"fps": 10, "still_width": 640, "still_height": 480, "detect_width": 320, "detect_height": 240}

@@ -23,11 +23,9 @@ hung in ``hangs`` and raises ``WouldHang``, so a test fails instead of hanging.
 import concurrent.futures
 import errno
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -36,106 +34,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgecam.config import SimulatedSettings
+from edgecam.sources.picamera_fake_sensors import (
+    CMA_IN_USE,
+    RAW_FORMAT,
+    RGB_ORDER,
+    SENSORS,
+    YUV_FORMATS,
+    FakeSensorMode,
+    bit_depth_of,
+    stream_bytes,
+)
 from edgecam.sources.simulated import SceneRenderer
-
-MIB = 1 << 20
-
-ZERO_2W_CMA = 64 * MIB
-"""The smallest CmaTotal a Pi has by default, the board edgecam's defaults must fit: 64 MB, the device tree's default
-(raspberrypi/firmware#1807), seen on a 512 MB board on Bookworm Lite ("65536K cma-reserved",
-ArduCAM/picamera2_examples#27). With Bookworm's KMS overlay a Zero 2 W shows 256 MB (raspberrypi/picamera2#1358),
-so edgecam reads /proc/meminfo rather than assuming."""
-
-CMA_IN_USE = 12 * MIB
-"""What the fake assumes the rest of the system holds in CMA while the camera starts (the display's framebuffer,
-the GPU, libcamera's statistics and embedded-data buffers). An assumption, not a measurement."""
-
-
-@dataclass(frozen=True)
-class FakeSensorMode:
-    """One raw mode as ``rpicam-hello --list-cameras`` shows it on a Pi 4."""
-
-    format: str
-    size: tuple[int, int]
-    fps: float
-    """Highest frame rate of the mode."""
-    crop: tuple[int, int, int, int]
-    """The sensor area the mode reads, in full-resolution pixels: x, y, width, height."""
-
-    @property
-    def bit_depth(self) -> int:
-        """Bits per pixel, from the format's name as picamera2's SensorFormat reads it (sensor_format.py:14)."""
-        return _bit_depth(self.format)
-
-
-SENSORS: dict[str, tuple[FakeSensorMode, ...]] = {
-    # HQ camera. raspberrypi/documentation pull 2587 (the --list-cameras example).
-    "imx477": (
-        FakeSensorMode("SRGGB10_CSI2P", (1332, 990), 120.05, (696, 528, 2664, 1980)),
-        FakeSensorMode("SRGGB12_CSI2P", (2028, 1080), 50.03, (0, 440, 4056, 2160)),
-        FakeSensorMode("SRGGB12_CSI2P", (2028, 1520), 40.01, (0, 0, 4056, 3040)),
-        FakeSensorMode("SRGGB12_CSI2P", (4056, 3040), 10.00, (0, 0, 4056, 3040)),
-    ),
-    # Camera Module 3. --list-cameras output quoted in public projects; 10-bit only, 1536x864 the cropped mode
-    # (raspberrypi/rpicam-apps#570).
-    "imx708": (
-        FakeSensorMode("SRGGB10_CSI2P", (1536, 864), 120.13, (768, 432, 3072, 1728)),
-        FakeSensorMode("SRGGB10_CSI2P", (2304, 1296), 56.03, (0, 0, 4608, 2592)),
-        FakeSensorMode("SRGGB10_CSI2P", (4608, 2592), 14.35, (0, 0, 4608, 2592)),
-    ),
-    # Camera Module v2. raspberrypi/documentation pull 2587: the same four sizes in 10 and 8 bits.
-    "imx219": tuple(
-        FakeSensorMode(fmt, size, fps, crop)
-        for fmt in ("SRGGB10_CSI2P", "SRGGB8")
-        for size, fps, crop in (
-            ((640, 480), 206.65, (1000, 752, 1280, 960)),
-            ((1640, 1232), 41.85, (0, 0, 3280, 2464)),
-            ((1920, 1080), 47.57, (680, 692, 1920, 1080)),
-            ((3280, 2464), 21.19, (0, 0, 3280, 2464)),
-        )
-    ),
-}
 
 _STREAM_KEYS = ("format", "size", "stride", "preserve_ar")
 _RAW_IGNORED = ("bit_depth", "crop_limits", "exposure_limits", "fps", "unpacked")  # picamera2.py:796
 _SENSOR_KEYS = {"bit_depth", "output_size"}
-# Channel order in memory of picamera2's RGB formats, as indexes into a BGR image (X is a constant 255).
-_RGB_ORDER = {"RGB888": (0, 1, 2), "BGR888": (2, 1, 0), "XRGB8888": (0, 1, 2, -1), "XBGR8888": (2, 1, 0, -1)}
-_YUV = ("YUV420",)
-_RAW_FORMAT = re.compile(r"^(S[RGB]{4}|R)\d+(_CSI2P)?$")
 _FIRST_CANCEL_VERSION = (0, 3, 20)
 _NO_CAMERA_MESSAGE_VERSION = (0, 3, 37)
-
-
-def _bit_depth(fmt: str) -> int:
-    match = re.search(r"\d+$", fmt.split("_", 1)[0])
-    if match is None:
-        raise RuntimeError(f"Unrecognised raw format {fmt}")
-    return int(match.group())
-
-
-def _align(value: int, to: int) -> int:
-    return -(-value // to) * to
-
-
-def stream_bytes(fmt: str, size: tuple[int, int]) -> tuple[int, int]:
-    """The (stride, frame size) in bytes the fake gives a stream of ``fmt`` at ``size``.
-
-    Rows are padded to 32 bytes, YUV420's Y rows to 64 so that its half-width U and V rows stay 32-aligned:
-    picamera2's ``align_stream`` says this is what the VC4 hardware does (picamera2.py:1110-1115). Raw rows hold
-    the packed pixels (CSI2P: bit depth / 8 bytes each), unpacked ones 1 byte up to 8 bits, else 2.
-    """
-    width, height = size
-    if fmt in _YUV:
-        stride = _align(width, 64)
-        return stride, stride * height * 3 // 2
-    if fmt in _RGB_ORDER:
-        stride = _align(width * len(_RGB_ORDER[fmt]), 32)
-        return stride, stride * height
-    bits = _bit_depth(fmt)
-    row = -(-width * bits // 8) if fmt.endswith("_CSI2P") else width * (1 if bits <= 8 else 2)
-    stride = _align(row, 32)
-    return stride, stride * height
 
 
 class WouldHang(RuntimeError):
@@ -253,10 +168,10 @@ class FakeCompletedRequest:
         width, height = stream["size"]
         stride = stream["stride"]
         view: NDArray[np.uint8]
-        if stream["format"] in _YUV:
+        if stream["format"] in YUV_FORMATS:
             view = buffer.reshape(height * 3 // 2, stride)
-        elif stream["format"] in _RGB_ORDER:
-            channels = len(_RGB_ORDER[stream["format"]])
+        elif stream["format"] in RGB_ORDER:
+            channels = len(RGB_ORDER[stream["format"]])
             view = np.asarray(buffer.reshape(height, stride)[:, : width * channels].reshape(height, width, channels))
         else:
             view = buffer.reshape(height, stride)
@@ -324,7 +239,7 @@ def _paint(bgr: NDArray[np.uint8], stream: dict[str, Any]) -> NDArray[np.uint8]:
     height, width = bgr.shape[:2]
     stride = stream["stride"]
     out = np.zeros(stream["framesize"], np.uint8)
-    if stream["format"] in _YUV:
+    if stream["format"] in YUV_FORMATS:
         # Full-range YCbCr, as the preview configuration's Sycc colour space asks: Y is the plain grey level.
         ycrcb = cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)
         half = stride // 2
@@ -336,7 +251,7 @@ def _paint(bgr: NDArray[np.uint8], stream: dict[str, Any]) -> NDArray[np.uint8]:
             rows = plane.shape[0]
             out[offset : offset + rows * row].reshape(rows, row)[:, : plane.shape[1]] = plane
         return out
-    order = _RGB_ORDER[stream["format"]]
+    order = RGB_ORDER[stream["format"]]
     with_x = np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]) if -1 in order else bgr
     pixels = with_x[:, :, [3 if i == -1 else i for i in order]]
     out.reshape(height, stride)[:, : width * len(order)] = pixels.reshape(height, -1)
@@ -706,7 +621,7 @@ class FakePicamera2:
             (main_w, main_h), (lores_w, lores_h) = config["main"]["size"], lores["size"]
             if lores_w > main_w or lores_h > main_h:
                 raise RuntimeError("lores stream dimensions may not exceed main stream")  # picamera2.py:1010
-            if lores["format"] not in _YUV:
+            if lores["format"] not in YUV_FORMATS:
                 raise RuntimeError("lores stream must be YUV")  # picamera2.py:1012 (VC4 boards)
         if config["raw"] is not None:
             self._check_stream(config["raw"], "raw")
@@ -716,9 +631,9 @@ class FakePicamera2:
         # picamera2.py:958-984.
         fmt = stream["format"]
         if name == "raw":
-            if not _RAW_FORMAT.match(fmt):
+            if not RAW_FORMAT.match(fmt):
                 raise RuntimeError("Unrecognised raw format " + fmt)
-        elif fmt not in _RGB_ORDER and fmt not in _YUV:
+        elif fmt not in RGB_ORDER and fmt not in YUV_FORMATS:
             raise RuntimeError(f"Bad format {fmt} in stream {name} (the fake knows RGB formats and YUV420)")
         size = stream["size"]
         if not isinstance(size, tuple) or len(size) != 2:
@@ -733,9 +648,9 @@ class FakePicamera2:
         if sensor is not None and sensor.get("bit_depth") is not None:
             bit_depth = int(sensor["bit_depth"])
         elif raw is not None and "format" in raw:
-            bit_depth = _bit_depth(raw["format"])
+            bit_depth = bit_depth_of(raw["format"])
         else:
-            bit_depth = _bit_depth(self.sensor_format)
+            bit_depth = bit_depth_of(self.sensor_format)
         if sensor is not None and sensor.get("output_size") is not None:
             output: tuple[int, int] = (int(sensor["output_size"][0]), int(sensor["output_size"][1]))
         elif raw is not None and "size" in raw:
