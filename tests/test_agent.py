@@ -27,6 +27,7 @@ from edgecam.store import MAX_WAITING_STILLS, RETRY_STORE_S, Store
 from edgecam.systemd import Notifier
 from edgecam.vitals import Vitals
 from tests.conftest import Broker, Collector, make_door_event
+from tests.fake_pi import install_fake_picamera
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +70,19 @@ def factory() -> Iterator[MockFactory]:
     factory.close()
 
 
+def door_settings(mosquitto: Broker, tmp_path: Path, **sections: dict[str, Any]) -> Settings:
+    """The agent's settings for the simulated hall's door zone against ``mosquitto``, with ``sections`` besides."""
+    return Settings.model_validate(
+        {
+            "device_id": DEVICE,
+            "storage": {"dir": str(tmp_path / "state")},
+            "mqtt": mosquitto.settings().model_dump(),
+            "motion": {"zone": DOOR_ZONE},
+            **sections,
+        }
+    )
+
+
 def run_agent(
     mosquitto: Broker,
     collector_factory: Callable[..., Collector],
@@ -78,15 +92,11 @@ def run_agent(
     door: dict[str, Any],
     simulated: dict[str, Any],
 ) -> Collector:
-    settings = Settings.model_validate(
-        {
-            "device_id": DEVICE,
-            "storage": {"dir": str(tmp_path / "state")},
-            "mqtt": mosquitto.settings().model_dump(),
-            "camera": {"source": "simulated", "simulated": {"duration": 9.0, **simulated}},
-            "motion": {"zone": DOOR_ZONE},
-            "door": {"contact_pin": PIN, **door},
-        }
+    settings = door_settings(
+        mosquitto,
+        tmp_path,
+        camera={"source": "simulated", "simulated": {"duration": 9.0, **simulated}},
+        door={"contact_pin": PIN, **door},
     )
     collector = collector_factory(mosquitto, (f"{TOPICS.base}/#",))
     agent = Agent(
@@ -309,14 +319,10 @@ def test_an_event_cut_short_is_closed_and_says_why(
     from edgecam.errors import CameraError
 
     caplog.set_level("INFO")
-    settings = Settings.model_validate(
-        {
-            "device_id": DEVICE,
-            "storage": {"dir": str(tmp_path / "state")},
-            "mqtt": mosquitto.settings().model_dump(),
-            "camera": {"source": "simulated", "simulated": {"first_opening": 3.0, "duration": 20.0}},
-            "motion": {"zone": DOOR_ZONE},
-        }
+    settings = door_settings(
+        mosquitto,
+        tmp_path,
+        camera={"source": "simulated", "simulated": {"first_opening": 3.0, "duration": 20.0}},
     )
     stop = threading.Event()
     camera = FailingCamera(settings, fail_at=45, stop=stop if stopping else None)  # 1.5 s into the opening
@@ -396,15 +402,11 @@ def test_the_frame_loop_keeps_its_frame_rate_and_never_touches_the_disk_while_a_
 
     from edgecam import capture
 
-    settings = Settings.model_validate(
-        {
-            "device_id": DEVICE,
-            "storage": {"dir": str(tmp_path / "state")},
-            "mqtt": mosquitto.settings().model_dump(),
-            "camera": {"source": "simulated", "simulated": {"first_opening": 3.0, "duration": 7.0}},
-            "motion": {"zone": DOOR_ZONE},
-            "capture": {"stills_per_event": 3, "interval": 0.2},
-        }
+    settings = door_settings(
+        mosquitto,
+        tmp_path,
+        camera={"source": "simulated", "simulated": {"first_opening": 3.0, "duration": 7.0}},
+        capture={"stills_per_event": 3, "interval": 0.2},
     )
     collector = collector_factory(mosquitto, (f"{TOPICS.base}/events",))
     camera = TimedCamera(settings)
@@ -451,19 +453,15 @@ def test_in_the_dark_the_simulated_scene_is_lit_by_the_illuminators_mock_pin_for
     from edgecam.sources.scene import door_openings
 
     caplog.set_level("INFO")
-    settings = Settings.model_validate(
-        {
-            "device_id": DEVICE,
-            "storage": {"dir": str(tmp_path / "state")},
-            "mqtt": mosquitto.settings().model_dump(),
-            "camera": {
-                "source": "simulated",
-                "realtime": False,
-                "simulated": {"width": 320, "height": 240, "light_level": 0.2, "door_open": 1.0, "duration": 22.0},
-            },
-            "motion": {"zone": DOOR_ZONE},
-            "illuminator": {"pin": PIN, "settle": 0.5},
-        }
+    settings = door_settings(
+        mosquitto,
+        tmp_path,
+        camera={
+            "source": "simulated",
+            "realtime": False,
+            "simulated": {"width": 320, "height": 240, "light_level": 0.2, "door_open": 1.0, "duration": 22.0},
+        },
+        illuminator={"pin": PIN, "settle": 0.5},
     )
     collector = collector_factory(mosquitto, (f"{TOPICS.base}/#",))
     Agent(settings, notifier=Notifier({})).run(threading.Event())  # the default seams: the agent opens the mock pin
@@ -507,23 +505,10 @@ def test_a_pi_camera_that_stops_giving_frames_ends_the_run_in_one_line_well_insi
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from edgecam import cli
-    from edgecam.sources import picamera
-    from edgecam.sources.picamera_fake import FakePicamera2, MappedArray
 
     # A Zero 2 W's 64 MB of CMA, the picamera2 the OS ships, and a ribbon cable that comes loose 4.5 s in, as the
     # door opens: the real library would hang for ever in stop() behind the timed-out capture.
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:         426068 kB\nCmaTotal:          65536 kB\n")
-    monkeypatch.setattr(picamera, "MEMINFO", meminfo)
-    monkeypatch.setattr(picamera, "_map_stream", MappedArray)
-    cameras: list[FakePicamera2] = []
-
-    def loose_cable(camera_num: int) -> FakePicamera2:
-        cameras.append(FakePicamera2(camera_num, cma_bytes=64 << 20, fail_after=45, hang_limit=30.0))
-        return cameras[-1]
-
-    monkeypatch.setattr(picamera, "_make_camera", loose_cable)
-    monkeypatch.setattr(picamera, "check_installed", lambda: None)  # picamera2 is not installed off a Pi
+    camera = install_fake_picamera(monkeypatch, tmp_path)(realtime=True, cma=64 << 20, fail_after=45, hang_limit=30.0)
     settings = tmp_path / "edgecam.toml"
     settings.write_text(
         f'device_id = "{DEVICE}"\n[camera]\nsource = "picamera2"\n[storage]\ndir = "{tmp_path / "state"}"\n'
@@ -532,7 +517,6 @@ def test_a_pi_camera_that_stops_giving_frames_ends_the_run_in_one_line_well_insi
     collector = collector_factory(mosquitto, (f"{TOPICS.base}/events",))
     status = cli.main(["run", "--config", str(settings)])
     ended = time.monotonic()
-    (camera,) = cameras
     assert status == 1
     assert capsys.readouterr().err.splitlines() == [
         "edgecam: camera.source: the Pi camera gave no frame for 5 s (camera.frame_timeout); is the ribbon cable "
@@ -550,20 +534,9 @@ def test_the_pi_camera_drops_no_frame_while_a_slow_encoder_works_through_an_even
     mosquitto: Broker, collector_factory: Callable[..., Collector], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from edgecam import capture
-    from edgecam.sources import picamera
-    from edgecam.sources.picamera_fake import FakePicamera2, MappedArray
 
     # The fake keeps only the newest frame while the frame loop is busy, as picamera2 does, and counts the others.
-    monkeypatch.setattr(picamera, "MEMINFO", tmp_path / "no-meminfo")
-    monkeypatch.setattr(picamera, "_map_stream", MappedArray)
-    cameras: list[FakePicamera2] = []
-
-    def zero_2w(camera_num: int) -> FakePicamera2:
-        cameras.append(FakePicamera2(camera_num, cma_bytes=64 << 20))
-        return cameras[-1]
-
-    monkeypatch.setattr(picamera, "_make_camera", zero_2w)
-    monkeypatch.setattr(picamera, "check_installed", lambda: None)  # picamera2 is not installed off a Pi
+    camera = install_fake_picamera(monkeypatch, tmp_path)(realtime=True, cma=64 << 20)
     encode = capture.encode_still
 
     def slow_encode(*args: Any) -> Still:
@@ -571,21 +544,16 @@ def test_the_pi_camera_drops_no_frame_while_a_slow_encoder_works_through_an_even
         return encode(*args)
 
     monkeypatch.setattr(capture, "encode_still", slow_encode)
-    settings = Settings.model_validate(
-        {
-            "device_id": DEVICE,
-            "storage": {"dir": str(tmp_path / "state")},
-            "mqtt": mosquitto.settings().model_dump(),
-            "camera": {"source": "picamera2"},
-            "motion": {"zone": DOOR_ZONE},
-            "capture": {"stills_per_event": 3, "interval": 0.2},
-        }
+    settings = door_settings(
+        mosquitto,
+        tmp_path,
+        camera={"source": "picamera2"},
+        capture={"stills_per_event": 3, "interval": 0.2},
     )
     collector = collector_factory(mosquitto, (f"{TOPICS.base}/events",))
     stop = threading.Event()
     threading.Timer(7.0, stop.set).start()  # the door opens at 4 s
     Agent(settings, notifier=Notifier({}), open_door_contact=lambda: None).run(stop)
-    (camera,) = cameras
     collector.wait_for(lambda c: any(e["type"] == "end" for e in c.events(TOPICS)))
     assert [e["type"] for e in collector.events(TOPICS)] == ["start", "still", "still", "still", "end"]
     assert camera.dropped == 0, "every frame the camera made was detected on"

@@ -18,6 +18,7 @@ from edgecam.models import Frame
 from edgecam.sources import open_source
 from edgecam.sources.simulated import DOOR_ZONE
 from edgecam.zones import polygon_mask
+from tests.fake_pi import install_fake_picamera
 
 MASK = [(0.0, 0.0), (0.2, 0.0), (0.2, 0.3), (0.0, 0.3)]
 
@@ -176,18 +177,7 @@ def test_calibrate_on_a_pi_camera_that_stops_giving_frames_ends_in_one_line(
 ) -> None:
     import time
 
-    from edgecam.sources import picamera
-    from edgecam.sources.picamera_fake import FakePicamera2, MappedArray
-
-    monkeypatch.setattr(picamera, "MEMINFO", tmp_path / "no-meminfo")
-    monkeypatch.setattr(picamera, "_map_stream", MappedArray)
-    cameras: list[FakePicamera2] = []
-
-    def loose_cable(camera_num: int) -> FakePicamera2:
-        cameras.append(FakePicamera2(camera_num, fail_after=5, hang_limit=30.0))
-        return cameras[-1]
-
-    monkeypatch.setattr(picamera, "_make_camera", loose_cable)
+    camera = install_fake_picamera(monkeypatch, tmp_path)(realtime=True, fail_after=5, hang_limit=30.0)
     config = tmp_path / "edgecam.toml"
     config.write_text(f'[camera]\nsource = "picamera2"\nframe_timeout = 1.0\n[storage]\ndir = "{tmp_path / "state"}"\n')
     began = time.monotonic()
@@ -197,6 +187,6 @@ def test_calibrate_on_a_pi_camera_that_stops_giving_frames_ends_in_one_line(
         "edgecam: camera.source: the Pi camera gave no frame for 1 s (camera.frame_timeout); is the ribbon cable "
         "seated?"
     ]
-    assert cameras[0].hangs == []
-    assert not cameras[0].is_open
+    assert camera.hangs == []
+    assert not camera.is_open
     assert not (tmp_path / "state" / "door-reference.npz").exists()

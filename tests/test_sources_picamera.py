@@ -24,9 +24,10 @@ from edgecam.config import CameraSettings, SimulatedSettings
 from edgecam.errors import CameraError
 from edgecam.sources import check_source, picamera
 from edgecam.sources.picamera import PiCameraSource
-from edgecam.sources.picamera_fake import FakeClock, FakePicamera2, MappedArray
+from edgecam.sources.picamera_fake import FakeClock, FakePicamera2
 from edgecam.sources.picamera_fake_sensors import CMA_IN_USE, SENSORS, ZERO_2W_CMA
 from edgecam.sources.simulated import SceneRenderer
+from tests.fake_pi import install_fake_picamera
 
 BASE = {"fps": 10, "still_width": 640, "still_height": 480, "detect_width": 320, "detect_height": 240}
 MB = 1 << 20
@@ -43,34 +44,8 @@ def board_settings(**overrides: Any) -> CameraSettings:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., FakePicamera2]:
-    """Install a fake Picamera2 behind the adapter's factories; call it to set the fake's options.
-
-    ``cma`` writes a /proc/meminfo with that CmaTotal and gives the fake that much CMA; without it meminfo has no
-    CmaTotal line. ``realtime=True`` runs the fake on time.monotonic; by default it runs on a FakeClock, so tests
-    of timing take no real time.
-    """
-    made: list[FakePicamera2] = []
-    meminfo = tmp_path / "meminfo"
-    meminfo.write_text("MemTotal:         426068 kB\n")
-    monkeypatch.setattr(picamera, "MEMINFO", meminfo)
-    monkeypatch.setattr(picamera, "_map_stream", MappedArray)
-
-    def install(*, cma: int | None = None, realtime: bool = False, **options: Any) -> FakePicamera2:
-        if cma is not None:
-            meminfo.write_text(f"MemTotal:         426068 kB\nCmaTotal:        {cma // 1024} kB\n")
-            options["cma_bytes"] = cma
-        if not realtime:
-            clock = FakeClock()
-            options = {"clock": clock, "sleep": clock.sleep, **options}
-        camera = FakePicamera2(**options)
-        made.append(camera)
-        return camera
-
-    def make_camera(camera_num: int) -> FakePicamera2:
-        return made[-1] if made else install()
-
-    monkeypatch.setattr(picamera, "_make_camera", make_camera)
-    return install
+    """``install_fake_picamera``: call it to set the next fake's options."""
+    return install_fake_picamera(monkeypatch, tmp_path)
 
 
 def scene_i420(bgr: NDArray[np.uint8]) -> NDArray[np.uint8]:
