@@ -181,20 +181,20 @@ def check_settings(settings: Settings, command: str = "run") -> DoorWatcher | No
     except CameraError as err:
         raise ConfigError(str(err)) from err
     open_schedule(settings.privacy)  # the system's time zone, where privacy.timezone is unset
-    if settings.privacy.gpio_pin is not None and settings.privacy.gpio_pin == settings.door.contact_pin:
-        raise ConfigError(
-            f"privacy.gpio_pin: GPIO{settings.privacy.gpio_pin} is door.contact_pin too: "
-            "give the privacy switch a pin of its own"
-        )
-    light = settings.illuminator.pin
-    for name, pin in (("door.contact_pin", settings.door.contact_pin), ("privacy.gpio_pin", settings.privacy.gpio_pin)):
-        if light is not None and light == pin:
-            raise ConfigError(f"illuminator.pin: GPIO{light} is {name} too: give the illuminator a pin of its own")
+    pins = [
+        ("door.contact_pin", settings.door.contact_pin, "door contact"),
+        ("privacy.gpio_pin", settings.privacy.gpio_pin, "privacy switch"),
+        ("illuminator.pin", settings.illuminator.pin, "illuminator"),
+    ]
+    for i, (name, pin, what) in enumerate(pins):
+        taken = next((other for other, used, _ in pins[:i] if pin is not None and used == pin), None)
+        if taken is not None:
+            raise ConfigError(f"{name}: GPIO{pin} is {taken} too: give the {what} a pin of its own")
     check_state_dir(settings.storage, command)
     cam = settings.camera
     MotionDetector(settings.motion, cam.detect_width, cam.detect_height, settings.door)  # refuses a hidden zone
     door = open_watcher(settings, settings.door_reference_path)
-    if light is not None and door is None and settings.door.contact_pin is None:
+    if settings.illuminator.pin is not None and door is None and settings.door.contact_pin is None:
         logger.warning(
             "illuminator.pin: the light comes on only once an event has started, and without a door reference "
             "('edgecam calibrate') or door.contact_pin a door moving in the dark may change too little to start one "
