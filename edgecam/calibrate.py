@@ -12,7 +12,8 @@ from edgecam.capture import still_bgr
 from edgecam.config import Settings
 from edgecam.contact import DoorContact
 from edgecam.disk import write_atomically
-from edgecam.door import DoorReference, DoorWatcher
+from edgecam.door import DoorWatcher
+from edgecam.door_reference import DoorReference
 from edgecam.errors import CameraError, EdgecamError, StorageError
 from edgecam.motion import MotionDetector
 from edgecam.sources import FrameSource

@@ -139,7 +139,7 @@ def _check_config(settings: Settings) -> int:
 
 def _scene_warnings(settings: Settings) -> list[str]:
     """What ``check-config`` can tell of the scene without the camera: the door zone's size, the reference's look."""
-    from edgecam.door import load_reference
+    from edgecam.door_reference import load_reference
     from edgecam.viewing import DoorZoneView, judge
 
     view = DoorZoneView.for_settings(settings)

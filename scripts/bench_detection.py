@@ -34,7 +34,8 @@ from numpy.typing import NDArray
 
 from edgecam.calibrate import calibrate
 from edgecam.config import CameraSettings, DoorSettings, MotionSettings, Settings, SimulatedSettings
-from edgecam.door import DoorReference, DoorWatcher
+from edgecam.door import DoorWatcher
+from edgecam.door_reference import DoorReference
 from edgecam.models import Frame
 from edgecam.motion import MotionDetector
 from edgecam.replay import replay

@@ -12,7 +12,7 @@ from edgecam.calibrate import Calibration, calibrate
 from edgecam.cli import main
 from edgecam.config import DoorSettings, Settings
 from edgecam.contact import open_contact
-from edgecam.door import load_reference
+from edgecam.door_reference import load_reference
 from edgecam.errors import CameraError, EdgecamError
 from edgecam.models import Frame
 from edgecam.sources import open_source

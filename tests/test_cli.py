@@ -9,7 +9,7 @@ import pytest
 
 from edgecam.cli import main
 from edgecam.config import SimulatedSettings
-from edgecam.door import DoorReference
+from edgecam.door_reference import DoorReference
 from edgecam.sources.opencv import detection_gray
 from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer
 

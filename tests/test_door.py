@@ -5,7 +5,8 @@ import pytest
 from numpy.typing import NDArray
 
 from edgecam.config import DoorSettings, Settings, SimulatedSettings
-from edgecam.door import HOLD, DoorReference, DoorWatcher, load_reference, open_watcher
+from edgecam.door import HOLD, DoorWatcher, open_watcher
+from edgecam.door_reference import DoorReference, load_reference
 from edgecam.errors import ConfigError
 from edgecam.models import Frame
 from edgecam.sources.opencv import detection_gray

@@ -12,7 +12,8 @@ from gpiozero.pins.mock import MockFactory
 from edgecam.agent import Pipeline
 from edgecam.capture import still_bgr
 from edgecam.config import IlluminatorSettings, MotionSettings, Settings, StorageSettings
-from edgecam.door import DoorReference, DoorWatcher
+from edgecam.door import DoorWatcher
+from edgecam.door_reference import DoorReference
 from edgecam.gpio import GpioOutput, open_illuminator_pin
 from edgecam.illuminator import JUDGE_EVERY, Illuminator, light_level
 from edgecam.models import Frame
