@@ -7,10 +7,14 @@ motion) where most cells moved by more than ``motion.threshold``, or most cells 
 the gain is compensated (an uneven change: a lamp in one corner, infrared). The grid gets its own noise floor, from
 its cells' median deviation in quiet frames: a dim camera's row and colour noise otherwise moves whole cells.
 
+The camera's own metadata (exposure, colour gains, Lux) tells of its automatic controls adjusting
+(``CameraControls``).
+
 OpenCV's element-wise functions throughout: on a grid's thousand cells they cost a third of numpy's.
 """
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -44,6 +48,11 @@ slow light change, not noise, and is left out."""
 CELL_NOISE_FLOOR = 0.5
 """Grey levels under which the cells' running noise estimate says little: any estimate up to ``CELL_NOISE_JUMP``
 times this counts."""
+CAMERA_STEP = 0.04
+"""Relative change in the camera's exposure (ExposureTime x AnalogueGain x DigitalGain) or colour gains from one
+frame to the next that means its automatic controls are adjusting: the detector settles as after a global change."""
+LUX_STEP = 0.2
+"""Relative change in the camera's Lux estimate from one frame to the next that means the light changed."""
 
 
 class _CellLevels(NamedTuple):
@@ -204,3 +213,31 @@ class LightCheck:
         change = cv2.absdiff(residual, self._no_cells)
         reshaped = cv2.countNonZero(cv2.compare(change, levels.shape, cv2.CMP_GT))
         return max(moved, reshaped) / int(now.size)
+
+
+class CameraControls:
+    """The camera's automatic exposure, colour gains and light estimate, from frame to frame."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, ...] | None = None
+
+    def adjusting(self, metadata: Mapping[str, Any]) -> bool:
+        """Whether the camera's metadata says its exposure, colour gains or light level just changed.
+
+        Only the Pi's camera has such metadata; files and the simulated scene have none, and then this is False.
+        """
+        if not metadata:
+            return False
+        try:
+            exposure = float(metadata["ExposureTime"]) * float(metadata.get("AnalogueGain", 1.0))
+            exposure *= float(metadata.get("DigitalGain", 1.0))
+            red, blue = (float(g) for g in metadata.get("ColourGains", (1.0, 1.0)))
+            lux = float(metadata.get("Lux", 0.0))
+        except (KeyError, TypeError, ValueError):
+            return False
+        now = (exposure, red, blue, lux)
+        before, self._last = self._last, now
+        if before is None:
+            return False
+        steps = [abs(a - b) / max(abs(b), 1e-6) for a, b in zip(now, before, strict=True)]
+        return max(steps[:3]) > CAMERA_STEP or steps[3] > LUX_STEP

@@ -19,8 +19,7 @@ frames; where the door confirms motion (``relative``) it also scales with the li
 """
 
 import logging
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -29,7 +28,7 @@ from numpy.typing import NDArray
 from edgecam.config import DoorSettings, MotionSettings
 from edgecam.errors import ConfigError
 from edgecam.events import EventTracker
-from edgecam.light import LightCheck
+from edgecam.light import CameraControls, LightCheck
 from edgecam.models import DoorState, Frame, MotionResult
 from edgecam.thresholds import PixelThresholds
 from edgecam.zones import polygon_mask
@@ -45,11 +44,6 @@ absorbed before it is seen, and a door left open is still absorbed after a while
 GAIN_STEP = 0.002
 """A change of the gain estimate from the last one below this changes no pixel's difference by half a grey level:
 the score against the last gain stands."""
-CAMERA_STEP = 0.04
-"""Relative change in the camera's exposure (ExposureTime x AnalogueGain x DigitalGain) or colour gains from one
-frame to the next that means its automatic controls are adjusting: the detector settles as after a global change."""
-LUX_STEP = 0.2
-"""Relative change in the camera's Lux estimate from one frame to the next that means the light changed."""
 CONFIRMED_AREA = 0.25
 """Where the door confirms motion, this fraction of ``motion.min_area`` already makes a frame moving: the door's own
 look then tells the door from the rest, and a grey door opened 5 degrees in dim light changes about 1 % of its zone."""
@@ -181,7 +175,7 @@ class MotionDetector:
         self._was_moving = False
         self._events.reset()
         self._have_before = False
-        self._camera: tuple[float, ...] | None = None
+        self._camera = CameraControls()
         self._frames = 0
         self._checked_at = float("-inf")
         """When the grid was last checked for a global change."""
@@ -245,7 +239,7 @@ class MotionDetector:
             self._previous = current
             return Measure(t, 0.0, moving=False, calibrating=s.calibration > 0)
         calibrating = t - self._start < s.calibration
-        if self._camera_adjusting(frame.metadata):
+        if self._camera.adjusting(frame.metadata):
             self._settle_until = max(self._settle_until, t + s.settle)
             self._relearn = True
         settling = t < self._settle_until
@@ -405,27 +399,6 @@ class MotionDetector:
         half = np.zeros((self._height // 2, self._width // 2), np.uint8)
         half[self._box] = self._changed
         return np.asarray(cv2.resize(half, (self._width, self._height), interpolation=cv2.INTER_NEAREST), np.uint8)
-
-    def _camera_adjusting(self, metadata: Mapping[str, Any]) -> bool:
-        """Whether the camera's metadata says its exposure, colour gains or light level just changed.
-
-        Only the Pi's camera has such metadata; files and the simulated scene have none, and then this is False.
-        """
-        if not metadata:
-            return False
-        try:
-            exposure = float(metadata["ExposureTime"]) * float(metadata.get("AnalogueGain", 1.0))
-            exposure *= float(metadata.get("DigitalGain", 1.0))
-            red, blue = (float(g) for g in metadata.get("ColourGains", (1.0, 1.0)))
-            lux = float(metadata.get("Lux", 0.0))
-        except (KeyError, TypeError, ValueError):
-            return False
-        now = (exposure, red, blue, lux)
-        before, self._camera = self._camera, now
-        if before is None:
-            return False
-        steps = [abs(a - b) / max(abs(b), 1e-6) for a, b in zip(now, before, strict=True)]
-        return max(steps[:3]) > CAMERA_STEP or steps[3] > LUX_STEP
 
     def _allow_unclipping(self, current: NDArray[np.uint8]) -> None:
         """Let pixels clipped at 255 in the background be as bright as they like in the frame.
