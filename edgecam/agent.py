@@ -26,11 +26,11 @@ from edgecam.mqtt.client import read_password, tls_context
 from edgecam.mqtt.publisher import Publisher
 from edgecam.outbox import Outbox
 from edgecam.privacy import Privacy, open_schedule
+from edgecam.scene_monitor import SceneMonitor
 from edgecam.sources import FrameSource, check_source, open_source
 from edgecam.state_dir import check_state_dir
 from edgecam.store import OutboxWriter
 from edgecam.systemd import Notifier
-from edgecam.viewing import SceneMonitor
 from edgecam.vitals import Vitals
 
 logger = logging.getLogger(__name__)

@@ -54,6 +54,6 @@ def test_the_stats_say_too_dark_once_a_dark_hall_has_lasted(
         stop.set()
         agent.join(20)
     assert not agent.is_alive()
-    warned = [r.getMessage() for r in caplog.records if r.name == "edgecam.viewing" and r.levelname == "WARNING"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "edgecam.scene_monitor" and r.levelname == "WARNING"]
     assert len(warned) == 1
     assert warned[0].startswith("scene: the door zone is too dark")
