@@ -8,38 +8,28 @@ its tone curve lifts the shadows. The door is a dark wooden plank door with a fr
 grey door in a grey wall ("porch-grey", little contrast). It is hinged on its right, the side nearer the camera,
 and swings in, away from the camera, into a lit hall: as it opens the leaf turns edge-on and the hall shows beside it.
 
-The picture is ray cast: every pixel's ray (through the lens) meets the nearest of a few flat, textured surfaces
-(wall, floor, roof, the hall inside). The static ones are cast once, supersampled, and the door leaf every frame
-over the doorway only. Units are metres: x to the right along the wall, y up, z out of the wall towards the camera;
-the doorway is x 0..0.9, y 0..2.05 in the wall z = 0.
+The picture is ray cast (``porch_camera``): every pixel's ray (through the lens) meets the nearest of a few flat,
+textured surfaces (wall, floor, roof, the hall inside). The static ones are cast once, supersampled, and the door
+leaf every frame over the doorway only. Units are metres: x to the right along the wall, y up, z out of the wall
+towards the camera; the doorway is x 0..0.9, y 0..2.05 in the wall z = 0.
 """
 
 import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
-from numpy.typing import NDArray
 
 from edgecam.sources.hall import crossing
 from edgecam.sources.people import paint_leaning, paint_on_phone, paint_person, paint_pet
+from edgecam.sources.porch_camera import CAMERA_AT, Camera, Field, Image, Surface, Vec, cast, sample
 from edgecam.sources.scene import STAND_WALK, Pet, SceneState, Stand
-
-Vec = NDArray[np.float64]
-Image = NDArray[np.uint8]
-Field = NDArray[np.float32]
 
 DOOR_W, DOOR_H = 0.9, 2.05
 _LEAF_Z = -0.05  # the leaf sits this far into the 0.15 m deep doorway
 _WALL_DEPTH = 0.15
-_CAMERA = np.array([1.6, 2.3, 1.6])
-_LOOK_AT = np.array([0.3, 0.95, 0.0])
-_FOCAL = 0.5  # focal length in image widths at the centre of the picture
-_K1, _K2 = 0.22, 0.02  # barrel distortion: a ray at distorted radius r leaves at tan = r (1 + K1 r^2 + K2 r^4)
-_VIGNETTE = 0.45  # relative illumination falls as 1 / (1 + _VIGNETTE * r^2)^2
 _SUPERSAMPLE = 2
 _PERSON_M = 1.72  # a person's height, metres
 _PET_M = 0.5  # a cat nose to tail, metres
@@ -77,112 +67,6 @@ _LOOKS = {
 }
 
 
-class _Camera:
-    """The porch camera's geometry: rays out of pixels through the lens, and world points into pixels."""
-
-    def __init__(self, width: int, height: int) -> None:
-        self.width, self.height = width, height
-        forward = _LOOK_AT - _CAMERA
-        self.forward = forward / np.linalg.norm(forward)
-        right = np.cross(self.forward, [0.0, 1.0, 0.0])
-        self.right = right / np.linalg.norm(right)
-        self.down = np.cross(self.forward, self.right)
-        self.focal = _FOCAL * width
-        self.cx, self.cy = (width - 1) / 2, (height - 1) / 2
-
-    def rays(self, scale: int = 1) -> tuple[Field, Field, Field]:
-        """World directions (x, y, z), unnormalised, of the rays of every pixel, ``scale`` x ``scale`` per pixel."""
-        xs = (np.arange(self.width * scale, dtype=np.float32) + 0.5) / scale - 0.5
-        ys = (np.arange(self.height * scale, dtype=np.float32) + 0.5) / scale - 0.5
-        xd, yd = np.meshgrid((xs - self.cx) / self.focal, (ys - self.cy) / self.focal)
-        r2 = xd * xd + yd * yd
-        stretch = 1.0 + _K1 * r2 + _K2 * r2 * r2
-        xu, yu = xd * stretch, yd * stretch
-        f, r, d = (v.astype(np.float32) for v in (self.forward, self.right, self.down))
-        return f[0] + xu * r[0] + yu * d[0], f[1] + xu * r[1] + yu * d[1], f[2] + xu * r[2] + yu * d[2]
-
-    def vignette(self) -> Field:
-        """Relative illumination of each pixel: 1 in the middle, darker towards the corners."""
-        y, x = np.mgrid[0 : self.height, 0 : self.width].astype(np.float32)
-        r2 = ((x - self.cx) ** 2 + (y - self.cy) ** 2) / self.focal**2
-        return np.asarray(1.0 / (1.0 + _VIGNETTE * r2) ** 2, np.float32)
-
-    def pixel(self, points: Vec) -> Vec:
-        """Image points (x, y) of world points (..., 3) in front of the camera, through the lens."""
-        rel = np.asarray(points, np.float64) - _CAMERA
-        depth = rel @ self.forward
-        xu, yu = rel @ self.right / depth, rel @ self.down / depth
-        ru = np.hypot(xu, yu)
-        rd = ru.copy()
-        for _ in range(20):  # Newton's method on rd (1 + K1 rd^2 + K2 rd^4) = ru
-            f = rd * (1 + _K1 * rd**2 + _K2 * rd**4) - ru
-            rd -= f / (1 + 3 * _K1 * rd**2 + 5 * _K2 * rd**4)
-        shrink = np.divide(rd, ru, out=np.ones_like(ru), where=ru > 0)
-        return np.stack([self.cx + self.focal * xu * shrink, self.cy + self.focal * yu * shrink], axis=-1)
-
-    def figure(self, x: float, z: float, metres: float) -> tuple[float, float, float]:
-        """Where feet on the floor at (x, z) are in the picture, and how tall ``metres`` is there: (x, y, tall)."""
-        feet, top = self.pixel(np.array([[x, 0.0, z], [x, metres, z]]))
-        return float(feet[0]), float(feet[1]), float(np.hypot(*(feet - top)))
-
-
-@dataclass(frozen=True)
-class _Surface:
-    """A textured rectangle in the plane ``axis`` = ``at``; its texture's columns and rows run along two other axes.
-
-    Texture pixel (s, t) is at world coordinate ``s_origin + s * s_step`` on ``s_axis``, ``t_origin + t * t_step``
-    on ``t_axis`` and ``at`` on ``axis`` (0 x, 1 y, 2 z).
-    """
-
-    axis: int
-    at: float
-    s_axis: int
-    s_origin: float
-    s_step: float
-    t_axis: int
-    t_origin: float
-    t_step: float
-    texture: Image
-    hole: tuple[float, float, float, float] | None = None
-    """A rectangle (s0, t0, s1, t1) of the texture that is not there: the doorway in the wall."""
-
-    def world(self, s: Field, t: Field) -> list[Field]:
-        """World coordinates (x, y, z) of texture points."""
-        point: list[Field] = [np.zeros_like(s)] * 3
-        point[self.axis] = np.full_like(s, self.at)
-        point[self.s_axis] = self.s_origin + s * np.float32(self.s_step)
-        point[self.t_axis] = self.t_origin + t * np.float32(self.t_step)
-        return point
-
-
-def _cast(rays: tuple[Field, Field, Field], surfaces: list[_Surface], far: Image) -> tuple[Image, Field]:
-    """The colour and the distance (in ray lengths) of what each ray meets first; ``far`` where it meets nothing."""
-    shape = rays[0].shape
-    image = np.broadcast_to(np.asarray(far, np.uint8), (*shape, 3)).copy()
-    nearest = np.full(shape, np.inf, np.float32)
-    for surface in surfaces:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.float32(surface.at - _CAMERA[surface.axis]) / rays[surface.axis]
-        s = (t * rays[surface.s_axis] + np.float32(_CAMERA[surface.s_axis] - surface.s_origin)) / surface.s_step
-        u = (t * rays[surface.t_axis] + np.float32(_CAMERA[surface.t_axis] - surface.t_origin)) / surface.t_step
-        rows, cols = surface.texture.shape[:2]
-        # A pixel of overlap at the edges, so that no ray slips through where two surfaces meet.
-        hit = (t > 0) & (t < nearest) & (s >= -1) & (s <= cols) & (u >= -1) & (u <= rows)
-        if surface.hole is not None:
-            s0, t0, s1, t1 = surface.hole
-            hit &= ~((s > s0) & (s < s1) & (u > t0) & (u < t1))
-        sampled = cv2.remap(
-            surface.texture,
-            s.astype(np.float32),
-            u.astype(np.float32),
-            cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
-        cv2.copyTo(sampled, hit.view(np.uint8), image)
-        nearest[hit] = t[hit]
-    return image, nearest
-
-
 def _boards(
     rng: np.random.Generator,
     size: tuple[int, int],
@@ -203,7 +87,7 @@ def _boards(
     return np.asarray(np.clip((np.array(colour, np.float32) + texture[:, :, None]) * shade, 0, 255), np.uint8)
 
 
-def _lit(surface: _Surface, lamp: Vec, strength: float) -> _Surface:
+def _lit(surface: Surface, lamp: Vec, strength: float) -> Surface:
     """``surface`` lit by a lamp at ``lamp``: brighter the nearer, 0.65 of its colour far from it."""
     rows, cols = surface.texture.shape[:2]
     t, s = np.mgrid[0 : rows + 7 : 8, 0 : cols + 7 : 8].astype(np.float32)  # light varies slowly: every 8 px
@@ -217,10 +101,10 @@ def _lit(surface: _Surface, lamp: Vec, strength: float) -> _Surface:
 
 _PORCH_LAMP = np.array([-0.45, 1.95, 0.25])
 _HALL_LAMP = np.array([0.45, 2.35, -1.6])
-X, Y, Z = range(3)  # the axes, as _Surface numbers them
+X, Y, Z = range(3)  # the axes, as Surface numbers them
 
 
-def _surfaces(style: str) -> tuple[list[_Surface], Image]:
+def _surfaces(style: str) -> tuple[list[Surface], Image]:
     """The static surfaces of the porch and of the hall inside, lit, and the leaf's texture (300 px a metre)."""
     look = _LOOKS[style]
     rng = np.random.default_rng(_TEXTURE_SEED)
@@ -250,12 +134,12 @@ def _surfaces(style: str) -> tuple[list[_Surface], Image]:
     roof = _boards(rng, floor.shape[:2], (150, 160, 166), 15, 0.2, 3.0, vertical=False)
     jamb = np.full((round(DOOR_H * per_m), round(_WALL_DEPTH * per_m) + 2, 3), look.trim, np.uint8)
     porch = [
-        _Surface(Z, 0.0, X, left, step, Y, roof_y, -step, wall, hole),
-        _Surface(X, left, Z, 0.0, step, Y, roof_y, -step, side),
-        _Surface(Y, 0.0, X, left, step, Z, -_WALL_DEPTH, step, floor),
-        _Surface(Y, roof_y, X, left, step, Z, -_WALL_DEPTH, step, roof),
-        _Surface(X, 0.0, Z, 0.0, -step, Y, DOOR_H, -step, jamb),
-        _Surface(X, DOOR_W, Z, 0.0, -step, Y, DOOR_H, -step, jamb),
+        Surface(Z, 0.0, X, left, step, Y, roof_y, -step, wall, hole),
+        Surface(X, left, Z, 0.0, step, Y, roof_y, -step, side),
+        Surface(Y, 0.0, X, left, step, Z, -_WALL_DEPTH, step, floor),
+        Surface(Y, roof_y, X, left, step, Z, -_WALL_DEPTH, step, roof),
+        Surface(X, 0.0, Z, 0.0, -step, Y, DOOR_H, -step, jamb),
+        Surface(X, DOOR_W, Z, 0.0, -step, Y, DOOR_H, -step, jamb),
     ]
 
     inside, deep = 100.0, 3.85  # the hall behind the door: 100 px a metre, from the doorway 3.85 m in
@@ -267,11 +151,11 @@ def _surfaces(style: str) -> tuple[list[_Surface], Image]:
     hall_roof = np.full_like(hall_floor, [round(0.8 * c) for c in look.hall])
     z0 = -_WALL_DEPTH
     hall = [
-        _Surface(Z, z0 - deep, X, -1.2, i_step, Y, 2.6, -i_step, back),
-        _Surface(X, -1.2, Z, z0, -i_step, Y, 2.6, -i_step, hall_wall),
-        _Surface(X, 2.1, Z, z0, -i_step, Y, 2.6, -i_step, hall_wall),
-        _Surface(Y, 0.0, X, -1.2, i_step, Z, z0, -i_step, hall_floor),
-        _Surface(Y, 2.6, X, -1.2, i_step, Z, z0, -i_step, hall_roof),
+        Surface(Z, z0 - deep, X, -1.2, i_step, Y, 2.6, -i_step, back),
+        Surface(X, -1.2, Z, z0, -i_step, Y, 2.6, -i_step, hall_wall),
+        Surface(X, 2.1, Z, z0, -i_step, Y, 2.6, -i_step, hall_wall),
+        Surface(Y, 0.0, X, -1.2, i_step, Z, z0, -i_step, hall_floor),
+        Surface(Y, 2.6, X, -1.2, i_step, Z, z0, -i_step, hall_roof),
     ]
     surfaces = [_lit(s, _PORCH_LAMP, 0.7) for s in porch] + [_lit(s, _HALL_LAMP, 0.5) for s in hall]
 
@@ -287,22 +171,12 @@ def _surfaces(style: str) -> tuple[list[_Surface], Image]:
     return surfaces, leaf
 
 
-def _sample(texture: Image, s: NDArray[np.floating[Any]], t: NDArray[np.floating[Any]]) -> Field:
-    """Colours (N x 3, float) of ``texture`` at the N points (s, t), bilinear, edges repeated."""
-    count = len(s)
-    width = 1024  # OpenCV's remap takes maps of at most 32767 a side: fold the points into rows
-    pad = -count % width
-    maps = [np.pad(m.astype(np.float32), (0, pad)).reshape(-1, width) for m in (s, t)]
-    out = cv2.remap(texture, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return np.asarray(out.reshape(-1, 3)[:count], np.float32)
-
-
 def porch_door_zone(width: int, height: int) -> list[tuple[float, float]]:
     """The doorway's outline through the lens, 3 cm outside it, as ``[x, y]`` fractions: the porch's door zone.
 
     The leaf swings in, behind the wall, so everything the door does is seen through the doorway.
     """
-    camera = _Camera(width, height)
+    camera = Camera(width, height)
     margin = 0.03
     x0, x1, y1 = -margin, DOOR_W + margin, DOOR_H + margin
     edge = np.linspace(0.0, 1.0, 5)[:-1]
@@ -317,12 +191,12 @@ def porch_door_zone(width: int, height: int) -> list[tuple[float, float]]:
 @functools.lru_cache(maxsize=4)
 def _static(style: str, width: int, height: int) -> tuple[Image, Field, Image]:
     """The porch without its door leaf (supersampled), the distance along each pixel's ray, and the leaf texture."""
-    camera = _Camera(width, height)
+    camera = Camera(width, height)
     surfaces, leaf = _surfaces(style)
     far = np.array((70, 96, 80), np.uint8)  # the garden beyond the porch
-    fine, _ = _cast(camera.rays(_SUPERSAMPLE), surfaces, far)
+    fine, _ = cast(camera.rays(_SUPERSAMPLE), surfaces, far)
     image = np.asarray(cv2.resize(fine, (width, height), interpolation=cv2.INTER_AREA), np.uint8)
-    _, nearest = _cast(camera.rays(), surfaces, far)
+    _, nearest = cast(camera.rays(), surfaces, far)
     for array in (image, nearest, leaf):
         array.flags.writeable = False
     return image, nearest, leaf
@@ -333,7 +207,7 @@ class Porch:
 
     def __init__(self, style: str, width: int, height: int) -> None:
         self.width, self.height = width, height
-        self._camera = _Camera(width, height)
+        self._camera = Camera(width, height)
         self._open_base, nearest, self._leaf = _static(style, width, height)
         self.zone = porch_door_zone(width, height)
         xs = [x for x, _ in self.zone]
@@ -341,7 +215,7 @@ class Porch:
         """The door zone's right border as a fraction of the width (its mean over the right-hand points)."""
         rays = self._camera.rays()
         with np.errstate(invalid="ignore"):
-            inner = np.isfinite(nearest) & (np.float32(_CAMERA[2]) + nearest * rays[2] < -0.001)  # past the wall
+            inner = np.isfinite(nearest) & (np.float32(CAMERA_AT[2]) + nearest * rays[2] < -0.001)  # past the wall
         self._inner = np.flatnonzero(inner)  # the doorway's pixels: the only ones where the leaf can show
         self._rays = tuple(r.ravel()[self._inner] for r in rays)
         self._ray_length = np.sqrt(sum(r * r for r in self._rays))
@@ -373,17 +247,17 @@ class Porch:
         dx, dy, dz = self._rays
         towards = dx * np.float32(normal[0]) + dz * np.float32(normal[2])
         with np.errstate(divide="ignore"):
-            t = np.float32(np.dot(hinge - _CAMERA, normal)) / towards
-        u = (np.float32(_CAMERA[0] - hinge[0]) + t * dx) * np.float32(across[0])
-        u += (np.float32(_CAMERA[2] - hinge[2]) + t * dz) * np.float32(across[2])
-        v = np.float32(_CAMERA[1]) + t * dy
+            t = np.float32(np.dot(hinge - CAMERA_AT, normal)) / towards
+        u = (np.float32(CAMERA_AT[0] - hinge[0]) + t * dx) * np.float32(across[0])
+        u += (np.float32(CAMERA_AT[2] - hinge[2]) + t * dz) * np.float32(across[2])
+        v = np.float32(CAMERA_AT[1]) + t * dy
         # A pixel spans about this much of the leaf, metres: along v as seen square on, along u foreshortened.
         per_px_v = np.abs(t) * self._ray_length / np.float32(self._camera.focal)
         per_px_u = per_px_v * np.minimum(self._ray_length / (np.abs(towards) + 1e-6), np.float32(50.0))
         inside = np.minimum(np.minimum(u, DOOR_W - u) / per_px_u, np.minimum(v, DOOR_H - v) / per_px_v)
         cover = np.clip(inside + 0.5, 0.0, 1.0) * ((t > 0) & (t < self._nearest))
         rows, cols = self._leaf.shape[:2]
-        leaf = _sample(self._leaf, (DOOR_W - u) * np.float32(cols / DOOR_W), (DOOR_H - v) * np.float32(rows / DOOR_H))
+        leaf = sample(self._leaf, (DOOR_W - u) * np.float32(cols / DOOR_W), (DOOR_H - v) * np.float32(rows / DOOR_H))
         flat = image.reshape(-1, 3)
         region = flat[self._inner].astype(np.float32)
         shade = np.float32(0.6 + 0.4 * math.cos(a))
