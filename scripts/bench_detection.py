@@ -33,12 +33,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgecam.calibrate import calibrate
-from edgecam.config import CameraSettings, DoorSettings, MotionSettings, Settings, SimulatedSettings
+from edgecam.config import CameraSettings, DoorSettings, MotionSettings, Settings
 from edgecam.door import DoorWatcher
 from edgecam.door_reference import DoorReference
 from edgecam.models import Frame
 from edgecam.motion import MotionDetector
 from edgecam.replay import replay
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources import open_source
 from edgecam.sources.opencv import detection_gray
 from edgecam.sources.scene import door_openings

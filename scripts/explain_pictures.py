@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cv2
 
-from edgecam.config import SimulatedSettings
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources.simulated import DOOR_ZONE, render_clip
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from edgecam.cli import main
-from edgecam.config import SimulatedSettings
 from edgecam.door_reference import DoorReference
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources.opencv import detection_gray
 from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer
 

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edgecam.config import DoorSettings, Settings, SimulatedSettings
+from edgecam.config import DoorSettings, Settings
 from edgecam.door import HOLD, DoorWatcher, open_watcher
 from edgecam.door_reference import DoorReference, load_reference
 from edgecam.errors import ConfigError
 from edgecam.models import Frame
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources.opencv import detection_gray
 from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer
 from edgecam.zones import polygon_mask

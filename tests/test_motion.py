@@ -360,7 +360,7 @@ def test_the_people_walking_by_are_found_when_the_zone_is_the_whole_frame() -> N
 def simulated_run(
     seconds: float, *, relative: bool = False, **scene: object
 ) -> tuple[list[tuple[float, MotionResult]], list[tuple[float, float]]]:
-    from edgecam.config import SimulatedSettings
+    from edgecam.scene_settings import SimulatedSettings
     from edgecam.sources.opencv import detection_gray
     from edgecam.sources.scene import door_openings
     from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer
@@ -398,7 +398,7 @@ def test_a_door_in_a_dark_noisy_hall_moves_the_zone_where_thresholds_follow_the_
 
 @pytest.mark.parametrize("noise", [2.0, 12.0])
 def test_the_noise_is_measured_and_keeps_a_noisy_camera_quiet_where_thresholds_follow_the_light(noise: float) -> None:
-    from edgecam.config import SimulatedSettings
+    from edgecam.scene_settings import SimulatedSettings
     from edgecam.sources.opencv import detection_gray
     from edgecam.sources.simulated import DOOR_ZONE, SceneRenderer
 

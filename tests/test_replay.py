@@ -7,8 +7,8 @@ import cv2
 import pytest
 
 from edgecam.cli import main
-from edgecam.config import SimulatedSettings
 from edgecam.explain import PLOT_HEIGHT, SHEET_FRAMES
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources.scene import door_openings
 from edgecam.sources.simulated import DOOR_ZONE, render_clip
 from tests import videos

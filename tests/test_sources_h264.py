@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edgecam.config import SimulatedSettings
 from edgecam.errors import CameraError
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources.simulated import SceneRenderer
 
 W, H = 640, 480

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edgecam.config import CameraSettings, SimulatedSettings
+from edgecam.config import CameraSettings
 from edgecam.errors import CameraError
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources import opencv
 from edgecam.sources.opencv import OpenCVSource, Pacer
 from edgecam.sources.simulated import render_clip

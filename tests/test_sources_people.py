@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edgecam.config import SimulatedSettings
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources.scene import door_openings
 from edgecam.sources.simulated import SceneRenderer, door_zone
 from edgecam.zones import polygon_mask

@@ -20,8 +20,9 @@ from numpy.typing import NDArray
 from pydantic import ValidationError
 
 from edgecam.capture import still_bgr
-from edgecam.config import CameraSettings, SimulatedSettings
+from edgecam.config import CameraSettings
 from edgecam.errors import CameraError
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources import check_source, picamera
 from edgecam.sources.picamera import PiCameraSource
 from edgecam.sources.picamera_fake import FakeClock, FakePicamera2

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edgecam.config import CameraSettings, SimulatedSettings
+from edgecam.config import CameraSettings
 from edgecam.errors import CameraError, ConfigError
 from edgecam.models import Frame
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.settings_file import load_settings
 from edgecam.sources.opencv import OpenCVSource
 from edgecam.sources.scene import CAMERA_LIGHT_OVERSHOOT, CameraLight, door_openings

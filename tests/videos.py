@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgecam.config import SimulatedSettings
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources.simulated import SceneRenderer
 
 MS = Fraction(1, 1000)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from edgecam.config import SimulatedSettings
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources.picamera_fake_request import FakeCompletedRequest, FakeJob
 from edgecam.sources.picamera_fake_sensors import (
     CMA_IN_USE,

@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from edgecam.config import SimulatedSettings
+from edgecam.scene_settings import SimulatedSettings
 
 DARK = 0.4
 """Scene brightness with the hall light off, relative to on."""

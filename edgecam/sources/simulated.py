@@ -22,9 +22,10 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edgecam.config import CameraSettings, SimulatedSettings
+from edgecam.config import CameraSettings
 from edgecam.errors import CameraError
 from edgecam.models import Frame
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources import hall
 from edgecam.sources.h264 import H264RoundTrip
 from edgecam.sources.hall import Hall

@@ -16,7 +16,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from edgecam.config import SimulatedSettings
+from edgecam.scene_settings import SimulatedSettings
 from edgecam.sources.simulated import DOOR_ZONE, render_clip
 from tests.conftest import Broker
 
