@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import simplejpeg
 from numpy.typing import NDArray
 
 from edgecam.clock import boot_id, time_synced
@@ -21,7 +22,7 @@ from edgecam.config import CaptureSettings
 from edgecam.disk import write_atomically
 from edgecam.errors import StorageError
 from edgecam.models import Event, EventType, Frame, MotionResult, Still, Topics, utc_now
-from edgecam.zones import Polygon, burn_masks
+from edgecam.zones import Polygon, burn_masks, burn_masks_i420
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +59,27 @@ def still_bgr(image: NDArray[np.uint8]) -> NDArray[np.uint8]:
 
 
 def encode_still(image: NDArray[np.uint8], masks: Sequence[Polygon], quality: int, event_id: str, index: int) -> Still:
-    """Burn the privacy masks into ``image`` (BGR or I420), encode it as JPEG and hash it; raise StorageError."""
-    masked = burn_masks(still_bgr(image), masks)
-    ok, buf = cv2.imencode(".jpg", masked, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise StorageError(f"capture: OpenCV could not encode a {image.shape} still as JPEG")
-    jpeg = buf.tobytes()
-    height, width = masked.shape[:2]
+    """Burn the privacy masks into ``image`` (BGR or I420), encode it as JPEG and hash it; raise StorageError.
+
+    I420 goes to the JPEG encoder as its planes, as picamera2 encodes a YUV420 stream (picamera2 0.3.38
+    request.py:239-246, ``simplejpeg.encode_jpeg_yuv_planes``): JPEG is YCbCr 4:2:0 itself, so nothing is converted
+    to BGR and back, which took more than the encoding.
+    """
+    if image.ndim == 3:
+        masked = burn_masks(image, masks)
+        ok, buf = cv2.imencode(".jpg", masked, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise StorageError(f"capture: OpenCV could not encode a {image.shape} still as JPEG")
+        jpeg = buf.tobytes()
+        height, width = masked.shape[:2]
+    else:
+        try:
+            planes = burn_masks_i420(image, masks)
+        except ValueError as err:
+            raise StorageError(f"capture: {err}") from err
+        height, width = planes.shape[0] * 2 // 3, planes.shape[1]
+        chroma = planes[height:].reshape(2, height // 2, width // 2)
+        jpeg = simplejpeg.encode_jpeg_yuv_planes(planes[:height], chroma[0], chroma[1], quality=quality)
     return Still(event_id, index, jpeg, hashlib.sha256(jpeg).hexdigest(), width, height)
 
 

@@ -42,6 +42,29 @@ def burn_masks(image: NDArray[np.uint8], masks: Sequence[Polygon]) -> NDArray[np
     return out
 
 
+def burn_masks_i420(image: NDArray[np.uint8], masks: Sequence[Polygon]) -> NDArray[np.uint8]:
+    """Return a copy of a full-range I420 ``image`` (h * 3 / 2, w) with every privacy mask filled black.
+
+    Black in full-range YCbCr is Y 0 with Cb and Cr at 128: Y is filled as ``burn_masks`` fills a BGR image, and
+    the chroma of every 2 x 2 block that any masked pixel touches is set neutral, so no colour is left of what
+    a mask covers, not even along its edge. Raises ValueError for an odd width or height (I420 has none).
+    """
+    height, width = image.shape[0] * 2 // 3, image.shape[1]
+    if height * 3 // 2 != image.shape[0] or height % 2 or width % 2:
+        raise ValueError(f"an I420 still is h * 3 / 2 rows of w, both even; got {image.shape[1]}x{image.shape[0]}")
+    out = image.copy()
+    if not masks:
+        return out
+    fill(out[:height], masks, 0)
+    masked = np.zeros((height, width), np.uint8)
+    fill(masked, masks, 255)
+    touched = cv2.resize(masked, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+    neutral = np.full(touched.shape, 128, np.uint8)
+    for plane in out[height:].reshape(2, height // 2, width // 2):
+        cv2.copyTo(neutral, touched, plane)
+    return out
+
+
 def draw_zones(image: NDArray[np.uint8], zone: Polygon, masks: Sequence[Polygon]) -> NDArray[np.uint8]:
     """A BGR copy of ``image`` (grey or colour) with the masks shaded red and the door zone outlined green."""
     out = np.asarray(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image.copy(), np.uint8)

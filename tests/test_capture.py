@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from edgecam.capture import Capture, Emitted, fit_jpeg, still_bgr
+from edgecam.capture import Capture, Emitted, encode_still, fit_jpeg, still_bgr
 from edgecam.config import CaptureSettings
+from edgecam.errors import StorageError
 from edgecam.models import Frame, MotionResult, Topics
 
 MASK = [(0.0, 0.0), (0.5, 0.0), (0.5, 0.5), (0.0, 0.5)]  # the top-left quarter
@@ -227,3 +228,26 @@ def test_a_full_range_i420_still_keeps_its_colours_and_contrast() -> None:
     error = np.abs(still_bgr(i420).astype(int) - bgr)[away_from_edges]
     assert error.max() <= 2
     assert still_bgr(bgr) is bgr
+
+
+def test_an_i420_still_is_encoded_from_its_planes_with_its_colours_and_the_mask_black() -> None:
+    bgr = np.zeros((64, 96, 3), np.uint8)
+    bgr[:, :48] = (30, 120, 220)
+    bgr[:, 48:] = (200, 60, 10)
+    ycrcb = cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)  # full range, as the Pi's sYCC streams
+    planes = [ycrcb[:, :, 0].reshape(-1), ycrcb[::2, ::2, 2].reshape(-1), ycrcb[::2, ::2, 1].reshape(-1)]
+    i420 = np.concatenate(planes).reshape(96, 96).astype(np.uint8)
+    mask = [(0.0, 0.0), (0.3, 0.0), (0.3, 0.5), (0.0, 0.5)]  # over the left colour's top
+    still = encode_still(i420, [mask], 95, "ev-1", 1)
+    assert (still.width, still.height) == (96, 64)
+    assert still.sha256 == hashlib.sha256(still.jpeg).hexdigest()
+    decoded = cv2.imdecode(np.frombuffer(still.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and decoded.shape == bgr.shape
+    assert decoded[:28, :24].max() < 12  # black, colour and all, under the mask
+    assert np.abs(decoded[40:, 4:40].astype(int) - bgr[40:, 4:40]).max() <= 8
+    assert np.abs(decoded[4:60, 56:92].astype(int) - bgr[4:60, 56:92]).max() <= 8
+
+
+def test_an_i420_still_of_an_odd_size_is_refused_in_one_line() -> None:
+    with pytest.raises(StorageError, match=r"capture: an I420 still .* 95x96"):
+        encode_still(np.zeros((96, 95), np.uint8), [], 85, "ev-1", 1)
