@@ -332,9 +332,13 @@ class MotionDetector:
         return int(cv2.countNonZero(self._changed)) / self._zone_pixels
 
     def _follow_thresholds(self) -> None:
-        """Each pixel's threshold from its level in ``_reference`` (background times gain); 255 outside the zone."""
+        """Each pixel's threshold from its level in ``_reference`` (background times gain); 255 outside the zone.
+
+        And 1.5 times it for ``_stirring``.
+        """
         cv2.LUT(self._reference, self._pixels.lut, dst=self._thresholds)
         cv2.bitwise_or(self._thresholds, self._outside, dst=self._thresholds)
+        cv2.add(self._thresholds, self._thresholds // 2, dst=self._stir_thresholds)
 
     def decide(
         self,
@@ -390,7 +394,6 @@ class MotionDetector:
         The difference of two frames carries the noise of both, 1.4 times one frame's against the background.
         """
         cv2.absdiff(current, self._previous, dst=self._stirred)
-        cv2.add(self._thresholds, self._thresholds // 2, dst=self._stir_thresholds)
         cv2.compare(self._stirred, self._stir_thresholds, cv2.CMP_GT, dst=self._stirred)
         return int(cv2.countNonZero(self._stirred)) >= STIRRING * self._zone_pixels
 
