@@ -274,6 +274,8 @@ class Publisher:
         try:
             retry_at = 0.0
             while not self._stopping.is_set():
+                # Cleared before the round, not after the wait: a wake between the two would be lost for _POLL.
+                self._wake_event.clear()
                 wakes = self._wakes
                 try:
                     conn, retry_at = self._round(conn, outbox, retry_at)
@@ -291,7 +293,6 @@ class Publisher:
                 now = time.monotonic()
                 timeout = _POLL if conn is not None else max(0.0, min(_POLL, retry_at - now))
                 self._wake_event.wait(timeout)
-                self._wake_event.clear()
             self._shutdown(conn, outbox)
         finally:
             if self._standby is not None:
