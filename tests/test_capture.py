@@ -242,7 +242,8 @@ def test_an_i420_still_is_encoded_from_its_planes_with_its_colours_and_the_mask_
     assert (still.width, still.height) == (96, 64)
     assert still.sha256 == hashlib.sha256(still.jpeg).hexdigest()
     decoded = cv2.imdecode(np.frombuffer(still.jpeg, np.uint8), cv2.IMREAD_COLOR)
-    assert decoded is not None and decoded.shape == bgr.shape
+    assert decoded is not None
+    assert decoded.shape == bgr.shape
     assert decoded[:28, :24].max() < 12  # black, colour and all, under the mask
     assert np.abs(decoded[40:, 4:40].astype(int) - bgr[40:, 4:40]).max() <= 8
     assert np.abs(decoded[4:60, 56:92].astype(int) - bgr[4:60, 56:92]).max() <= 8
