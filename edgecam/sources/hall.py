@@ -65,8 +65,11 @@ class Hall:
         blotches = rng.normal(0.0, 4.0, (h // 24 + 2, w // 24 + 2)).astype(np.float32)
         texture = cv2.resize(blotches, (w, h), interpolation=cv2.INTER_CUBIC)
         texture += rng.normal(0.0, 2.0, (h, w)).astype(np.float32)
-        wall = np.array((168, 182, 194), np.float32)
-        image: NDArray[np.uint8] = np.clip(wall + texture[:, :, None], 0, 255).astype(np.uint8)
+        image: NDArray[np.uint8] = np.empty((h, w, 3), np.uint8)
+        channel = np.empty((h, w), np.float32)  # a channel at a time: no float copy of the whole picture
+        for c, wall in enumerate(np.array((168, 182, 194), np.float32)):
+            np.add(texture, wall, out=channel)
+            image[:, :, c] = np.clip(channel, 0, 255, out=channel)  # the cast truncates, as astype does
 
         floor_top = self._px(0.0, _DOOR_Y1)[1]
         image[floor_top:] = (62, 98, 132)

@@ -16,7 +16,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -30,7 +30,6 @@ from edgecam.sources import hall
 from edgecam.sources.h264 import H264RoundTrip
 from edgecam.sources.hall import Hall
 from edgecam.sources.opencv import Pacer, detection_gray
-from edgecam.sources.porch import Porch, porch_door_zone
 from edgecam.sources.scene import (
     DARK,
     SEED_CYCLE,
@@ -42,9 +41,13 @@ from edgecam.sources.scene import (
     door_openings,
 )
 
+if TYPE_CHECKING:
+    from edgecam.sources.porch import Porch
+
 logger = logging.getLogger(__name__)
 
 _NOISE_PAD = 16  # noise fields are this much larger than the image; each frame takes a shifted window
+_NOISE_BAND = 1 << 18  # noise values drawn at a time (1 MB of float32)
 _SEED_BASE, _SEED_NOISE, _SEED_FRAME, _SEED_JITTER = range(SEED_CYCLE + 1, SEED_CYCLE + 5)  # a stream per purpose
 _SEED_SENSOR = SEED_CYCLE + 5  # shot and read noise, after the others so that they keep their numbers
 _SEED_DEVELOP = SEED_CYCLE + 6  # the porch camera's row and colour noise
@@ -63,7 +66,15 @@ def door_zone(sim: SimulatedSettings) -> list[tuple[float, float]]:
     """The door zone of the scene's style as ``[x, y]`` fractions: set ``motion.zone`` to this for the door."""
     if sim.style == "hall":
         return list(DOOR_ZONE)
+    from edgecam.sources.porch import porch_door_zone  # the porch's camera and surfaces for its styles only
+
     return porch_door_zone(sim.width, sim.height)
+
+
+def _porch(style: str, width: int, height: int) -> "Porch":
+    from edgecam.sources.porch import Porch  # the porch's camera and surfaces for its styles only
+
+    return Porch(style, width, height)
 
 
 class SceneRenderer:
@@ -73,7 +84,7 @@ class SceneRenderer:
         self.sim = sim
         self.width = width
         self.height = height
-        self._porch = Porch(sim.style, width, height) if sim.style != "hall" else None
+        self._porch = _porch(sim.style, width, height) if sim.style != "hall" else None
         self._scene: Hall | Porch = self._porch or Hall(width, height, np.random.default_rng((sim.seed, _SEED_BASE)))
         self._noise = self._noise_fields(np.random.default_rng((sim.seed, _SEED_NOISE)))
         self._vignette = self._ir_vignette() if sim.infrared else None
@@ -158,8 +169,10 @@ class SceneRenderer:
             dy, dx = (int(v) for v in rng.integers(0, _NOISE_PAD + 1, size=2))
             up, down = self._noise[field]
             window = np.s_[dy : dy + self.height, dx : dx + self.width]
-            # Exact for a signed noise field: at each pixel one of the two parts is zero.
-            image = np.asarray(cv2.subtract(cv2.add(image, up[window]), down[window]), dtype=np.uint8)
+            # Exact for a signed noise field: at each pixel one of the two parts is zero. In place: the picture is
+            # this frame's own, and a full-size temporary per step costs a fresh mapping at 2028x1520.
+            image = np.asarray(cv2.add(image, up[window], dst=image), dtype=np.uint8)
+            image = np.asarray(cv2.subtract(image, down[window], dst=image), dtype=np.uint8)
         if self._porch is not None:
             image = self._porch.develop(image, np.random.default_rng((sim.seed, _SEED_DEVELOP, index)), sim.sensor_gain)
         if sim.jpeg_quality > 0:
@@ -200,15 +213,29 @@ class SceneRenderer:
         }
 
     def _noise_fields(self, rng: np.random.Generator) -> list[tuple[NDArray[np.uint8], NDArray[np.uint8]]] | None:
-        """Two signed Gaussian noise fields, each split into its positive and negative parts."""
+        """Two signed Gaussian noise fields, each split into its positive and negative parts (rounded, at most 255).
+
+        Drawn a band of rows at a time: the generator fills an array one element after another (numpy 2.4
+        random/src/distributions/distributions.c, ``random_standard_normal_fill_f``), so the bands join into the
+        field one draw would give, without a float copy of the whole field (37 MB per field at 2028x1520).
+        """
         if self.sim.noise <= 0:
             return None
         shape = (self.height + _NOISE_PAD, self.width + _NOISE_PAD, 3)
+        band = max(1, _NOISE_BAND // (shape[1] * shape[2]))
+        sigma = np.float32(self.sim.noise)
         fields = []
         for _ in range(2):
-            noise = rng.standard_normal(shape, dtype=np.float32) * self.sim.noise
-            noise = np.clip(np.rint(noise), -255, 255)
-            fields.append((np.maximum(noise, 0).astype(np.uint8), np.maximum(-noise, 0).astype(np.uint8)))
+            up, down = np.empty(shape, np.uint8), np.empty(shape, np.uint8)
+            for top in range(0, shape[0], band):
+                noise = rng.standard_normal((min(band, shape[0] - top), *shape[1:]), dtype=np.float32)
+                noise *= sigma
+                np.rint(noise, out=noise)
+                rows = np.s_[top : top + len(noise)]
+                up[rows] = np.clip(noise, 0, 255)
+                np.negative(noise, out=noise)
+                down[rows] = np.clip(noise, 0, 255, out=noise)
+            fields.append((up, down))
         return fields
 
     def _sensor_fields(self) -> list[NDArray[np.float32]]:
