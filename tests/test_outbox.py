@@ -26,7 +26,7 @@ from edgecam import disk
 from edgecam.config import StorageSettings
 from edgecam.errors import StorageError
 from edgecam.models import Event, Topics
-from edgecam.outbox import Outbox, Pending, jpeg_size
+from edgecam.outbox import CACHE_KIB, Outbox, Pending, jpeg_size
 from edgecam.state_dir import check_state_dir
 from tests.conftest import DoorEvent, make_door_event
 
@@ -571,3 +571,10 @@ def test_the_newest_door_events_start_time_survives_a_restart(storage: StorageSe
         append_all(outbox, make_door_event(TOPICS, DEVICE, 1, start=datetime(2026, 11, 23, 8, 0, tzinfo=UTC)))
     with closing(Outbox(storage)) as reopened:
         assert reopened.last_start() == "2026-11-23T08:00:00.000Z"
+
+
+def test_each_connection_keeps_at_most_cache_kib_of_pages_in_memory(storage: StorageSettings) -> None:
+    for for_sending in (False, True):  # the outbox thread's, and the publisher's
+        with closing(Outbox(storage, for_sending=for_sending)) as outbox:
+            assert outbox._db is not None
+            assert outbox._db.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
