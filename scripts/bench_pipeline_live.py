@@ -13,18 +13,21 @@ files, logs, state directories and what the subscriber received stay under ``--o
   (``Capture._event``, ``models.iso_ms``: milliseconds, truncated), so the figure is arrival minus that ``time``.
   ``start`` -> first still: arrival of the JPEG on ``<base>/events/<id>/stills/1`` minus the ``start``'s arrival.
   Door openings every 4 s, at still (scene) sizes 2028x1520 and 1280x960.
-- memory: VmRSS of the agent every second at 10 fps, a door event every 30 s, stills of 2028x1520; beside it a
+- memory: VmRSS of the agent every second at 10 fps, a door event every 30 s, stills of 640x480 (the scene's default)
+  and of 2028x1520 in two agents side by side; beside it a
   process that only imports numpy, cv2, paho.mqtt.client and pydantic, and the simulated source alone.
 - cpu: utime + stime of the agent (``/proc/PID/stat``) at 10 fps with nothing moving, then of a process that only
   runs the simulated source's ``frames()`` paced at the same size and fps, then of the import floor sleeping.
 - startup: process start (just before ``Popen``) -> the first ``READY=1`` datagram on ``$NOTIFY_SOCKET`` (an
   ``AF_UNIX`` socket bound here), and -> ``online`` on ``<base>/availability`` at a subscriber in this process,
-  beside ``python -c "import numpy, cv2, paho.mqtt.client, pydantic"`` from start to exit, runs interleaved.
+  beside ``python -c "import numpy, cv2, paho.mqtt.client; from pydantic import BaseModel"`` from start to exit,
+  runs interleaved (``import pydantic`` alone loads almost nothing: pydantic 2 imports its parts when first used).
 
 Targets are printed as met or missed; they never fail the run.
 """
 
 import argparse
+import concurrent.futures
 import contextlib
 import fcntl
 import json
@@ -73,7 +76,7 @@ class Figure:
 SECTIONS = ("latency", "memory", "cpu", "startup")
 DEVICE = "bench-door"
 BASE = f"edgecam/{DEVICE}"
-FLOOR_IMPORTS = "import numpy, cv2, paho.mqtt.client, pydantic"
+FLOOR_IMPORTS = "import numpy, cv2, paho.mqtt.client; from pydantic import BaseModel"
 """The bare import floor of the issue: what any agent built on these libraries pays before doing anything."""
 FPS = 10.0
 SMALL_SCENE = (640, 480)
@@ -83,7 +86,8 @@ LATENCY_SIZES = ((2028, 1520), (1280, 960))
 LATENCY_SCENE = {"door_period": 4.0, "first_opening": 3.0, "door_opening": 0.5, "door_open": 0.5, "door_closing": 0.5}
 """A short swing every 4 s so that 50 events take under 4 minutes; the first after the detector's 2 s of learning."""
 LATENCY_EVENT_GAP = 1.0
-MEMORY_SIZE = (2028, 1520)
+MEMORY_SIZES = ((640, 480), (2028, 1520))
+"""The scene's default size and a Pi's still size, run side by side."""
 MEMORY_SCENE = {"door_period": 30.0, "first_opening": 5.0}
 """The default swing (1 s open, 2 s open, 1 s shut) every 30 s."""
 QUIET_SCENE = {"first_opening": 3600.0}
@@ -548,9 +552,18 @@ def settled_rss_mb(proc: subprocess.Popen[bytes], what: str, seconds: float) -> 
 
 
 def memory_figures(plan: Plan, out: Path) -> list[Figure]:
-    folder = out / "memory"
+    """Each of ``MEMORY_SIZES`` in its own agent, at the same time; the import floor's row once."""
+    with concurrent.futures.ThreadPoolExecutor(len(MEMORY_SIZES)) as pool:
+        runs = [pool.submit(memory_figures_at, size, plan, out) for size in MEMORY_SIZES]
+        figures = [figure for run in runs for figure in run.result()]
+    floors = [f for f in figures if f.name.startswith("floor")]
+    return [f for f in figures if not f.name.startswith("floor")] + floors[:1]
+
+
+def memory_figures_at(size: tuple[int, int], plan: Plan, out: Path) -> list[Figure]:
+    folder = out / f"memory-{size[0]}x{size[1]}"
     with broker_in(folder) as broker:
-        run = AgentRun(folder, broker, MEMORY_SIZE, dict(MEMORY_SCENE))
+        run = AgentRun(folder, broker, size, dict(MEMORY_SCENE))
         agent, began = run.start()
         samples: list[tuple[float, int]] = []
         peak_kb = 0
@@ -567,7 +580,7 @@ def memory_figures(plan: Plan, out: Path) -> list[Figure]:
     events = run.log.read_text(errors="replace").count("agent: start ")
     (folder / "rss.tsv").write_text("".join(f"{t:.2f}\t{kb}\n" for t, kb in samples), encoding="utf-8")
     floor = floor_process(120.0)
-    source = source_process(MEMORY_SIZE, 120.0)
+    source = source_process(size, 120.0)
     try:
         floor_mb = settled_rss_mb(floor, "the import floor", 2.0)
         source_mb = settled_rss_mb(source, "the simulated source alone", 3.0)
@@ -579,7 +592,7 @@ def memory_figures(plan: Plan, out: Path) -> list[Figure]:
     early = window_mb(samples, plan.memory_mark_s, w)
     growth = statistics.median(steady) - statistics.median(early)
     rss = statistics.median(steady)
-    scene = f"{MEMORY_SIZE[0]}x{MEMORY_SIZE[1]}"
+    scene = f"{size[0]}x{size[1]}"
     span = f"{run_s:g} s at {FPS:g} fps, a door opening every {MEMORY_SCENE['door_period']:g} s ({events} door events)"
     own = rss - (source_mb - floor_mb)
     return [
@@ -598,7 +611,7 @@ def memory_figures(plan: Plan, out: Path) -> list[Figure]:
         ),
         Figure(
             "memory",
-            f"agent RSS growth, {plan.memory_mark_s:g} s -> {run_s:g} s",
+            f"agent RSS growth ({scene}), {plan.memory_mark_s:g} s -> {run_s:g} s",
             "MB",
             growth,
             growth,
@@ -610,7 +623,7 @@ def memory_figures(plan: Plan, out: Path) -> list[Figure]:
         ),
         Figure(
             "memory",
-            "agent RSS peak (VmHWM)",
+            f"agent RSS peak, VmHWM ({scene})",
             "MB",
             peak_kb * 1024 / 1e6,
             max(kb for _, kb in samples) * 1024 / 1e6,
