@@ -75,11 +75,11 @@ def encode_still(image: NDArray[np.uint8], masks: Sequence[Polygon], quality: in
     else:
         try:
             planes = burn_masks_i420(image, masks)
-        except ValueError as err:
+            height, width = planes.shape[0] * 2 // 3, planes.shape[1]
+            chroma = planes[height:].reshape(2, height // 2, width // 2)
+            jpeg = simplejpeg.encode_jpeg_yuv_planes(planes[:height], chroma[0], chroma[1], quality=quality)
+        except ValueError as err:  # an odd size; simplejpeg refuses planes it cannot take with ValueError too
             raise StorageError(f"capture: {err}") from err
-        height, width = planes.shape[0] * 2 // 3, planes.shape[1]
-        chroma = planes[height:].reshape(2, height // 2, width // 2)
-        jpeg = simplejpeg.encode_jpeg_yuv_planes(planes[:height], chroma[0], chroma[1], quality=quality)
     return Still(event_id, index, jpeg, hashlib.sha256(jpeg).hexdigest(), width, height)
 
 
