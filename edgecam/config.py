@@ -34,6 +34,18 @@ def _check_polygon(points: list[tuple[float, float]]) -> list[tuple[float, float
 
 Polygon = Annotated[list[tuple[float, float]], AfterValidator(_check_polygon)]
 
+
+def _check_one_line(value: str | None) -> str | None:
+    if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("one line of text: no line breaks or control characters")
+    return value
+
+
+def _seconds(days: float) -> int:
+    """Whole seconds of ``days``, at least 1 (an MQTT 5 Message Expiry Interval is whole seconds)."""
+    return max(1, round(days * 86400))
+
+
 WHOLE_FRAME: list[tuple[float, float]] = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
 
 
@@ -277,7 +289,20 @@ class IlluminatorSettings(Section):
 
 
 class PrivacySettings(Section):
-    """When detection is held off besides ``<base>/set/detect``: a schedule and a switch on a GPIO pin."""
+    """Who runs the camera (the notice at the door) and when detection is held off: a schedule, a GPIO switch."""
+
+    operator: Annotated[str | None, AfterValidator(_check_one_line)] = Field(
+        None,
+        min_length=1,
+        max_length=120,
+        description="Who operates the camera, as the notice at the door names them, e.g. 'The Smiths, flat 3'.",
+    )
+    contact: Annotated[str | None, AfterValidator(_check_one_line)] = Field(
+        None,
+        min_length=1,
+        max_length=160,
+        description="How people at the door reach the operator, for the notice: an e-mail, a phone or a door bell.",
+    )
 
     schedule: list[Annotated[str, AfterValidator(check_window)]] = Field(
         default_factory=lambda: [],  # not the builtin list, as motion.masks
@@ -334,6 +359,43 @@ class StorageSettings(Section):
     retention_days: float = Field(
         7.0, gt=0.0, le=3650.0, description="Days delivered events and their stills are kept before deletion."
     )
+    broker_expiry: float | None = Field(
+        None,
+        gt=0.0,
+        le=3650.0,
+        description=(
+            "Days the broker keeps a still it holds for a subscriber that is away (MQTT 5 message expiry); "
+            "default retention_days. Not available with mqtt.protocol '3.1.1'."
+        ),
+    )
+    snapshot_expiry: float = Field(
+        1.0,
+        gt=0.0,
+        le=3650.0,
+        description="Days the retained snapshot (the latest still) stays on the broker after it was taken (MQTT 5), "
+        "at most broker_expiry.",
+    )
+    event_expiry: float | None = Field(
+        None,
+        gt=0.0,
+        le=3650.0,
+        description="Days the broker keeps an event JSON for a subscriber that is away (MQTT 5); default never.",
+    )
+
+    @property
+    def broker_expiry_s(self) -> int:
+        """Seconds of the MQTT 5 Message Expiry Interval of a still (MQTT 5.0 section 3.3.2.3.3), at least 1."""
+        return _seconds(self.broker_expiry if self.broker_expiry is not None else self.retention_days)
+
+    @property
+    def snapshot_expiry_s(self) -> int:
+        """Seconds the retained snapshot lives from when its still was taken: ``snapshot_expiry``, capped."""
+        return min(_seconds(self.snapshot_expiry), self.broker_expiry_s)
+
+    @property
+    def event_expiry_s(self) -> int | None:
+        """Seconds of an event JSON's Message Expiry Interval, or None: it does not expire."""
+        return None if self.event_expiry is None else _seconds(self.event_expiry)
 
     @property
     def outbox_path(self) -> Path:
