@@ -10,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 EVENT_SCHEMA_VERSION = 1
-EventType = Literal["start", "still", "end"]
+EventType = Literal["start", "still", "end", "forget"]
 DoorState = Literal["open", "closed"]
 
 
@@ -91,7 +91,7 @@ class Event:
     time: datetime
     score: float
     extra: Mapping[str, Any] = field(default_factory=dict)
-    """Type-specific fields: ``duration_s`` and ``stills`` on end; ``index``, ``sha256``, ... on still."""
+    """Type-specific fields: ``duration_s`` and ``stills`` on end; ``index``, ``sha256``, ... on still; ``forget``."""
     time_synced: bool = False
     """The system clock was synchronised (NTP) when ``time`` was read; until then ``time`` may be far off."""
     boot_id: str = ""

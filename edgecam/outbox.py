@@ -12,10 +12,10 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from edgecam.clock import boot_id, since_boot
 from edgecam.config import StorageSettings
@@ -86,6 +86,30 @@ class Pending:
     still_path: Path | None = None
     """The still's JPEG on disk, published on ``still_topic`` before the event JSON; None once dropped."""
     still_topic: str | None = None
+    type: str = "start"
+    """The event's type: ``start``, ``still``, ``end`` or ``forget`` (which also clears the retained snapshot)."""
+    age_s: float = field(default=0.0, compare=False)
+    """Seconds since the row was written (``Outbox._age``): what of a still's time on the broker has gone by."""
+
+
+class Snapshot(NamedTuple):
+    """The still the retained snapshot shows, and how long ago it was taken."""
+
+    path: Path
+    age_s: float
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What ``Outbox.erase`` deleted."""
+
+    events: int
+    """Door events (event ids) erased."""
+    rows: int
+    stills: int
+    """Still files deleted."""
+    undelivered: int
+    """Rows deleted that had not been delivered yet (only with ``force``)."""
 
 
 @dataclass(frozen=True)
@@ -318,13 +342,20 @@ class Outbox:
     def pending(self, limit: int = 100, after_seq: int = 0) -> list[Pending]:
         """Up to ``limit`` undelivered events with a seq above ``after_seq``, oldest first."""
         rows = self._read(
-            "SELECT seq, payload, still_path, still_topic, still_state FROM outbox"
-            " WHERE delivered IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, payload, still_path, still_topic, still_state, type, created, boot_id, created_since_boot"
+            " FROM outbox WHERE delivered IS NULL AND seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         )
         return [
-            Pending(seq, bytes(payload), self.storage.dir / rel if state == "kept" else None, topic)
-            for seq, payload, rel, topic, state in rows
+            Pending(
+                seq,
+                bytes(payload),
+                self.storage.dir / rel if state == "kept" else None,
+                topic,
+                kind,
+                self._age(created, boot, since_boot),
+            )
+            for seq, payload, rel, topic, state, kind, created, boot, since_boot in rows
         ]
 
     def delivered(self, seqs: Iterable[int]) -> None:
@@ -385,21 +416,73 @@ class Outbox:
             return max(0.0, self._boot_clock() - created_since_boot)
         return max(0.0, self._clock() - created)  # another boot: only the wall clock spans both
 
-    def snapshot_still(self) -> Path | None:
-        """The newest still on disk if it was delivered within ``retention_days``: the door's latest picture.
+    def snapshot_still(self) -> Snapshot | None:
+        """The newest still on disk if it was delivered and taken under ``snapshot_expiry`` ago: the door's picture.
 
         None when there is no such still, or when the newest still on disk waits to be sent (it becomes the
         snapshot then).
         """
         rows = self._read(
-            "SELECT still_path, delivered FROM outbox WHERE still_state = 'kept' ORDER BY seq DESC LIMIT 1"
+            "SELECT still_path, delivered, created, boot_id, created_since_boot FROM outbox"
+            " WHERE still_state = 'kept' ORDER BY seq DESC LIMIT 1"
         )
         if not rows:
             return None
-        rel, delivered = rows[0]
-        if delivered is None or delivered < self._clock() - self.storage.retention_days * _DAY:
+        rel, delivered, *created = rows[0]
+        age = self._age(*created)
+        if delivered is None or age >= self.storage.snapshot_expiry_s:
             return None
-        return self.storage.dir / str(rel)
+        return Snapshot(self.storage.dir / str(rel), age)
+
+    # Erasure (``edgecam forget``).
+
+    def event_ids(self, before: float | None = None) -> list[str]:
+        """The door events in the outbox, oldest first; with ``before`` (seconds since the epoch) those begun before.
+
+        ``forget`` messages are not door events and are never listed.
+        """
+        rows = self._read(
+            "SELECT event_id FROM outbox WHERE type != 'forget' GROUP BY event_id HAVING MIN(created) < ?"
+            " ORDER BY MIN(seq)",
+            (float("inf") if before is None else before,),
+        )
+        return [str(event_id) for (event_id,) in rows]
+
+    def erase(self, event_ids: Sequence[str], force: bool = False) -> Erased:
+        """Delete these events: their rows and their stills on disk; the budget's bytes come back.
+
+        Raises StorageError, deleting nothing, when any of their rows is not delivered yet, unless ``force``.
+        """
+        ids = list(dict.fromkeys(event_ids))
+        rows: list[tuple[int, str, str | None, str | None, float | None]] = []
+        for start in range(0, len(ids), _BATCH):
+            chunk = ids[start : start + _BATCH]
+            marks = ",".join("?" * len(chunk))
+            rows += self._read(
+                f"SELECT seq, event_id, still_path, still_state, delivered FROM outbox WHERE event_id IN ({marks})",  # noqa: S608
+                chunk,
+            )
+        undelivered = sum(delivered is None for *_, delivered in rows)
+        if undelivered and not force:
+            raise StorageError(
+                f"forget: {undelivered} messages of these events are not delivered yet; run it again once the agent "
+                "has sent them, or add --force to drop them"
+            )
+        stills = 0
+        for _, _, rel, state, _ in rows:
+            if rel is not None and state == "kept":
+                self._unlink(rel)
+                stills += 1
+        seqs = [(seq,) for seq, *_ in rows]
+        self._write("erase events", lambda db: db.executemany("DELETE FROM outbox WHERE seq = ?", seqs))
+        try:
+            self._conn().execute("PRAGMA incremental_vacuum")
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the deleted rows' pages leave the WAL too
+        except sqlite3.Error as err:
+            logger.warning("outbox: cannot shrink %s: %s", self.path, err)
+        erased = Erased(len({event_id for _, event_id, *_ in rows}), len(rows), stills, undelivered)
+        logger.debug("outbox: %s", erased)
+        return erased
 
     # The budget.
 

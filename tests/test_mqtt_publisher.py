@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -482,3 +483,35 @@ def test_a_malformed_confirmation_is_ignored_with_a_warning(
     assert wait_until(lambda: "not a JSON list of event ids" in caplog.text, 5)
     assert publisher.connected
     assert rig.outbox.depth() == 2
+
+
+def test_stills_and_the_snapshot_expire_on_the_broker(mosquitto: Broker, collector_factory: Any, rig: Rig) -> None:
+    two_seconds = 2 / 86400
+    rig.storage = StorageSettings(dir=rig.storage.dir, broker_expiry=two_seconds, snapshot_expiry=two_seconds)
+    # Away: a subscriber with a session on the broker, which holds what is published for it meanwhile.
+    away: Collector = collector_factory(mosquitto, (TOPICS.events, f"{TOPICS.base}/events/+/stills/+"), True)
+    away.stop()
+    present: Collector = collector_factory(mosquitto, (TOPICS.events, f"{TOPICS.base}/events/+/stills/+"))
+    publisher = rig.publisher(mosquitto.settings())
+    door = rig.door_event(n_stills=2)
+    rig.append(door, publisher)
+    published = time.monotonic()
+    assert publisher.wait_idle(10)
+    present.wait_for(lambda c: len(c.events(TOPICS)) == 4 and len(c.received) == 6)  # a subscriber there gets all
+    late: Collector = collector_factory(mosquitto, (TOPICS.snapshot,))
+    late.wait_for(lambda c: bool(c.on(TOPICS.snapshot)))
+    late.stop()
+
+    def snapshot_gone() -> bool:
+        newcomer = Collector(mosquitto, (TOPICS.snapshot, TOPICS.availability)).start()
+        try:
+            return wait_until(lambda: bool(newcomer.on(TOPICS.availability)), 5) and not newcomer.on(TOPICS.snapshot)
+        finally:
+            newcomer.stop()
+
+    assert wait_until(snapshot_gone, 6, interval=0.5), "the retained snapshot expires after storage.snapshot_expiry"
+    # Mosquitto counts whole seconds (db.now_real_s): a message may live up to a second past its interval.
+    time.sleep(max(0.0, published + 2 + 1.5 - time.monotonic()))
+    back: Collector = collector_factory(mosquitto, away.filters, True, away.client_id)
+    back.wait_for(lambda c: len(c.events(TOPICS)) == 4)  # the events do not expire (storage.event_expiry unset)
+    assert not [m.topic for m in back.received if "/stills/" in m.topic], "the stills held for it expired"

@@ -26,7 +26,7 @@ from edgecam import disk
 from edgecam.config import StorageSettings
 from edgecam.errors import StorageError
 from edgecam.models import Event, Topics
-from edgecam.outbox import CACHE_KIB, Outbox, Pending, jpeg_size
+from edgecam.outbox import CACHE_KIB, Erased, Outbox, Pending, jpeg_size
 from edgecam.state_dir import check_state_dir
 from tests.conftest import DoorEvent, make_door_event
 
@@ -531,27 +531,78 @@ def test_an_outbox_of_the_second_schema_is_upgraded_and_keeps_its_ages(tmp_path:
     assert version == outbox_module.SCHEMA_VERSION >= 3
 
 
-def test_the_snapshot_to_publish_again_is_the_newest_delivered_still_within_retention(tmp_path: Path) -> None:
-    clock = Clock()
-    storage = StorageSettings(dir=tmp_path / "state", retention_days=2)
-    with Outbox(storage, clock=clock) as outbox:
+def test_the_snapshot_to_publish_again_is_the_newest_delivered_still_until_it_expires(tmp_path: Path) -> None:
+    wall, since_boot = Clock(), BootClock()
+    storage = StorageSettings(dir=tmp_path / "state", retention_days=7, snapshot_expiry=1)
+    with Outbox(storage, clock=wall, boot_clock=since_boot, boot="boot-a") as outbox:
         assert outbox.snapshot_still() is None, "no still yet"
         door = make_door_event(TOPICS, DEVICE, 2)
         seqs = append_all(outbox, door)
         assert outbox.snapshot_still() is None, "the newest still is still to be sent, as the snapshot too"
         outbox.delivered(seqs)
-        assert outbox.snapshot_still() == storage.stills_dir / door.event_id / "2.jpg"
+        assert outbox.snapshot_still() == (storage.stills_dir / door.event_id / "2.jpg", 0.0)
 
         newer = make_door_event(TOPICS, DEVICE, 1)
         newer_seqs = append_all(outbox, newer)
         assert outbox.snapshot_still() is None
         outbox.delivered(newer_seqs)
-        assert outbox.snapshot_still() == storage.stills_dir / newer.event_id / "1.jpg"
+        since_boot.now += 3600.0
+        snapshot = outbox.snapshot_still()
+        assert snapshot is not None
+        assert snapshot.path == storage.stills_dir / newer.event_id / "1.jpg"
+        assert snapshot.age_s == pytest.approx(3600.0), "how long ago the still was taken, for what is left of a day"
 
         append_all(outbox, make_door_event(TOPICS, DEVICE, 0))  # an event without stills changes nothing
-        assert outbox.snapshot_still() == storage.stills_dir / newer.event_id / "1.jpg"
-        clock.now += 2.5 * DAY
-        assert outbox.snapshot_still() is None, "past retention it is not the door's picture any more"
+        assert outbox.snapshot_still() == snapshot
+        since_boot.now += DAY
+        assert outbox.snapshot_still() is None, "past storage.snapshot_expiry it is not set again"
+
+
+def test_erase_deletes_the_events_rows_and_stills_and_keeps_the_others(tmp_path: Path) -> None:
+    storage = StorageSettings(dir=tmp_path / "state")
+    with Outbox(storage) as outbox:
+        gone, kept = make_door_event(TOPICS, DEVICE, 2), make_door_event(TOPICS, DEVICE, 1)
+        outbox.delivered(append_all(outbox, gone) + append_all(outbox, kept))
+        used = outbox.used_bytes()
+
+        erased = outbox.erase([gone.event_id, "no-such-event"])
+
+        assert erased == Erased(events=1, rows=4, stills=2, undelivered=0)
+        assert files(storage) == [f"stills/{kept.event_id}/1.jpg"]
+        assert outbox.event_ids() == [kept.event_id]
+        assert outbox.used_bytes() < used
+    with Outbox(storage) as reopened:
+        assert reopened.event_ids() == [kept.event_id], "erased for good: a restart brings nothing back"
+
+
+def test_erase_refuses_undelivered_events_unless_forced(tmp_path: Path) -> None:
+    storage = StorageSettings(dir=tmp_path / "state")
+    with Outbox(storage) as outbox:
+        door = make_door_event(TOPICS, DEVICE, 1)
+        seqs = append_all(outbox, door)
+        outbox.delivered(seqs[:1])
+
+        with pytest.raises(StorageError, match=r"forget: 2 messages of these events are not delivered yet.*--force"):
+            outbox.erase([door.event_id])
+        assert outbox.depth() == 2
+        assert files(storage) == [f"stills/{door.event_id}/1.jpg"], "nothing deleted"
+
+        assert outbox.erase([door.event_id], force=True) == Erased(events=1, rows=3, stills=1, undelivered=2)
+        assert outbox.depth() == 0
+        assert files(storage) == []
+
+
+def test_event_ids_before_a_moment_are_those_begun_before_it(tmp_path: Path) -> None:
+    wall = Clock()
+    storage = StorageSettings(dir=tmp_path / "state")
+    with Outbox(storage, clock=wall) as outbox:
+        old = make_door_event(TOPICS, DEVICE, 1)
+        append_all(outbox, old)
+        wall.now += DAY
+        new = make_door_event(TOPICS, DEVICE, 1)
+        append_all(outbox, new)
+        assert outbox.event_ids(before=wall.now - 1) == [old.event_id]
+        assert outbox.event_ids() == [old.event_id, new.event_id]
 
 
 def test_an_event_whose_failed_commit_reached_the_disk_after_all_is_not_stored_twice(tmp_path: Path) -> None:

@@ -107,6 +107,19 @@ def connect(client: paho.Client, settings: MqttSettings) -> None:
         client.connect(settings.host, settings.port, settings.keepalive)
 
 
+def message_expiry(protocol: str, seconds: int | None) -> Properties | None:
+    """PUBLISH properties with a Message Expiry Interval of ``seconds``, or None: MQTT 3.1.1, or no expiry.
+
+    The broker deletes a message held for a subscriber, or retained, once the interval has passed since it received
+    it, and sends the remaining interval with it (MQTT 5.0 section 3.3.2.3.3).
+    """
+    if protocol != "5" or seconds is None:
+        return None
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    properties.MessageExpiryInterval = seconds
+    return properties
+
+
 def describe_connect_error(settings: MqttSettings, err: Exception) -> str:
     """One line saying why a connection attempt failed, without a traceback."""
     where = f"{settings.host}:{settings.port}"

@@ -39,11 +39,15 @@ FitStill = Callable[[bytes, int], tuple[bytes, int, int] | None]
 """Re-encodes a JPEG to at most so many bytes: (JPEG, width, height), or None if it cannot (``capture.fit_jpeg``)."""
 
 
-def publish_packet_size(protocol: str, topic: str, payload_bytes: int) -> int:
-    """Bytes of a QoS 1 PUBLISH packet without properties (MQTT 5 section 3.3, MQTT 3.1.1 section 3.3)."""
+EXPIRY_BYTES = 5
+"""Bytes of a Message Expiry Interval property: its identifier and a four-byte integer (MQTT 5 section 3.3.2.3.3)."""
+
+
+def publish_packet_size(protocol: str, topic: str, payload_bytes: int, expiry: bool = False) -> int:
+    """Bytes of a QoS 1 PUBLISH packet, with a Message Expiry Interval or no property (MQTT 5 and 3.1.1 section 3.3)."""
     remaining = 2 + len(topic.encode()) + 2 + payload_bytes  # topic length, topic, packet identifier, payload
     if protocol == "5":
-        remaining += 1  # the property length, 0
+        remaining += 1 + (EXPIRY_BYTES if expiry else 0)  # the property length, and the properties
     length_bytes = 1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2097152 else 4
     return 1 + length_bytes + remaining
 
@@ -67,10 +71,19 @@ class PacketLimit:
     """
 
     def __init__(
-        self, mqtt: MqttSettings, topics: Topics, fit_still: FitStill | None, counted: Callable[[], None]
+        self,
+        mqtt: MqttSettings,
+        topics: Topics,
+        fit_still: FitStill | None,
+        counted: Callable[[], None],
+        event_expiry: bool = False,
     ) -> None:
-        """Start with nothing found out; without ``fit_still`` a still too large is dropped."""
+        """Start with nothing found out; without ``fit_still`` a still too large is dropped.
+
+        ``event_expiry``: event JSONs carry a Message Expiry Interval (``storage.event_expiry``), as JPEGs always do.
+        """
         self._mqtt = mqtt
+        self._event_expiry = event_expiry
         self._topics = topics
         self._reencode = fit_still
         self._counted = counted
@@ -93,8 +106,9 @@ class PacketLimit:
         return {"stills_reencoded": self._stills_reencoded, "stills_refused": self._stills_refused}
 
     def packet_size(self, topic: str, payload_bytes: int) -> int:
-        """Bytes of the QoS 1 PUBLISH packet of such a message."""
-        return publish_packet_size(self._mqtt.protocol, topic, payload_bytes)
+        """Bytes of the QoS 1 PUBLISH packet of such a message: a JPEG always expires, an event JSON may."""
+        expiry = topic != self._topics.events or self._event_expiry
+        return publish_packet_size(self._mqtt.protocol, topic, payload_bytes, expiry)
 
     def limit(self, stated: int | None) -> int | None:
         """The largest PUBLISH packet to send: the least of what the broker stated, the user set and was found."""

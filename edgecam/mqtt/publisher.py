@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
@@ -41,6 +41,7 @@ from edgecam.mqtt.client import (
     connect,
     describe_closed_before_connack,
     describe_connect_error,
+    message_expiry,
     new_client,
     read_password,
     tls_context,
@@ -61,6 +62,15 @@ _POLL = 1.0
 _OK = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 STABLE_AFTER = 10.0
 """Seconds a connection must last before the reconnect delay starts again from ``mqtt.reconnect_min``."""
+
+
+class _Message(NamedTuple):
+    """One PUBLISH of a row: where, what, retained or not, and seconds until the broker deletes it (None: never)."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+    expiry: int | None = None
 
 
 @dataclass
@@ -127,7 +137,7 @@ class Publisher:
         ``vitals`` gives the frame loop's fields of ``<base>/stats`` (called from the worker thread).
         """
         self._vitals = vitals
-        self._limit = PacketLimit(mqtt, topics, fit_still, self._stats_now)
+        self._limit = PacketLimit(mqtt, topics, fit_still, self._stats_now, storage.event_expiry is not None)
         self._receive_maximum: int | None = None
         """The broker's Receive Maximum, when it is below ``mqtt.max_inflight``."""
         self._mqtt = mqtt
@@ -551,18 +561,22 @@ class Publisher:
         )
 
     def _publish_snapshot(self, conn: _Connection, outbox: Outbox) -> None:
-        """Set the retained snapshot again: a broker restarted without persistence has forgotten it."""
-        path = outbox.snapshot_still()
-        if path is None:
+        """Set the retained snapshot again: a broker restarted without persistence has forgotten it.
+
+        It expires when it would have, ``storage.snapshot_expiry`` after the still was taken: never set again later.
+        """
+        snapshot = outbox.snapshot_still()
+        if snapshot is None:
             return
         try:
-            jpeg = path.read_bytes()
+            jpeg = snapshot.path.read_bytes()
         except OSError as err:  # deleted for the budget since the look
-            logger.debug("mqtt: cannot read %s for the snapshot: %s", path, err.strerror or err)
+            logger.debug("mqtt: cannot read %s for the snapshot: %s", snapshot.path, err.strerror or err)
             return
         fitted = self._limit.fit_snapshot(conn.limits.max_packet_size, jpeg)
         if fitted is not None:
-            mid = self._publish(conn, self._topics.snapshot, fitted, retain=True)
+            expiry = self._snapshot_expiry(snapshot.age_s)
+            mid = self._publish(conn, self._topics.snapshot, fitted, retain=True, expiry=expiry)
             conn.kinds[mid] = "snapshot"  # a broker that drops it for its size is found out as for a still
             conn.jpeg_packets[mid] = (0, self._limit.packet_size(self._topics.snapshot, len(fitted)))
 
@@ -634,9 +648,14 @@ class Publisher:
         retain: bool = False,
         seq: int = 0,
         state: bool = False,
+        expiry: int | None = None,
     ) -> int:
-        """Queue a QoS 1 message for row ``seq`` (0: none); a ``state`` is named when the broker refuses it."""
-        info = conn.client.publish(topic, payload, qos=1, retain=retain)
+        """Queue a QoS 1 message for row ``seq`` (0: none); a ``state`` is named when the broker refuses it.
+
+        ``expiry``: seconds until the broker deletes it (MQTT 5 Message Expiry Interval; ignored for MQTT 3.1.1).
+        """
+        properties = message_expiry(self._mqtt.protocol, expiry)
+        info = conn.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
         if info.rc not in _OK:
             raise BrokerError(f"mqtt: cannot queue a message on {topic}: {paho.error_string(info.rc)}")
         conn.mids[info.mid] = seq
@@ -678,12 +697,13 @@ class Publisher:
 
     def _publish_in_memory(self, conn: _Connection, row: InMemory) -> None:
         """Publish the messages of one event held in memory; there is no outbox row to mark."""
-        still: list[tuple[str, bytes, bool]] = []
+        still: list[_Message] = []
         event = row.payload
         if row.still_topic is not None and row.jpeg:
-            still, event = self._still_messages(conn, row.seq, row.still_topic, row.jpeg, event)
-        for n, (topic, payload, retain) in enumerate([*still, (self._topics.events, event, False)]):
-            mid = self._publish(conn, topic, payload, retain=retain)  # no row to mark
+            still, event = self._still_messages(conn, row.seq, row.still_topic, row.jpeg, event, 0.0)
+        for n, message in enumerate([*still, self._event_message(event)]):
+            topic, payload = message.topic, message.payload
+            mid = self._publish(conn, topic, payload, message.retain, expiry=message.expiry)  # no row to mark
             self._unstored.published(mid)
             if n < len(still):
                 conn.jpeg_packets[mid] = (row.seq, self._limit.packet_size(topic, len(payload)))
@@ -713,7 +733,7 @@ class Publisher:
 
     def _publish_row(self, conn: _Connection, row: Pending) -> bool:
         """Publish one row's messages; False (nothing published) if its event JSON cannot fit the broker's limit."""
-        messages: list[tuple[str, bytes, bool]] = []
+        messages: list[_Message] = []
         event = row.payload
         if not self._limit.event_fits(conn.limits.max_packet_size, row.seq, event):
             return False
@@ -730,26 +750,43 @@ class Publisher:
                 # Deleted for the budget after the row was read: say so, as the outbox now does.
                 event = json.dumps({**json.loads(event), "dropped": True}, separators=(",", ":")).encode()
             else:
-                messages, event = self._still_messages(conn, row.seq, row.still_topic, jpeg, event)
-        messages.append((self._topics.events, self._limit.with_dropped_stills(event), False))
+                messages, event = self._still_messages(conn, row.seq, row.still_topic, jpeg, event, row.age_s)
+        jpegs = len(messages)
+        if row.type == "forget" and self._retain:
+            # An empty retained message deletes the retained snapshot (MQTT 5 section 3.3.1.3).
+            messages.append(_Message(self._topics.snapshot, b"", True))
+        messages.append(self._event_message(self._limit.with_dropped_stills(event)))
         mids: set[int] = set()
-        for n, (topic, payload, retain) in enumerate(messages):
-            mid = self._publish(conn, topic, payload, retain=retain, seq=row.seq)
+        for n, message in enumerate(messages):
+            topic, payload = message.topic, message.payload
+            mid = self._publish(conn, topic, payload, message.retain, row.seq, expiry=message.expiry)
             mids.add(mid)
-            if n < len(messages) - 1:
+            if n < jpegs:
                 conn.kinds[mid] = "still" if n == 0 else "snapshot"
                 conn.jpeg_packets[mid] = (row.seq, self._limit.packet_size(topic, len(payload)))
         conn.rows[row.seq] = mids
         return True
 
+    def _event_message(self, event: bytes) -> _Message:
+        return _Message(self._topics.events, event, False, self._storage.event_expiry_s)
+
+    def _snapshot_expiry(self, age_s: float) -> int:
+        """Seconds the snapshot of a still taken ``age_s`` ago has left on the broker, at least 1."""
+        return max(1, self._storage.snapshot_expiry_s - int(age_s))
+
     def _still_messages(
-        self, conn: _Connection, seq: int, still_topic: str, jpeg: bytes, event: bytes
-    ) -> tuple[list[tuple[str, bytes, bool]], bytes]:
-        """(topic, payload, retain) of a row's still and snapshot, none if dropped; and the still JSON saying which."""
+        self, conn: _Connection, seq: int, still_topic: str, jpeg: bytes, event: bytes, age_s: float
+    ) -> tuple[list[_Message], bytes]:
+        """A row's still and snapshot, none if dropped; and the still JSON saying which.
+
+        The still expires ``storage.broker_expiry`` after the broker has it; the snapshot ``storage.snapshot_expiry``
+        after the still was taken, ``age_s`` ago.
+        """
         fitted, event = self._limit.fit_still(conn.limits.max_packet_size, seq, still_topic, jpeg, event)
         if fitted is None:
             return [], event
-        return [(still_topic, fitted, False), (self._topics.snapshot, fitted, self._retain)], event
+        still = _Message(still_topic, fitted, False, self._storage.broker_expiry_s)
+        return [still, _Message(self._topics.snapshot, fitted, self._retain, self._snapshot_expiry(age_s))], event
 
     # Broker limits (docs/mqtt.md#broker-limits): a still the broker will not take must not hold back the rest.
 
