@@ -35,6 +35,8 @@ ensure_test_tools() {
   command -v mkfs.ext4 >/dev/null 2>&1 || [[ -x /usr/sbin/mkfs.ext4 ]] || apt_install e2fsprogs
   command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
   command -v systemd-analyze >/dev/null 2>&1 || { echo "systemd-analyze is missing; install the package 'systemd'" >&2; exit 1; }
+  # A real headless browser for the HTML pages' tests (tests/browser.py drives it over its DevTools pipe).
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
 }
 
 # Creates .venv and installs edgecam with its dev tools; reinstalls only when pyproject.toml changed.

@@ -24,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edgecam.config import MqttSettings
 from edgecam.models import Event, Still, Topics
+from tests.browser import Chromium, require_chromium
 
 MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
 
@@ -163,17 +164,21 @@ class Collector:
     off), so messages published while it is away (the broker restarting) are queued for it.
     """
 
-    def __init__(self, broker: Broker, filters: tuple[str, ...] = ("#",), persistent: bool = False) -> None:
+    def __init__(
+        self, broker: Broker, filters: tuple[str, ...] = ("#",), persistent: bool = False, client_id: str = ""
+    ) -> None:
         self.broker = broker
         self.filters = filters
         self.persistent = persistent
+        self.client_id = client_id or f"collector-{uuid.uuid4().hex[:8]}"
+        """With ``persistent``, another Collector with this id resumes the session."""
         self.received: list[Received] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         if persistent:
             self._client = mqtt.Client(
                 CallbackAPIVersion.VERSION2,
-                f"collector-{uuid.uuid4().hex[:8]}",
+                self.client_id,
                 clean_session=False,
                 protocol=MQTTProtocolVersion.MQTTv311,
             )
@@ -204,6 +209,8 @@ class Collector:
     ) -> None:
         if not reason.is_failure and not flags.session_present:
             client.subscribe([(f, 1) for f in self.filters])
+        elif flags.session_present:
+            self._subscribed.set()  # the session kept the subscriptions
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], properties: Properties | None
@@ -238,11 +245,13 @@ class Collector:
 
 @pytest.fixture
 def collector_factory() -> Iterator[Callable[..., Collector]]:
-    """Start collectors: ``make(broker, filters=("#",), persistent=False)``; all stop after the test."""
+    """Start collectors: ``make(broker, filters=("#",), persistent=False, client_id="")``; all stop after the test."""
     collectors: list[Collector] = []
 
-    def make(broker: Broker, filters: tuple[str, ...] = ("#",), persistent: bool = False) -> Collector:
-        collector = Collector(broker, filters, persistent)
+    def make(
+        broker: Broker, filters: tuple[str, ...] = ("#",), persistent: bool = False, client_id: str = ""
+    ) -> Collector:
+        collector = Collector(broker, filters, persistent, client_id)
         collectors.append(collector)
         return collector.start()
 
@@ -306,3 +315,11 @@ def make_door_event(
     end_extra = {"duration_s": 4.2, "stills": n_stills}
     rows.append((Event("end", event_id, device_id, t0 + timedelta(seconds=4.2), 0.05, end_extra), None))
     return DoorEvent(event_id, rows)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Chromium]:
+    """One headless Chromium for the session (tests/browser.py); skips without it unless REQUIRE_CHROMIUM=1."""
+    require_chromium()
+    with Chromium() as browser:
+        yield browser
