@@ -1,4 +1,4 @@
-"""The ``edgecam`` commands: run, check-config, replay, calibrate, listen, simulate and forget-ha."""
+"""The ``edgecam`` commands: run, check-config, replay, calibrate, listen, simulate, forget, forget-ha and notice."""
 
 import argparse
 import ctypes
@@ -82,12 +82,41 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--skip", type=float, default=0.0, metavar="SECONDS", help="pass over the first SECONDS of a recording"
     )
-    listen = sub.add_parser("listen", parents=[common], help="subscribe, print events, save and verify stills")
-    listen.add_argument("--out", type=Path, default=Path("edgecam-stills"), help="folder for stills")
+    listen = sub.add_parser(
+        "listen", parents=[common], help="subscribe, print events, keep them in an event log, verify stills"
+    )
+    listen.add_argument(
+        "--out",
+        type=Path,
+        default=Path("edgecam-events"),
+        help="event log folder: events.sqlite3, stills per device and day, index.html",
+    )
+    listen.add_argument(
+        "--keep-days",
+        type=float,
+        metavar="DAYS",
+        help="days the event log keeps an event (more than 0; default storage.broker_expiry, else "
+        "storage.retention_days)",
+    )
     listen.add_argument("--device", default="+", help="device id to follow (default: every device)")
     listen.add_argument("--count", type=int, help="exit after this many event messages")
     listen.add_argument(
-        "--ack", action="store_true", help="confirm each whole event on <base>/ack (for outbox.confirm = 'consumer')"
+        "--ack",
+        action="store_true",
+        help="confirm each whole event and each forget on <base>/ack (for outbox.confirm = 'consumer')",
+    )
+    forget = sub.add_parser(
+        "forget",
+        parents=[common],
+        help="erase door events and their stills: on the device, the broker's snapshot, and subscribers' copies",
+    )
+    forget.add_argument("--event", metavar="ID", help="the event with this event_id")
+    forget.add_argument(
+        "--before", metavar="DATE", help="every event begun before DATE (YYYY-MM-DD or YYYY-MM-DDTHH:MM, local time)"
+    )
+    forget.add_argument("--all", action="store_true", help="every event")
+    forget.add_argument(
+        "--force", action="store_true", help="also drop events not yet delivered (they are lost to every subscriber)"
     )
     sub.add_parser(
         "forget-ha",
@@ -97,6 +126,16 @@ def _parser() -> argparse.ArgumentParser:
     simulate = sub.add_parser("simulate", parents=[common], help="render the simulated door scene to a video file")
     simulate.add_argument("out", type=Path, help="video file to write (.mkv or .avi)")
     simulate.add_argument("--seconds", type=float, default=60.0, help="length of the clip (default 60)")
+    notice = sub.add_parser(
+        "notice", parents=[common], help="make the privacy notice for the door (HTML and PNG) from the settings"
+    )
+    notice.add_argument("--out", type=Path, default=Path("."), help="folder for notice.html and notice.png (default .)")
+    notice.add_argument("--paper", choices=("a5", "a4"), default="a5", help="paper size (default a5)")
+    notice.add_argument(
+        "--picture",
+        type=Path,
+        help="PNG of the camera's view (default the one 'edgecam calibrate' saved beside the door reference)",
+    )
     return parser
 
 
@@ -130,6 +169,13 @@ def _check_config(settings: Settings) -> int:
         print(f"edgecam: {err}", file=sys.stderr)
         return 2
     print(f"# events: {EventTracker.describe(settings.motion, settings.door, door is not None)}")
+    if settings.mqtt.protocol == "3.1.1":
+        print(
+            "edgecam: warning: mqtt.protocol is '3.1.1', which has no message expiry: the broker keeps the retained "
+            "snapshot until the next still or 'edgecam forget', and stills held for away subscribers until they come "
+            "(storage.broker_expiry and snapshot_expiry need MQTT 5)",
+            file=sys.stderr,
+        )
     if settings.mqtt.tls_insecure:
         print("edgecam: warning: mqtt.tls_insecure is on: the broker is not verified; for tests only", file=sys.stderr)
     if settings.device_id.lower() in DISTRIBUTION_HOST_NAMES:
@@ -239,7 +285,7 @@ def _calibrate(settings: Settings, args: argparse.Namespace) -> int:
 def _listen(settings: Settings, args: argparse.Namespace) -> int:
     from edgecam.listen import run_listen
 
-    return run_listen(settings, args.out, _stop_on_signals(), args.count, args.device, args.ack)
+    return run_listen(settings, args.out, _stop_on_signals(), args.count, args.device, args.ack, args.keep_days)
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -247,6 +293,13 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
 
     openings = render_clip(args.out, settings.camera.simulated, args.seconds)
     print(json.dumps({"clip": str(args.out), "seconds": args.seconds, "door_moves": openings}))
+    return 0
+
+
+def _forget(settings: Settings, args: argparse.Namespace) -> int:
+    from edgecam.erasure import Scope, forget_events
+
+    forget_events(settings, Scope.parse(args.event, args.before, args.all), args.force)
     return 0
 
 
@@ -275,13 +328,26 @@ def _forget_ha(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _notice(settings: Settings, args: argparse.Namespace) -> int:
+    from edgecam.notice import notice_gaps, write_notice
+
+    picture = args.picture or settings.door_reference_path.with_suffix(".png")
+    for path in write_notice(settings, args.out, args.paper, picture):
+        print(f"notice: wrote {path}")
+    for gap in notice_gaps(settings, picture):
+        print(f"edgecam: warning: {gap}", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {
     "run": _run,
     "replay": _replay,
     "calibrate": _calibrate,
     "listen": _listen,
     "simulate": _simulate,
+    "forget": _forget,
     "forget-ha": _forget_ha,
+    "notice": _notice,
 }
 
 

@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 from edgecam.config import OutboxSettings, Settings, StorageSettings
-from edgecam.listen import Listener, run_listen
+from edgecam.errors import ConfigError
+from edgecam.eventlog import EventLog, local_day
+from edgecam.listen import Listener, keep_days_of, run_listen
 from edgecam.models import Event, Topics
+from edgecam.mqtt.client import Subscriber
 from edgecam.mqtt.publisher import Publisher
 from edgecam.outbox import Outbox
 from tests.conftest import Broker, DoorEvent, make_door_event, wait_until
@@ -36,9 +39,16 @@ def door(tmp_path: Path) -> DoorEvent:
     return make_door_event(TOPICS, DEVICE, n_stills=2)
 
 
+def saved_still(out_dir: Path, door: DoorEvent, index: int) -> Path:
+    """Where the event log keeps a still: ``<out>/<device>/<local day of the start>/<event_id>-<index>.jpg``."""
+    day = local_day(door.rows[0][0].payload(1)["time"])
+    return out_dir / DEVICE / day / f"{door.event_id}-{index}.jpg"
+
+
 @pytest.fixture
-def listener(tmp_path: Path) -> Listener:
-    return Listener("edgecam", tmp_path / "received", now=lambda: datetime(2026, 11, 22, 14, 0).astimezone())
+def listener(tmp_path: Path) -> Iterator[Listener]:
+    with EventLog(tmp_path / "received", keep_days=3650) as log:
+        yield Listener("edgecam", log, now=lambda: datetime(2026, 11, 22, 14, 0).astimezone())
 
 
 def test_prints_one_line_per_event_and_saves_the_stills(listener: Listener, door: DoorEvent, tmp_path: Path) -> None:
@@ -56,7 +66,7 @@ def test_prints_one_line_per_event_and_saves_the_stills(listener: Listener, door
     assert " end    " in end
     assert "duration=4.2s stills=2" in end
     for still in door.stills:
-        saved = tmp_path / "received" / DEVICE / door.event_id / f"{still.index}.jpg"
+        saved = saved_still(tmp_path / "received", door, still.index)
         assert saved.read_bytes() == still.jpeg
         assert str(saved) in (still_1 if still.index == 1 else still_2)
     assert listener.events == 4
@@ -180,7 +190,11 @@ def test_listen_end_to_end(
     assert f"{DEVICE} start  event={door.event_id[:8]} seq=1 " in session.output
     assert f"{DEVICE} end    event={door.event_id[:8]} seq=4 " in session.output
     for still in door.stills:
-        assert (tmp_path / "received" / DEVICE / door.event_id / f"{still.index}.jpg").read_bytes() == still.jpeg
+        assert saved_still(tmp_path / "received", door, still.index).read_bytes() == still.jpeg
+    index = (tmp_path / "received" / "index.html").read_text(encoding="utf-8")
+    assert f'id="door-{DEVICE}"' in index, "the pages are written when it stops"
+    day = local_day(door.rows[0][0].payload(1)["time"])
+    assert f'id="event-{door.event_id}"' in (tmp_path / "received" / f"{day}.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.integration
@@ -262,3 +276,45 @@ def test_a_still_the_broker_would_not_take_is_shown_with_the_agents_reason(liste
     lines = [line for topic, payload in sent[:3] for line in listener.handle(topic, payload, False)]
     lines += listener.handle(TOPICS.events, json.dumps(dropped).encode(), False)
     assert lines[2].endswith("#2 dropped by the agent (too large for the broker)")
+
+
+def test_the_log_keeps_events_as_long_as_the_agent_asks_the_broker_to(tmp_path: Path) -> None:
+    assert keep_days_of(Settings(device_id=DEVICE, storage=StorageSettings(retention_days=3.0))) == 3.0
+    storage = StorageSettings(retention_days=3.0, broker_expiry=1.5)
+    assert keep_days_of(Settings(device_id=DEVICE, storage=storage)) == 1.5
+    with pytest.raises(ConfigError, match="--keep-days"):
+        run_listen(Settings(device_id=DEVICE), tmp_path / "log", keep_days=0)
+
+
+@pytest.mark.integration
+def test_listen_ack_confirms_a_forget_and_erases_the_event(
+    mosquitto: Broker,
+    publish: Callable[[list[tuple[Event, Any]]], None],
+    door: DoorEvent,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = Settings(device_id=DEVICE, mqtt=mosquitto.settings())
+    acks: list[list[str]] = []
+    agent = Subscriber(
+        mosquitto.settings(), [TOPICS.ack], lambda topic, payload, retain: acks.append(json.loads(payload)), "agent"
+    )
+    agent.start()
+    assert agent.wait_subscribed(5)
+    session = Session(settings, tmp_path / "received", capsys, count=None, ack=True)
+    try:
+        session.wait_for(f"{DEVICE} availability online")
+        publish(door.rows)
+        session.wait_for(f"end    event={door.event_id[:8]}")
+        assert wait_until(lambda: [door.event_id] in acks, 10), acks
+        forget = {**door.rows[0][0].payload(99), "type": "forget", "event_id": "forget0001"}
+        forget["forget"] = {"event_id": door.event_id}
+        agent.publish(TOPICS.events, json.dumps(forget).encode()).wait_for_publish(5)
+        session.wait_for(f"{DEVICE} forget event=forget00 removed 1 events, 2 stills")
+        assert wait_until(lambda: ["forget0001"] in acks, 10), acks
+    finally:
+        session.stop.set()
+        session.join()
+        agent.stop()
+    assert not saved_still(tmp_path / "received", door, 1).exists()
+    assert f'id="event-{door.event_id}"' not in (tmp_path / "received" / "index.html").read_text(encoding="utf-8")

@@ -407,7 +407,7 @@ def test_the_examples_in_the_docs_follow_the_schema() -> None:
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
     doc = (Path(__file__).resolve().parents[1] / "docs" / "mqtt.md").read_text()
     examples = [json.loads(line) for line in doc.splitlines() if line.startswith('{"v":')]
-    assert [e["type"] for e in examples] == ["start", "still", "end"]
+    assert [e["type"] for e in examples] == ["start", "still", "end", "forget"]
     for example in examples:
         VALIDATOR.validate(example)
     with pytest.raises(jsonschema.ValidationError):
