@@ -291,19 +291,6 @@ class IlluminatorSettings(Section):
 class PrivacySettings(Section):
     """Who runs the camera (the notice at the door) and when detection is held off: a schedule, a GPIO switch."""
 
-    operator: Annotated[str | None, AfterValidator(_check_one_line)] = Field(
-        None,
-        min_length=1,
-        max_length=120,
-        description="Who operates the camera, as the notice at the door names them, e.g. 'The Smiths, flat 3'.",
-    )
-    contact: Annotated[str | None, AfterValidator(_check_one_line)] = Field(
-        None,
-        min_length=1,
-        max_length=160,
-        description="How people at the door reach the operator, for the notice: an e-mail, a phone or a door bell.",
-    )
-
     schedule: list[Annotated[str, AfterValidator(check_window)]] = Field(
         default_factory=lambda: [],  # not the builtin list, as motion.masks
         max_length=64,
@@ -334,6 +321,19 @@ class PrivacySettings(Section):
             "The pin's internal resistor, 'none' for a driven signal or an external one; default 'up' with "
             "gpio_off_when 'low', 'down' with 'high', so that an open switch lets detection run."
         ),
+    )
+
+    operator: Annotated[str | None, AfterValidator(_check_one_line)] = Field(
+        None,
+        min_length=1,
+        max_length=120,
+        description="Who operates the camera, as the notice at the door names them, e.g. 'The Smiths, flat 3'.",
+    )
+    contact: Annotated[str | None, AfterValidator(_check_one_line)] = Field(
+        None,
+        min_length=1,
+        max_length=160,
+        description="How people at the door reach the operator, for the notice: an e-mail, a phone or a door bell.",
     )
 
 

@@ -315,6 +315,9 @@ class EventLog:
             self._db = sqlite3.connect(out_dir / DB_NAME, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows are overwritten with zeros, not left in free pages: Debian's SQLite does so by default
+            # (compile option SECURE_DELETE), other builds need the pragma.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._migrate()
         except (OSError, sqlite3.Error) as err:
             raise StorageError(f"listen --out: cannot open the event log in {out_dir}: {err}") from err
@@ -695,6 +698,7 @@ class EventLog:
             self._db.execute("ROLLBACK")
             raise
         self._remove_files(files)
+        self._shrink_wal()
         return Forgotten(len(doomed), stills)
 
     def maintain(self) -> int:
@@ -731,8 +735,16 @@ class EventLog:
             raise
         self._remove_files(files)
         if doomed:
+            self._shrink_wal()
             logger.info("listen: deleted %d events begun before %s (keep_days)", len(doomed), cut)
         return len(doomed)
+
+    def _shrink_wal(self) -> None:
+        """Empty the WAL into the database: its frames still hold the deleted rows as they were."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as err:
+            logger.warning("listen: cannot checkpoint %s: %s", self.out_dir / DB_NAME, err)
 
     def _delete_rows(self, doomed: Iterable[tuple[str, str]]) -> tuple[list[Path], int]:
         """Delete these events' rows (inside a transaction); returns their files and how many stills had one."""

@@ -190,6 +190,7 @@ class Outbox:
             self._db.execute("PRAGMA wal_autocheckpoint=64")  # keep the WAL small: it counts against max_bytes
             self._db.execute("PRAGMA journal_size_limit=262144")
             self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # negative: KiB, not pages
+            self._db.execute("PRAGMA secure_delete=ON")  # erased events are overwritten (as in edgecam.eventlog)
             self._migrate()
         except sqlite3.Error as err:
             self.close()

@@ -74,6 +74,7 @@ binary_sensor:
 sensor:
 switch:
 automation: !include automations.yaml
+shell_command: !include shell_commands.yaml
 logger:
   default: warning
   logs:
@@ -160,8 +161,11 @@ class HomeAssistant:
     Use: ``start()``, ``onboard()``, ``add_mqtt(host, port)``, then the REST and websocket helpers; ``stop()``.
     """
 
-    def __init__(self, version: str, workdir: Path, port: int = 0) -> None:
+    def __init__(self, version: str, workdir: Path, port: int = 0, shell_commands: str = "") -> None:
+        """``shell_commands``: the body of ``shell_command:`` in configuration.yaml (YAML), read only at start; its
+        ``/config/www`` (the folder on Home Assistant OS) stands for this instance's."""
         self.version = version
+        self.shell_commands = shell_commands
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_dir = workdir / "config"
@@ -181,6 +185,8 @@ class HomeAssistant:
         (self.config_dir / ".storage").mkdir(parents=True, exist_ok=True)
         (self.config_dir / "www").mkdir(exist_ok=True)
         (self.config_dir / "automations.yaml").write_text("[]\n")
+        www = str(self.config_dir / "www")
+        (self.config_dir / "shell_commands.yaml").write_text(self.shell_commands.replace("/config/www", www) or "{}\n")
         configuration = CONFIGURATION.format(port=self.port, www=self.config_dir / "www")
         (self.config_dir / "configuration.yaml").write_text(configuration)
         (self.config_dir / ".storage" / "onboarding").write_text(json.dumps(ONBOARDING))

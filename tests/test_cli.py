@@ -309,6 +309,19 @@ def test_check_config_warns_of_a_device_id_that_is_a_distribution_default_host_n
     assert capsys.readouterr().err == ""
 
 
+def test_check_config_says_mqtt_3_1_1_has_no_broker_side_expiry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "edgecam.toml"
+    config.write_text(
+        f'device_id = "front-door"\n[storage]\ndir = "{tmp_path / "state"}"\n[mqtt]\nprotocol = "3.1.1"\n'
+    )
+    assert main(["check-config", "--config", str(config)]) == 0, "a warning, not an error"
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("edgecam: warning: mqtt.protocol is '3.1.1', which has no message expiry")
+    assert "storage.broker_expiry and snapshot_expiry need MQTT 5" in line
+
+
 def test_check_config_warns_of_a_door_zone_too_small_for_the_detector(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -256,6 +256,17 @@ def test_forget_one_event_erases_it_and_its_redelivery(listener: Listener, log: 
     assert len(log.events_of_day(kept.day)) == 2
 
 
+def test_a_forgotten_event_leaves_no_picture_data_in_the_database_files(
+    listener: Listener, log: EventLog, out: Path
+) -> None:
+    gone = Door("front-door", "gone01", NOW - timedelta(hours=1))  # another length: other stills (real_jpeg)
+    feed(listener, gone.messages() + Door("front-door", "kept0001", NOW - timedelta(hours=2), first_seq=10).messages())
+    feed(listener, [forget_message("front-door", {"event_id": "gone01"})])
+    stored = b"".join(path.read_bytes() for path in out.glob("events.sqlite3*"))
+    for jpeg in gone.jpegs.values():
+        assert hashlib.sha256(jpeg).hexdigest().encode() not in stored, "overwritten, not left in free pages or the WAL"
+
+
 def test_forget_before_erases_the_events_begun_before_and_keeps_them_out(
     listener: Listener, log: EventLog, out: Path
 ) -> None:

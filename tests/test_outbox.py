@@ -575,6 +575,17 @@ def test_erase_deletes_the_events_rows_and_stills_and_keeps_the_others(tmp_path:
         assert reopened.event_ids() == [kept.event_id], "erased for good: a restart brings nothing back"
 
 
+def test_an_erased_event_leaves_no_trace_in_the_database_files(tmp_path: Path) -> None:
+    storage = StorageSettings(dir=tmp_path / "state")
+    with Outbox(storage) as outbox:
+        gone = make_door_event(TOPICS, DEVICE, 2)
+        outbox.delivered(append_all(outbox, gone) + append_all(outbox, make_door_event(TOPICS, DEVICE, 1)))
+        outbox.erase([gone.event_id])
+        files = b"".join(p.read_bytes() for p in storage.dir.glob("outbox.sqlite3*"))
+    for still in gone.stills:
+        assert still.sha256.encode() not in files, "its rows are overwritten, not left in free pages or the WAL"
+
+
 def test_erase_refuses_undelivered_events_unless_forced(tmp_path: Path) -> None:
     storage = StorageSettings(dir=tmp_path / "state")
     with Outbox(storage) as outbox:

@@ -63,10 +63,19 @@ def run_agent(tmp_path: Path) -> Iterator[Callable[..., Child]]:
 
 
 @pytest.fixture
-def homeassistant(request: pytest.FixtureRequest, mosquitto: Broker, tmp_path: Path) -> Iterator[HomeAssistant]:
+def homeassistant_shell_commands() -> str:
+    """The ``shell_command:`` body of the Home Assistant the ``homeassistant`` fixture starts: none."""
+    return ""
+
+
+@pytest.fixture
+def homeassistant(
+    request: pytest.FixtureRequest, mosquitto: Broker, tmp_path: Path, homeassistant_shell_commands: str
+) -> Iterator[HomeAssistant]:
     """A real Home Assistant, running, onboarded, its MQTT integration connected to the test's ``mosquitto``.
 
-    The version is the test's indirect parameter (default 2024.3.3). Not installed: the test is skipped naming the
+    The version is the test's indirect parameter (default 2024.3.3); a module's ``homeassistant_shell_commands``
+    fixture gives it shell commands. Not installed: the test is skipped naming the
     install command, or fails under REQUIRE_HOMEASSISTANT=1 (scripts/test), unless this machine has no
     Python for that version.
     """
@@ -78,7 +87,7 @@ def homeassistant(request: pytest.FixtureRequest, mosquitto: Broker, tmp_path: P
         if os.environ.get("REQUIRE_HOMEASSISTANT") == "1":
             pytest.fail(message + " (REQUIRE_HOMEASSISTANT=1)")
         pytest.skip(message)
-    hass = HomeAssistant(version, tmp_path / f"homeassistant-{version}")
+    hass = HomeAssistant(version, tmp_path / f"homeassistant-{version}", shell_commands=homeassistant_shell_commands)
     try:
         ready_s = hass.start()
         hass.onboard()

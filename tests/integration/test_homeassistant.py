@@ -6,15 +6,21 @@ the real agent as a process on the simulated camera, after ``edgecam calibrate``
 
 import functools
 import json
+import os
 import re
 import signal
+import textwrap
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.publish as publish
 import pytest
 
+from edgecam.config import Settings, StorageSettings
+from edgecam.erasure import Scope, forget_events
 from tests.conftest import Broker, Collector
 from tests.homeassistant import HomeAssistant
 from tests.integration.test_agent import BASE, DEVICE, ROOT
@@ -341,3 +347,55 @@ def documented_alert(hass: HomeAssistant) -> str:
         "/config/www", str(hass.config_dir / "www")
     )
     return "- " + steps.replace("\n", "\n  ")
+
+
+def documented_yaml(containing: str) -> str:
+    """The one YAML block of docs/home-assistant.md that contains ``containing``."""
+    doc = (ROOT / "docs" / "home-assistant.md").read_text()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL) if containing in b]
+    return str(block)
+
+
+@pytest.fixture
+def homeassistant_shell_commands() -> str:
+    """The shell commands of docs/home-assistant.md#erasure (the body under ``shell_command:``)."""
+    block = documented_yaml("edgecam_forget_event:")
+    head, body = block.split("shell_command:\n", 1)
+    assert not head.strip()
+    return textwrap.dedent(body)
+
+
+def test_the_documented_erasure_deletes_the_pictures_the_camera_forgets(
+    homeassistant: HomeAssistant, mosquitto: Broker, tmp_path: Path
+) -> None:
+    hass = homeassistant
+    automation = documented_yaml("forget what the camera forgets").replace("edgecam/front-door/", f"{BASE}/")
+    (hass.config_dir / "automations.yaml").write_text("- " + automation.replace("\n", "\n  "))
+    hass.call_service("automation", "reload")
+    entity = "automation.front_door_forget_what_the_camera_forgets"
+    hass.wait_for(lambda: showing(hass, entity, "on"), 10, "the automation")
+
+    def listening() -> bool:
+        """Home Assistant subscribes a moment after the reload: a message it hears leaves a trace, condition or not."""
+        publish.single(f"{BASE}/events", '{"type":"start"}', hostname=mosquitto.host, port=mosquitto.port, qos=1)
+        time.sleep(0.5)
+        return bool(hass.command("trace/list", domain="automation"))
+
+    hass.wait_for(listening, 20, "the automation to hear the events topic", interval=0.5)
+    kept = hass.config_dir / "www" / "edgecam"
+    kept.mkdir(parents=True, exist_ok=True)
+    pictures = {name: kept / f"{name}.jpg" for name in ("one", "old", "new")}
+    for path in pictures.values():
+        path.write_bytes(b"\xff\xd8 a picture")
+    week_ago = time.time() - 7 * 86400
+    os.utime(pictures["old"], (week_ago, week_ago))
+    settings = Settings(device_id=DEVICE, mqtt=mosquitto.settings(), storage=StorageSettings(dir=tmp_path / "state"))
+
+    def forget(scope: Scope, gone: set[str]) -> None:
+        assert forget_events(settings, scope).sent
+        left = set(pictures) - gone
+        hass.wait_for(lambda: {p.stem for p in kept.glob("*.jpg")} == left or None, 20, f"only {left} left")
+
+    forget(Scope(event_id="one"), {"one"})
+    forget(Scope(before=datetime.now(UTC) - timedelta(days=1)), {"one", "old"})
+    forget(Scope(), set(pictures))
