@@ -132,12 +132,8 @@ def _publish(settings: Settings, payload: bytes, timeout: float) -> None:
         if not subscriber.wait_subscribed(timeout):
             raise BrokerError(f"forget: no answer from broker {settings.mqtt.host}:{settings.mqtt.port}")
         try:
-            sent = [subscriber.publish(topics.snapshot, b"", retain=True), subscriber.publish(topics.events, payload)]
-            for info in sent:
-                info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError) as err:  # paho: the connection went, or its queue is full
+            subscriber.publish_confirmed([(topics.snapshot, b"", True), (topics.events, payload, False)], timeout)
+        except BrokerError as err:
             raise BrokerError(f"forget: {err}") from err
-        if not all(info.is_published() for info in sent):
-            raise BrokerError("forget: the broker did not confirm the forget message")
     finally:
         subscriber.stop()

@@ -57,13 +57,9 @@ def forget(settings: Settings, remembered: Path, timeout: float = 10.0) -> Forgo
             raise BrokerError("forget-ha: the broker did not send this device's retained configs back")
         topics = sorted(found | set(read_remembered(remembered)))
         try:
-            sent = [subscriber.publish(topic, b"", retain=True) for topic in topics]
-            for info in sent:
-                info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError) as err:  # paho: the connection went, or its queue is full
+            subscriber.publish_confirmed([(topic, b"", True) for topic in topics], timeout)
+        except BrokerError as err:
             raise BrokerError(f"forget-ha: {err}; run it again") from err
-        if not all(info.is_published() for info in sent):
-            raise BrokerError("forget-ha: the broker did not confirm every removal; run it again")
     finally:
         subscriber.stop()
     remember(remembered, [])

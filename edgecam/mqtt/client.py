@@ -17,7 +17,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edgecam.config import MqttSettings
 from edgecam.credentials import check_private, read_secret
-from edgecam.errors import ConfigError
+from edgecam.errors import BrokerError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +262,22 @@ class Subscriber:
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> paho.MQTTMessageInfo:
         """Publish at QoS 1; paho sends it once connected. ``wait_for_publish(timeout)`` on the result waits."""
         return self._client.publish(topic, payload, qos=1, retain=retain)
+
+    def publish_confirmed(self, messages: Sequence[tuple[str, bytes, bool]], timeout: float) -> None:
+        """Publish (topic, payload, retain) at QoS 1 and wait until the broker has each one (its PUBACK).
+
+        Raises:
+            BrokerError: the connection went, paho's queue is full, or not all were confirmed within ``timeout`` s.
+        """
+        try:
+            sent = [self.publish(topic, payload, retain) for topic, payload, retain in messages]
+            for info in sent:
+                info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError) as err:  # paho: the connection went, or its queue is full
+            raise BrokerError(str(err)) from err
+        unconfirmed = sum(not info.is_published() for info in sent)
+        if unconfirmed:
+            raise BrokerError(f"the broker did not confirm {unconfirmed} of {len(sent)} messages within {timeout:g} s")
 
     def wait_subscribed(self, timeout: float) -> bool:
         """Wait until the broker has confirmed the subscriptions; False on timeout."""
