@@ -92,6 +92,10 @@ class Pending:
     """Seconds since the row was written (``Outbox._age``): what of a still's time on the broker has gone by."""
 
 
+class SeqTaken(StorageError):
+    """The seq given to an event is another event's: another process (``edgecam forget``) wrote a row meanwhile."""
+
+
 class Snapshot(NamedTuple):
     """The still the retained snapshot shows, and how long ago it was taken."""
 
@@ -259,7 +263,8 @@ class Outbox:
 
         A still event needs ``event.extra["topic"]``. A still that cannot be written (full disk, I/O error), or
         has no bytes, is recorded as dropped; the event row is kept whatever happens to the still. ``seq`` is
-        the one given out while the disk refused the row (``last_seq``), else the next.
+        the one given out while the disk refused the row (``last_seq``), else the next. Raises SeqTaken when another
+        process has stored a row with that seq meanwhile.
         """
         rel: str | None = None
         state: str | None = None
@@ -293,6 +298,8 @@ class Outbox:
             row = db.execute("SELECT event_id FROM outbox WHERE seq = ?", (seq_given,)).fetchone()
             if row is not None and row[0] == event.event_id:
                 return seq_given
+            if row is not None:
+                raise SeqTaken(f"outbox: seq={seq_given} is taken by another event in {self.path}")
         cursor = db.execute(
             "INSERT INTO outbox"
             " (seq, event_id, type, payload, created, still_path, still_topic, still_bytes, still_state, boot_id,"

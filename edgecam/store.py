@@ -16,7 +16,7 @@ from edgecam.config import StorageSettings
 from edgecam.errors import StorageError
 from edgecam.models import Event, Still
 from edgecam.mqtt.publisher import InMemory
-from edgecam.outbox import Outbox, payload_bytes
+from edgecam.outbox import Outbox, SeqTaken, payload_bytes
 from edgecam.state_dir import storage_fault
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ class Store:
     Each event gets its seq here, from the outbox's counter, when it is captured: one that waits in memory (and
     may be published from there) keeps it when the disk takes it later, so the same seq is the same message.
     A seq given out in memory and lost with the process (the agent stopped before the disk came back) may be
-    given again after a restart.
+    given again after a restart. A row another process adds (``edgecam forget``) takes the next seq of the
+    outbox's counter: what waits is numbered after it.
     """
 
     def __init__(
@@ -79,6 +80,9 @@ class Store:
             seq, event, still = self._waiting[0]
             try:
                 self._outbox.append(event, still, seq)
+            except SeqTaken:
+                self._renumber()
+                continue
             except StorageError as err:
                 self._retry_at = self._clock() + RETRY_STORE_S
                 if final:
@@ -100,6 +104,13 @@ class Store:
             if self._announce is not None:
                 self._announce([], None)
         return stored
+
+    def _renumber(self) -> None:
+        """Give what waits the seqs after the outbox's last, taken by rows another process stored meanwhile."""
+        first = self._outbox.last_seq() + 1
+        logger.info("outbox: another process stored events (edgecam forget); the next is seq=%d", first)
+        self._waiting = deque((first + n, event, still) for n, (_, event, still) in enumerate(self._waiting))
+        self._seq = first + len(self._waiting) - 1
 
     def _in_memory(self) -> list[InMemory]:
         """What waits, as the messages the outbox would publish (a still whose JPEG was let go says dropped)."""

@@ -14,8 +14,9 @@ import pytest
 from edgecam.capture import Capture, Captured, Emitted, develop
 from edgecam.config import CaptureSettings, StorageSettings
 from edgecam.errors import StorageError
-from edgecam.models import Frame, MotionResult, Topics
-from edgecam.store import OutboxWriter
+from edgecam.models import Event, Frame, MotionResult, Topics
+from edgecam.outbox import Outbox
+from edgecam.store import OutboxWriter, Store
 
 TOPICS = Topics("edgecam/front")
 
@@ -132,3 +133,23 @@ def test_close_stores_what_is_queued_and_the_outbox_is_refused_in_one_line(tmp_p
     blocker.write_text("a file where the state directory should be")
     with pytest.raises(StorageError, match="storage.dir: cannot create"):
         OutboxWriter(StorageSettings(dir=blocker), lambda c: develop(c, [], 85), lambda: None)
+
+
+def test_a_row_another_process_stores_meanwhile_takes_its_seq_and_the_events_go_on_after_it(tmp_path: Path) -> None:
+    storage = StorageSettings(dir=tmp_path)
+    capture = make_capture(stills=0)
+    with Outbox(storage) as outbox:
+        store = Store(outbox)
+        first, second = door_event(capture, 3), door_event(capture, 3)
+        store.put([develop(c, [], 85) for c in first])
+        with Outbox(storage) as other:  # edgecam forget, in a process of its own
+            forget = Event(
+                "forget", "f1", "front", datetime(2026, 11, 30, 9, 1, tzinfo=UTC), 0.0, {"forget": {"all": True}}
+            )
+            taken = other.append(forget)
+        assert store.put([develop(c, [], 85) for c in second])
+    stored = rows(storage)
+    assert [seq for seq, _, _ in stored] == list(range(1, len(stored) + 1)), "every seq once, none lost"
+    assert [kind for _, kind, _ in stored] == ["start", "end", "forget", "start", "end"]
+    assert stored[2][0] == taken
+    assert all(payload["seq"] == seq for seq, _, payload in stored)
