@@ -7,6 +7,8 @@ verified), and each forget message once carried out, on ``<prefix>/<device>/ack`
 ``outbox.confirm = "consumer"``.
 """
 
+import contextlib
+import hashlib
 import json
 import logging
 import queue
@@ -243,34 +245,40 @@ def run_listen(
     try:
         _write_pages(log, every_day=True)
         listener = Listener(settings.mqtt.topic_prefix, log)
+        # A session of its own per event log and device filter: the broker keeps what comes while listen is away.
+        session = hashlib.sha256(f"{out_dir.resolve()}\0{device}".encode()).hexdigest()[:12]
         subscriber = Subscriber(
-            settings.mqtt, filters, lambda topic, payload, retain: inbox.put((topic, payload, retain))
+            settings.mqtt,
+            filters,
+            lambda topic, payload, retain: inbox.put((topic, payload, retain)),
+            f"edgecam-listen-{session}",
+            persistent=True,
         )
         logger.info(
             "listening to %s/... on %s:%d; the event log is %s", base, settings.mqtt.host, settings.mqtt.port, out_dir
         )
         subscriber.start()
         written = time.monotonic()
+
+        def take(topic: str, payload: bytes, retain: bool) -> None:
+            for line in listener.handle(topic, payload, retain):
+                print(line, flush=True)
+            if ack:
+                for name, event_ids in listener.take_confirmations().items():
+                    subscriber.publish(f"{settings.mqtt.topic_prefix}/{name}/ack", json.dumps(event_ids).encode())
+
         try:
             while not (stop is not None and stop.is_set()) and not (count is not None and listener.events >= count):
-                try:
-                    topic, payload, retain = inbox.get(timeout=0.2)
-                except queue.Empty:
-                    pass
-                else:
-                    for line in listener.handle(topic, payload, retain):
-                        print(line, flush=True)
-                    if ack:
-                        for name, event_ids in listener.take_confirmations().items():
-                            subscriber.publish(
-                                f"{settings.mqtt.topic_prefix}/{name}/ack", json.dumps(event_ids).encode()
-                            )
+                with contextlib.suppress(queue.Empty):
+                    take(*inbox.get(timeout=0.2))
                 log.maintain()
                 if log.dirty and time.monotonic() - written >= PAGES_EVERY:
                     _write_pages(log)
                     written = time.monotonic()
         finally:
             subscriber.stop()
+            while not inbox.empty():  # received, so acknowledged to the broker: the log must have them
+                take(*inbox.get())  # confirmations now wait in paho, unsent: the agent sends the event again
             _write_pages(log)
     finally:
         log.close()

@@ -198,6 +198,29 @@ def test_listen_end_to_end(
 
 
 @pytest.mark.integration
+def test_what_comes_while_listen_is_away_is_in_the_log_when_it_is_back(
+    mosquitto: Broker,
+    publish: Callable[[list[tuple[Event, Any]]], None],
+    door: DoorEvent,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = Settings(device_id=DEVICE, mqtt=mosquitto.settings())
+    first = Session(settings, tmp_path / "received", capsys, count=None)
+    first.wait_for(f"{DEVICE} availability online")
+    first.stop.set()
+    assert first.join() == 0
+
+    publish(door.rows)  # while nobody listens
+
+    back = Session(settings, tmp_path / "received", capsys, count=4)
+    assert back.join() == 0, "the broker kept the event for the event log's session"
+    assert back.output.count("sha256 ok") == 2
+    for still in door.stills:
+        assert saved_still(tmp_path / "received", door, still.index).read_bytes() == still.jpeg
+
+
+@pytest.mark.integration
 def test_listen_reports_a_mismatch(
     mosquitto: Broker,
     publish: Callable[[list[tuple[Event, Any]]], None],

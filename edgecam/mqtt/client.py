@@ -224,10 +224,20 @@ class Subscriber:
     """
 
     def __init__(
-        self, mqtt: MqttSettings, filters: Sequence[str], on_message: MessageCallback, client_id: str = ""
+        self,
+        mqtt: MqttSettings,
+        filters: Sequence[str],
+        on_message: MessageCallback,
+        client_id: str = "",
+        persistent: bool = False,
     ) -> None:
-        """Prepare the client; raise ConfigError for an unreadable password or CA file."""
+        """Prepare the client; raise ConfigError for an unreadable password or CA file.
+
+        ``persistent`` (with a ``client_id`` of its own): the broker keeps the session, and queues what is published
+        while the client is away, for ``mqtt.session_expiry`` seconds (MQTT 5) or until it comes back (3.1.1).
+        """
         self._mqtt = mqtt
+        self._persistent = persistent
         self._filters = list(filters)
         self._callback = on_message
         self._subscribed = threading.Event()
@@ -238,7 +248,9 @@ class Subscriber:
         """paho's last error on the socket, e.g. a TLS alert (paho's network thread alone uses it)."""
         self._told: str | None = None
         """The problem last logged, until a connection succeeds: retries that meet it again say nothing."""
-        self._client = new_client(mqtt, client_id, read_password(mqtt), tls_context(mqtt), reconnect=True)
+        self._client = new_client(
+            mqtt, client_id, read_password(mqtt), tls_context(mqtt), reconnect=True, persistent=persistent
+        )
         self._client.reconnect_delay_set(max(1, round(mqtt.reconnect_min)), max(1, round(mqtt.reconnect_max)))
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
@@ -254,7 +266,15 @@ class Subscriber:
             return
         self._started = True
         if self._mqtt.protocol == "5":
-            self._client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive, clean_start=True)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self._mqtt.session_expiry if self._persistent else 0
+            self._client.connect_async(
+                self._mqtt.host,
+                self._mqtt.port,
+                self._mqtt.keepalive,
+                clean_start=not self._persistent,
+                properties=properties,
+            )
         else:
             self._client.connect_async(self._mqtt.host, self._mqtt.port, self._mqtt.keepalive)
         self._client.loop_start()
