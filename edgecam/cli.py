@@ -331,6 +331,8 @@ def _forget_ha(settings: Settings, args: argparse.Namespace) -> int:
 def _notice(settings: Settings, args: argparse.Namespace) -> int:
     from edgecam.notice import notice_gaps, write_notice
 
+    if args.picture is not None and not args.picture.is_file():
+        raise ConfigError(f"notice --picture: {args.picture} is not a file")
     picture = args.picture or settings.door_reference_path.with_suffix(".png")
     for path in write_notice(settings, args.out, args.paper, picture):
         print(f"notice: wrote {path}")

@@ -36,8 +36,10 @@ Polygon = Annotated[list[tuple[float, float]], AfterValidator(_check_polygon)]
 
 
 def _check_one_line(value: str | None) -> str | None:
-    if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("one line of text: no line breaks or control characters")
+    if value is not None and not value.isprintable():
+        raise ValueError("one line of text: no line breaks, control or invisible characters")
+    if value is not None and not value.strip():
+        raise ValueError("blank: write it, or leave the setting out")
     return value
 
 

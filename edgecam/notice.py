@@ -40,7 +40,7 @@ DPI = 150
 HTML_FILE = "notice.html"
 PNG_FILE = "notice.png"
 TITLE = "Camera at this door"
-LEAD = "A camera watches this door, so the household knows when it opens and who came or went."
+LEAD = "A camera watches this door, so the household knows when it opens."
 """The first thing the notice says, under its title: that there is a camera, and why."""
 BLANK = "_" * 28
 """What stands for an unset operator or contact: a line to write on by hand."""
@@ -335,6 +335,12 @@ def notice_gaps(settings: Settings, picture_path: Path) -> list[str]:
         gaps.append("privacy.contact is not set: the notice has a blank line for how to reach the operator")
     if not picture_path.exists():
         gaps.append(f"no picture of the camera's view at {picture_path}: run 'edgecam calibrate' to add it")
+    named = (settings.privacy.operator or "") + (settings.privacy.contact or "")
+    if not named.isascii() and _system_font(12) is None:
+        gaps.append(
+            f"notice.png: no {FONT} here (Debian package fonts-dejavu-core), so letters beyond ASCII in "
+            "privacy.operator or privacy.contact show as boxes; notice.html shows them"
+        )
     return gaps
 
 
@@ -400,13 +406,29 @@ INK = (0, 0, 0)
 GREY = (90, 90, 90)
 
 
+FONT = "DejaVuSans.ttf"
+"""The PNG's typeface: DejaVu Sans (Debian package fonts-dejavu-core), with the letters of most European languages."""
+
+
+def notice_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans at ``size`` pixels, else Pillow's built-in font (load_default, Pillow 10.1+): ASCII only."""
+    return _system_font(size) or ImageFont.load_default(size=size)
+
+
+def _system_font(size: int) -> ImageFont.FreeTypeFont | None:
+    """``FONT`` from where ``ImageFont.truetype`` looks (``$XDG_DATA_DIRS/fonts``: ``/usr/share/fonts``), or None."""
+    try:
+        return ImageFont.truetype(FONT, size)
+    except OSError:
+        return None
+
+
 def render_png(notice: Notice, picture: bytes | None, paper: Paper) -> bytes:
     """The notice as a PNG of ``paper`` at 150 dots per inch (``PAPER_PX``); ``picture`` is a PNG of the view.
 
-    Text is Pillow's built-in scalable font (``ImageFont.load_default(size)``, Pillow 10.1 and later with FreeType),
-    headings in a bold made by drawing them twice a pixel apart. The body text takes the largest size from
-    ``BODY_SIZE`` down at which the whole notice fits the page with the picture at least ``PICTURE_LEAST`` of its
-    height.
+    Text is DejaVu Sans (``notice_font``), headings in a bold made by drawing them twice a pixel apart. The body
+    text takes the largest size from ``BODY_SIZE`` down at which the whole notice fits the page with the picture at
+    least ``PICTURE_LEAST`` of its height.
     """
     width, height = PAPER_PX[paper]
     view = Image.open(io.BytesIO(picture)).convert("RGB") if picture is not None else None
@@ -432,8 +454,8 @@ class _Sheet:
         self.width, self.height = width, height
         self.margin = round(width * MARGIN)
         self.text_width = width - 2 * self.margin
-        self.title_font = ImageFont.load_default(size=round(width * TITLE_SIZE))
-        self.body_font = ImageFont.load_default(size=body)
+        self.title_font = notice_font(round(width * TITLE_SIZE))
+        self.body_font = notice_font(body)
         self.body = body
         self.line = round(body * LEADING)
 

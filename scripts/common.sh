@@ -35,6 +35,8 @@ ensure_test_tools() {
   command -v mkfs.ext4 >/dev/null 2>&1 || [[ -x /usr/sbin/mkfs.ext4 ]] || apt_install e2fsprogs
   command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
   command -v systemd-analyze >/dev/null 2>&1 || { echo "systemd-analyze is missing; install the package 'systemd'" >&2; exit 1; }
+  # The typeface of the notice's PNG (edgecam.notice.FONT), with the letters of European names.
+  [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || apt_install fonts-dejavu-core
   # A real headless browser for the HTML pages' tests (tests/browser.py drives it over its DevTools pipe). Ubuntu
   # has no such package (its chromium is a snap, which does not run in containers): there those tests skip.
   [[ -x /usr/lib/chromium/chromium ]] || apt_install chromium ||

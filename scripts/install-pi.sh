@@ -10,8 +10,9 @@ Usage: sudo scripts/install-pi.sh [--dry-run] [--prefix DIR] [--skip-packages] [
 Installs edgecam from this repository on Raspberry Pi OS Bookworm or later, and prints the next steps:
   checks         one line each: the board, the OS, the architecture (and where OpenCV comes from), the picamera2
                  version (0.3.20 or later) and the camera memory (CMA); it refuses what cannot work
-  OS packages    python3-picamera2 python3-venv python3-lgpio mosquitto-clients (apt-get), and python3-opencv where
-                 PyPI has no OpenCV wheel for the architecture (armhf: 32-bit Raspberry Pi OS)
+  OS packages    python3-picamera2 python3-venv python3-lgpio mosquitto-clients fonts-dejavu-core (apt-get; the
+                 font is the notice's), and python3-opencv where PyPI has no OpenCV wheel for the architecture
+                 (armhf: 32-bit Raspberry Pi OS)
   system user    edgecam, in the groups video (the camera) and gpio (a door contact) when they exist
   venv           /opt/edgecam/venv, --system-site-packages so it sees picamera2, with edgecam pip-installed
                  from this repository; the OS numpy is kept (picamera2 and python3-opencv are built on it)
@@ -94,7 +95,7 @@ fi
 # ---- where things go (under --prefix, the same tree inside DIR) -------------------------------------------------
 
 SERVICE_USER=edgecam
-OS_PACKAGES=(python3-picamera2 python3-venv python3-lgpio mosquitto-clients)
+OS_PACKAGES=(python3-picamera2 python3-venv python3-lgpio mosquitto-clients fonts-dejavu-core)
 OPT=$PREFIX/opt/edgecam
 VENV=$OPT/venv
 ETC=$PREFIX/etc/edgecam

@@ -343,7 +343,8 @@ def test_a_pi_3_on_32_bit_raspberry_pi_os_takes_opencv_from_apt(tmp_path: Path) 
     root = tmp_path / "root"
     steps = said(result.stdout)
     assert (
-        "skipped: OS packages python3-picamera2 python3-venv python3-lgpio mosquitto-clients python3-opencv " in steps
+        "skipped: OS packages python3-picamera2 python3-venv python3-lgpio mosquitto-clients fonts-dejavu-core "
+        "python3-opencv " in steps
     )
     assert "skipped: create system user edgecam in groups video gpio (--prefix)" in steps
     assert f"into {root}/opt/edgecam/venv (pip, OpenCV from python3-opencv" in steps
@@ -360,7 +361,10 @@ def test_a_zero_2_w_on_64_bit_lite_takes_opencv_from_pypi_and_picamera2_from_apt
     assert found["picamera2"] == "not installed; apt offers python3-picamera2 0.3.31-1 (edgecam needs 0.3.20 or later)"
     assert found["camera memory"].startswith("CMA 64 MB (CmaTotal in ")
     steps = said(result.stdout)
-    assert "skipped: OS packages python3-picamera2 python3-venv python3-lgpio mosquitto-clients (--prefix)" in steps
+    assert (
+        "skipped: OS packages python3-picamera2 python3-venv python3-lgpio mosquitto-clients fonts-dejavu-core "
+        "(--prefix)" in steps
+    )
     assert "OpenCV from python3-opencv" not in steps
     assert "edgecam.service.d/gpio.conf (0644" in steps
     assert result.stderr == ""  # 64 MB is enough: no warning
@@ -405,7 +409,9 @@ def test_ubuntu_on_a_pi_4_is_refused_without_force_and_installs_without_picamera
     forced = dry_run(UBUNTU_2404_PI4, tmp_path / "forced", "--force")
     [going_on] = forced.stderr.splitlines()
     assert going_on.startswith("install-pi.sh: going on (--force): needs Raspberry Pi OS")
-    assert "skipped: OS packages python3-venv python3-lgpio mosquitto-clients (--prefix)" in said(forced.stdout)
+    assert "skipped: OS packages python3-venv python3-lgpio mosquitto-clients fonts-dejavu-core (--prefix)" in said(
+        forced.stdout
+    )
 
 
 @pytest.mark.parametrize(

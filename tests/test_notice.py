@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from pydantic import ValidationError
 
 from edgecam.cli import main
 from edgecam.config import Settings
@@ -20,6 +21,7 @@ from edgecam.notice import (
     Paper,
     describe_window,
     duration,
+    notice_font,
     render_html,
     sections,
     size_in_bytes,
@@ -259,3 +261,25 @@ def test_sizes_in_bytes() -> None:
         "1.5 GB",
         "1 MB",
     ]
+
+
+def test_the_png_has_the_letters_of_european_names() -> None:
+    font = notice_font(20)
+    box = font.getmask("\ue000").getbbox()  # a private-use code point: no font draws it, it is the missing-glyph box
+    for letter in "ëüßéçøñ€":
+        assert font.getmask(letter).getbbox() != box, f"{letter!r} is drawn as a box (fonts-dejavu-core missing?)"
+
+
+@pytest.mark.parametrize("blank", ["   ", "\u200b", "a\tb"])
+def test_a_blank_or_invisible_operator_is_refused(blank: str) -> None:
+    with pytest.raises(ValidationError, match="privacy.operator"):
+        Settings(privacy={"operator": blank})
+
+
+def test_a_picture_named_on_the_command_line_must_be_there(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "edgecam.toml"
+    config.write_text(f'[storage]\ndir = "{tmp_path / "state"}"\n')
+    missing = tmp_path / "view.png"
+    assert main(["--config", str(config), "notice", "--out", str(tmp_path), "--picture", str(missing)]) == 2
+    assert capsys.readouterr().err == f"edgecam: notice --picture: {missing} is not a file\n"
+    assert not (tmp_path / "notice.png").exists()
