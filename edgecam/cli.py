@@ -176,6 +176,13 @@ def _check_config(settings: Settings) -> int:
             "(storage.broker_expiry and snapshot_expiry need MQTT 5)",
             file=sys.stderr,
         )
+    storage = settings.storage
+    if settings.mqtt.protocol == "5" and storage.snapshot_expiry_s < round(storage.snapshot_expiry * 86400):
+        print(
+            f"edgecam: warning: storage.snapshot_expiry ({storage.snapshot_expiry:g} days) is longer than the broker "
+            f"keeps a still (storage.broker_expiry): the snapshot expires after {storage.snapshot_expiry_s} s",
+            file=sys.stderr,
+        )
     if settings.mqtt.tls_insecure:
         print("edgecam: warning: mqtt.tls_insecure is on: the broker is not verified; for tests only", file=sys.stderr)
     if settings.device_id.lower() in DISTRIBUTION_HOST_NAMES:

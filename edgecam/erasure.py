@@ -21,6 +21,9 @@ from edgecam.outbox import Erased, Outbox
 
 logger = logging.getLogger(__name__)
 
+SHORT_ID = 8
+"""Characters of an event id ``edgecam listen`` prints, and the least ``forget --event`` takes as a beginning."""
+
 
 @dataclass(frozen=True)
 class Scope:
@@ -33,8 +36,13 @@ class Scope:
     @classmethod
     def parse(cls, event_id: str | None, before: str | None, all_events: bool) -> "Scope":
         """The scope of ``--event``, ``--before`` or ``--all`` (exactly one); raise ConfigError naming the option."""
-        if sum((event_id is not None, before is not None, all_events)) != 1:
-            raise ConfigError("forget: say which events: --event ID, --before DATE or --all")
+        given = sum((event_id is not None, before is not None, all_events))
+        if given != 1:
+            raise ConfigError(
+                "forget: say which events: --event ID, --before DATE or --all"
+                if given == 0
+                else "forget: --event, --before and --all go one at a time"
+            )
         if event_id is not None:
             if not re.match(DEVICE_ID_PATTERN, event_id):
                 raise ConfigError(f"forget --event: {event_id!r} is not an event id (letters, digits, '_' and '-')")
@@ -86,7 +94,8 @@ def forget_events(settings: Settings, scope: Scope, force: bool = False, timeout
     """
     with Outbox(settings.storage) as outbox:
         if scope.event_id is not None:
-            event_ids = [scope.event_id]
+            event_ids = [_whole_id(outbox, scope.event_id)]
+            scope = Scope(event_id=event_ids[0])
         else:
             event_ids = outbox.event_ids(None if scope.before is None else scope.before.timestamp())
         erased = outbox.erase(event_ids, force)
@@ -107,7 +116,7 @@ def forget_events(settings: Settings, scope: Scope, force: bool = False, timeout
             erased.events,
             erased.rows,
             erased.stills,
-            f", {erased.undelivered} of them never delivered (--force)" if erased.undelivered else "",
+            f" ({erased.undelivered} messages never delivered, dropped: --force)" if erased.undelivered else "",
         )
         (row,) = outbox.pending(limit=1, after_seq=seq - 1)
         try:
@@ -119,6 +128,25 @@ def forget_events(settings: Settings, scope: Scope, force: bool = False, timeout
             outbox.delivered([seq])  # else it waits for a consumer's confirmation, as every event does
     logger.info("forget: cleared the retained snapshot and told the subscribers (forget message seq=%d)", seq)
     return Forgotten(erased, seq, sent=True)
+
+
+def _whole_id(outbox: Outbox, given: str) -> str:
+    """The event id of the device's event whose id is ``given``, or the one that begins with it (``SHORT_ID`` or more).
+
+    Raises ConfigError when no event or more than one has it: nothing is erased and no one is told.
+    """
+    known = outbox.event_ids()
+    if given in known:
+        return given
+    matches = [event_id for event_id in known if event_id.startswith(given)] if len(given) >= SHORT_ID else []
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ConfigError(
+            f"forget --event: no event {given} on this device (gone after storage.retention_days, or another "
+            "camera's?); --before DATE reaches subscribers' older copies too"
+        )
+    raise ConfigError(f"forget --event: {len(matches)} events begin with {given}: give more of the event id")
 
 
 def _publish(settings: Settings, payload: bytes, timeout: float) -> None:

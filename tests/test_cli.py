@@ -322,6 +322,23 @@ def test_check_config_says_mqtt_3_1_1_has_no_broker_side_expiry(
     assert "storage.broker_expiry and snapshot_expiry need MQTT 5" in line
 
 
+def test_check_config_says_when_the_snapshot_expires_sooner_than_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "edgecam.toml"
+    storage = f'device_id = "front-door"\n[storage]\ndir = "{tmp_path / "state"}"\nbroker_expiry = 0.0001\n'
+    config.write_text(storage + "snapshot_expiry = 5\n")
+    assert main(["check-config", "--config", str(config)]) == 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        "edgecam: warning: storage.snapshot_expiry (5 days) is longer than the broker keeps a still "
+        "(storage.broker_expiry): the snapshot expires after 9 s"
+    )
+    config.write_text(storage + "snapshot_expiry = 0.0001\n")
+    assert main(["check-config", "--config", str(config)]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_check_config_warns_of_a_door_zone_too_small_for_the_detector(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -40,7 +40,7 @@ def still_files(storage: StorageSettings) -> list[Path]:
     ("event_id", "before", "all_events", "error"),
     [
         (None, None, False, "say which events: --event ID, --before DATE or --all"),
-        ("e1", None, True, "say which events"),
+        ("e1", None, True, "forget: --event, --before and --all go one at a time"),
         ("../etc", None, False, "forget --event: '../etc' is not an event id"),
         (None, "last tuesday", False, "forget --before: 'last tuesday' is not a date: YYYY-MM-DD"),
     ],
@@ -58,6 +58,22 @@ def test_scopes_become_the_forget_field() -> None:
     before = Scope.parse(None, "2026-11-01", False)
     assert before.before == datetime(2026, 11, 1).astimezone(), "a date is local midnight"
     assert before.payload()["before"].endswith("Z")
+
+
+def test_an_event_is_named_by_its_id_or_the_8_characters_listen_prints(tmp_path: Path) -> None:
+    storage = StorageSettings(dir=tmp_path / "state")
+    door = make_door_event(TOPICS, DEVICE, 1)
+    stored(storage, door)
+    settings = settings_for(storage, MqttSettings(host="127.0.0.1", port=free_port()))
+    for unknown in ("no-such-event", door.event_id[:7]):
+        with pytest.raises(ConfigError, match=f"forget --event: no event {unknown} on this device"):
+            forget_events(settings, Scope(event_id=unknown), timeout=0.5)
+    assert len(still_files(storage)) == 1, "nothing erased, nothing sent"
+    forgotten = forget_events(settings, Scope(event_id=door.event_id[:8]), timeout=0.5)
+    assert forgotten.erased.events == 1
+    with Outbox(storage) as outbox:
+        (row,) = outbox.pending()
+    assert json.loads(row.payload)["forget"] == {"event_id": door.event_id}, "subscribers get the whole id"
 
 
 def test_with_the_broker_away_the_forget_message_waits_in_the_outbox(tmp_path: Path) -> None:
@@ -100,7 +116,7 @@ def test_an_undelivered_event_is_kept_unless_forced_and_then_counted(
     )
     assert forgotten.erased.undelivered == 3
     assert still_files(storage) == []
-    assert "3 of them never delivered (--force)" in caplog.text
+    assert "(3 messages never delivered, dropped: --force)" in caplog.text
 
 
 @pytest.mark.integration

@@ -21,7 +21,9 @@ import pytest
 
 from edgecam.config import Settings, StorageSettings
 from edgecam.erasure import Scope, forget_events
-from tests.conftest import Broker, Collector
+from edgecam.models import Topics
+from edgecam.outbox import Outbox
+from tests.conftest import Broker, Collector, make_door_event
 from tests.homeassistant import HomeAssistant
 from tests.integration.test_agent import BASE, DEVICE, ROOT
 from tests.integration.test_reliability import Child
@@ -382,20 +384,23 @@ def test_the_documented_erasure_deletes_the_pictures_the_camera_forgets(
         return bool(hass.command("trace/list", domain="automation"))
 
     hass.wait_for(listening, 20, "the automation to hear the events topic", interval=0.5)
+    settings = Settings(device_id=DEVICE, mqtt=mosquitto.settings(), storage=StorageSettings(dir=tmp_path / "state"))
+    doors = {name: make_door_event(Topics(BASE), DEVICE, 0) for name in ("one", "old", "new")}
+    with Outbox(settings.storage) as outbox:
+        outbox.delivered([outbox.append(event) for door in doors.values() for event, _ in door.rows])
     kept = hass.config_dir / "www" / "edgecam"
     kept.mkdir(parents=True, exist_ok=True)
-    pictures = {name: kept / f"{name}.jpg" for name in ("one", "old", "new")}
+    pictures = {name: kept / f"{door.event_id}.jpg" for name, door in doors.items()}  # as the alert saves them
     for path in pictures.values():
         path.write_bytes(b"\xff\xd8 a picture")
     week_ago = time.time() - 7 * 86400
     os.utime(pictures["old"], (week_ago, week_ago))
-    settings = Settings(device_id=DEVICE, mqtt=mosquitto.settings(), storage=StorageSettings(dir=tmp_path / "state"))
 
     def forget(scope: Scope, gone: set[str]) -> None:
         assert forget_events(settings, scope).sent
-        left = set(pictures) - gone
-        hass.wait_for(lambda: {p.stem for p in kept.glob("*.jpg")} == left or None, 20, f"only {left} left")
+        left = {pictures[name].name for name in set(pictures) - gone}
+        hass.wait_for(lambda: {p.name for p in kept.glob("*.jpg")} == left or None, 20, f"only {left} left")
 
-    forget(Scope(event_id="one"), {"one"})
+    forget(Scope(event_id=doors["one"].event_id), {"one"})
     forget(Scope(before=datetime.now(UTC) - timedelta(days=1)), {"one", "old"})
     forget(Scope(), set(pictures))
