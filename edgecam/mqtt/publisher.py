@@ -752,10 +752,14 @@ class Publisher:
             else:
                 messages, event = self._still_messages(conn, row.seq, row.still_topic, jpeg, event, row.age_s)
         jpegs = len(messages)
-        if row.type == "forget" and self._retain:
-            # An empty retained message deletes the retained snapshot (MQTT 5 section 3.3.1.3).
-            messages.append(_Message(self._topics.snapshot, b"", True))
-        messages.append(self._event_message(self._limit.with_dropped_stills(event)))
+        event = self._limit.with_dropped_stills(event)
+        if row.type == "forget":
+            if self._retain:  # an empty retained message deletes the retained snapshot (MQTT 5 section 3.3.1.3)
+                messages.append(_Message(self._topics.snapshot, b"", True))
+            # Never expires: a subscriber away for longer than storage.event_expiry may keep copies to erase.
+            messages.append(_Message(self._topics.events, event, False))
+        else:
+            messages.append(self._event_message(event))
         mids: set[int] = set()
         for n, message in enumerate(messages):
             topic, payload = message.topic, message.payload
