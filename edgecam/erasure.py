@@ -17,7 +17,7 @@ from edgecam.config import DEVICE_ID_PATTERN, Settings
 from edgecam.errors import BrokerError, ConfigError
 from edgecam.models import Event, Topics, iso_ms, utc_now
 from edgecam.mqtt.client import Subscriber
-from edgecam.outbox import Erased, Outbox
+from edgecam.outbox import Erased, Outbox, payload_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ def forget_events(settings: Settings, scope: Scope, force: bool = False, timeout
     """Erase the events of ``scope`` on the device and tell the broker's subscribers to erase their copies.
 
     Raises StorageError, erasing nothing, when an event in scope is not delivered yet and ``force`` is false, or
-    when the outbox cannot be used. An unreachable broker is not an error: the agent sends the message later.
+    when the outbox cannot be used; ConfigError for an event id the device does not have. An unreachable broker is
+    not an error: the agent sends the message later.
     """
     with Outbox(settings.storage) as outbox:
         if scope.event_id is not None:
@@ -118,9 +119,8 @@ def forget_events(settings: Settings, scope: Scope, force: bool = False, timeout
             erased.stills,
             f" ({erased.undelivered} messages never delivered, dropped: --force)" if erased.undelivered else "",
         )
-        (row,) = outbox.pending(limit=1, after_seq=seq - 1)
         try:
-            _publish(settings, row.payload, timeout)
+            _publish(settings, payload_bytes(message.payload(seq)), timeout)  # as stored: the agent may send it too
         except BrokerError as err:
             logger.warning("%s; the agent sends the forget message and clears the snapshot when it connects", err)
             return Forgotten(erased, seq, sent=False)
