@@ -340,10 +340,7 @@ def test_the_documented_alert_keeps_each_door_events_first_still(
 
 def documented_alert(hass: HomeAssistant) -> str:
     """The alert automation of docs/home-assistant.md for this device, without its last step (there is no phone)."""
-    doc = (ROOT / "docs" / "home-assistant.md").read_text()
-    blocks: list[str] = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
-    (block,) = [b for b in blocks if "notify with the picture" in b]
-    steps, notify = block.split("  - service: notify.")
+    steps, notify = documented_yaml("notify with the picture").split("  - service: notify.")
     assert 'image: "/local/edgecam/{{ event_id }}.jpg"' in notify
     steps = steps.replace("front_door_", f"{DEVICE.replace('-', '_')}_").replace(
         "/config/www", str(hass.config_dir / "www")
