@@ -53,6 +53,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # edgecam and tests.conftest, as scripts/bench_reliability.py does
 
+from bench_reliability import stop_agent as stop  # noqa: E402  SIGTERM, then SIGKILL if it lingers
+
 if TYPE_CHECKING:
     from tests.conftest import Broker
 
@@ -149,17 +151,6 @@ def cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces; field 3 follows ") "
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
-
-
-def stop(proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
-    """SIGTERM ``proc`` if it runs, SIGKILL if it does not end within ``timeout`` seconds."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float, what: str) -> str:
