@@ -483,11 +483,7 @@ class Outbox:
                 stills += 1
         seqs = [(seq,) for seq, *_ in rows]
         self._write("erase events", lambda db: db.executemany("DELETE FROM outbox WHERE seq = ?", seqs))
-        try:
-            self._conn().execute("PRAGMA incremental_vacuum")
-            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the deleted rows' pages leave the WAL too
-        except sqlite3.Error as err:
-            logger.warning("outbox: cannot shrink %s: %s", self.path, err)
+        self._shrink()
         erased = Erased(len({event_id for _, event_id, *_ in rows}), len(rows), stills, undelivered)
         logger.debug("outbox: %s", erased)
         return erased
@@ -601,12 +597,16 @@ class Outbox:
         )
         if not deleted:
             return 0
+        self._shrink()
+        return max(0, before - self.used_bytes())
+
+    def _shrink(self) -> None:
+        """Give deleted rows' pages back to the file system, and empty the WAL, which holds them as they were."""
         try:
             self._conn().execute("PRAGMA incremental_vacuum")
             self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as err:
             logger.warning("outbox: cannot shrink %s: %s", self.path, err)
-        return max(0, before - self.used_bytes())
 
     def _unlink(self, rel: str) -> None:
         path = self.storage.dir / rel
