@@ -11,7 +11,7 @@ The day of an event is the local date of its ``start`` time, or of its first mes
 Messages are deduplicated by (device, event_id, seq), so a message seen twice changes nothing. A still whose JPEG
 does not match the ``sha256`` of its ``still`` JSON is kept, flagged ``mismatch`` (it is what arrived, not what the
 camera took); a later copy that matches replaces it. Device and event ids are used in a path only if they match
-``NAME``.
+``NAME``. This module writes the log; ``edgecam.eventlog_views`` reads it for the pages.
 """
 
 import contextlib
@@ -23,20 +23,23 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum, StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from edgecam import eventlog_views
+from edgecam.config import DEVICE_ID_PATTERN
 from edgecam.disk import write_atomically
 from edgecam.errors import StorageError
+from edgecam.eventlog_views import DayView, DeviceView, EventView, Verdict, json_indices
 from edgecam.models import iso_ms
 
 logger = logging.getLogger(__name__)
 
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME = re.compile(DEVICE_ID_PATTERN)
 """What a device id or event id looks like; anything else is never used as a file name."""
 _DAY = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 DB_NAME = "events.sqlite3"
@@ -126,19 +129,6 @@ class Admission(Enum):
     """Of an unknown event older than ``keep_days`` (with a synchronised clock): retention would delete it."""
 
 
-class Verdict(StrEnum):
-    """Where a still stands."""
-
-    PENDING = "pending"
-    """Its JSON has arrived, its JPEG not (or could not be saved)."""
-    OK = "ok"
-    """Saved, and its sha256 matches its JSON."""
-    MISMATCH = "mismatch"
-    """Saved as it arrived, but its sha256 does not match its JSON."""
-    DROPPED = "dropped"
-    """The agent announced it will never come (``"dropped": true``)."""
-
-
 @dataclass(frozen=True)
 class Message:
     """The fields of one event JSON the log uses (docs/mqtt.md, docs/event.schema.json)."""
@@ -168,67 +158,6 @@ class Message:
             score=float(score) if isinstance(score, int | float) and not isinstance(score, bool) else None,
             fields=event,
         )
-
-
-@dataclass(frozen=True)
-class StillView:
-    """One still of an event as the pages show it; ``file`` and ``thumb`` are relative to the log's folder."""
-
-    index: int
-    verdict: Verdict
-    width: int | None
-    height: int | None
-    bytes: int | None
-    file: str | None
-    thumb: str | None
-    dropped_reason: str | None
-
-
-@dataclass(frozen=True)
-class EventView:
-    """One door event as the pages show it."""
-
-    device_id: str
-    event_id: str
-    day: str
-    begins: datetime
-    """Its start time, or its first message's while no start has arrived (``started`` False)."""
-    started: bool
-    ends: datetime | None
-    duration_s: float | None
-    door_start: str | None
-    door_end: str | None
-    score: float | None
-    """The highest score of its messages."""
-    stills_expected: int | None
-    """The ``stills`` of its end; None until the end arrives."""
-    stills_dropped: list[int]
-    interrupted: bool
-    time_synced: bool
-    """``time_synced`` of its latest message (highest seq)."""
-    stills: list[StillView]
-
-
-@dataclass(frozen=True)
-class DeviceView:
-    """One door (device) as the index shows it: its retained states and its last event."""
-
-    device_id: str
-    availability: str | None
-    motion: str | None
-    door: str | None
-    detect: str | None
-    last_heard: datetime | None
-    """When a message from it last arrived live; None if only retained states (replayed by the broker) came."""
-    last_event: EventView | None
-
-
-@dataclass(frozen=True)
-class DayView:
-    """One day with events: how many per device."""
-
-    day: str
-    counts: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -281,16 +210,6 @@ def make_thumbnail(jpeg: bytes) -> bytes | None:
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     done, encoded = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
     return bytes(encoded.tobytes()) if done else None
-
-
-def _moment(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def _json_indices(value: Any) -> list[int]:
-    if not isinstance(value, list):
-        return []
-    return [item for item in value if isinstance(item, int) and not isinstance(item, bool)]
 
 
 class EventLog:
@@ -491,7 +410,7 @@ class EventLog:
                     float(duration) if isinstance(duration, int | float) and not isinstance(duration, bool) else None,
                     door,
                     stills if isinstance(stills, int) and not isinstance(stills, bool) and stills >= 0 else 0,
-                    json.dumps(_json_indices(message.fields.get("stills_dropped"))),
+                    json.dumps(json_indices(message.fields.get("stills_dropped"))),
                     int(message.fields.get("interrupted") is True),
                     *key,
                 ),
@@ -779,66 +698,16 @@ class EventLog:
         with contextlib.suppress(OSError):  # not empty (or gone): only empty day folders go
             folder.rmdir()
 
-    # --- reading, for the pages ---
+    # --- reading, for the pages (edgecam.eventlog_views) ---
 
     def devices(self) -> list[DeviceView]:
         """Every device heard, by id, with its last event."""
-        rows = self._db.execute(
-            "SELECT device_id, availability, motion, door, detect, last_heard FROM devices ORDER BY device_id"
-        ).fetchall()
-        views = []
-        for device, availability, motion, door, detect, heard in rows:
-            last = self._events("WHERE device_id = ? ORDER BY begins DESC, event_id LIMIT 1", (device,))
-            views.append(DeviceView(device, availability, motion, door, detect, _moment(heard), next(iter(last), None)))
-        return views
+        return eventlog_views.devices(self._db)
 
     def days(self) -> list[DayView]:
         """The days that have events, newest first."""
-        counts: dict[str, dict[str, int]] = {}
-        for day, device, count in self._db.execute(
-            "SELECT day, device_id, count(*) FROM events GROUP BY day, device_id ORDER BY day DESC, device_id"
-        ):
-            counts.setdefault(day, {})[device] = count
-        return [DayView(day, per_device) for day, per_device in counts.items()]
+        return eventlog_views.days(self._db)
 
     def events_of_day(self, day: str) -> list[EventView]:
         """That day's events across devices, newest first."""
-        return self._events("WHERE day = ? ORDER BY begins DESC, device_id, event_id", (day,))
-
-    def _events(self, clause: str, args: tuple[Any, ...]) -> list[EventView]:
-        rows = self._db.execute(
-            "SELECT device_id, event_id, day, begins, started, ends, duration_s, door_start, door_end, score, "
-            f"stills, stills_dropped, interrupted, time_synced FROM events {clause}",
-            args,
-        ).fetchall()
-        views = []
-        for row in rows:
-            stills = [
-                StillView(index, Verdict(verdict), width, height, size, file, thumb, reason)
-                for index, verdict, width, height, size, file, thumb, reason in self._db.execute(
-                    "SELECT idx, verdict, width, height, bytes, file, thumb, dropped_reason FROM stills "
-                    "WHERE device_id = ? AND event_id = ? ORDER BY idx",
-                    row[:2],
-                )
-            ]
-            begins = datetime.fromisoformat(row[3])
-            views.append(
-                EventView(
-                    device_id=row[0],
-                    event_id=row[1],
-                    day=row[2],
-                    begins=begins,
-                    started=bool(row[4]),
-                    ends=_moment(row[5]),
-                    duration_s=row[6],
-                    door_start=row[7],
-                    door_end=row[8],
-                    score=row[9],
-                    stills_expected=row[10],
-                    stills_dropped=_json_indices(json.loads(row[11])),
-                    interrupted=bool(row[12]),
-                    time_synced=bool(row[13]),
-                    stills=stills,
-                )
-            )
-        return views
+        return eventlog_views.events_of_day(self._db, day)

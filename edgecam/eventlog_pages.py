@@ -15,7 +15,8 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader
 
 from edgecam.disk import write_atomically
-from edgecam.eventlog import DayView, DeviceView, EventLog, EventView, Verdict
+from edgecam.eventlog import EventLog
+from edgecam.eventlog_views import DayView, DeviceView, EventView, Verdict
 
 logger = logging.getLogger(__name__)
 

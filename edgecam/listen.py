@@ -22,8 +22,9 @@ from typing import Any
 
 from edgecam.config import DEVICE_ID_PATTERN, Settings
 from edgecam.errors import ConfigError
-from edgecam.eventlog import NAME, Admission, EventLog, Message, StillSaved, Verdict
+from edgecam.eventlog import NAME, Admission, EventLog, Message, StillSaved
 from edgecam.eventlog_pages import write_pages
+from edgecam.eventlog_views import Verdict
 from edgecam.mqtt.client import Subscriber
 
 logger = logging.getLogger(__name__)

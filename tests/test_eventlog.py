@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecam.eventlog import THUMB_WIDTH, Admission, EventLog, Message, Verdict, local_day
+from edgecam.eventlog import THUMB_WIDTH, Admission, EventLog, Message, local_day
+from edgecam.eventlog_views import Verdict
 from edgecam.listen import Listener
 from edgecam.models import Event, Topics, iso_ms
 
