@@ -385,6 +385,11 @@ class StorageSettings(Section):
     )
 
     @property
+    def retention_s(self) -> int:
+        """Whole seconds of ``retention_days``, at least 1."""
+        return _seconds(self.retention_days)
+
+    @property
     def broker_expiry_s(self) -> int:
         """Seconds of the MQTT 5 Message Expiry Interval of a still (MQTT 5.0 section 3.3.2.3.3), at least 1."""
         return _seconds(self.broker_expiry if self.broker_expiry is not None else self.retention_days)
