@@ -336,7 +336,7 @@ def _forget_ha(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _notice(settings: Settings, args: argparse.Namespace) -> int:
-    from edgecam.notice import notice_gaps, write_notice
+    from edgecam.notice_png import notice_gaps, write_notice
 
     if args.picture is not None and not args.picture.is_file():
         raise ConfigError(f"notice --picture: {args.picture} is not a file")

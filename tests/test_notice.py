@@ -16,17 +16,15 @@ from edgecam.config import Settings
 from edgecam.errors import ConfigError
 from edgecam.notice import (
     BLANK,
-    PAPER_PX,
     Notice,
     Paper,
     describe_window,
     duration,
-    notice_font,
     render_html,
     sections,
     size_in_bytes,
-    write_notice,
 )
+from edgecam.notice_png import PAPER_PX, notice_font, write_notice
 from edgecam.settings_file import load_settings
 from edgecam.zones import polygon_mask
 
