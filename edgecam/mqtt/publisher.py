@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
@@ -48,6 +48,7 @@ from edgecam.mqtt.client import (
     warn_if_insecure,
 )
 from edgecam.mqtt.limits import MAY_CLEAR, REFUSED_FOR_GOOD, FitStill, PacketLimit
+from edgecam.mqtt.messages import Messages
 from edgecam.mqtt.network import NetEvent, Network
 from edgecam.mqtt.unstored import InMemory as InMemory  # the agent and the tests import it from here
 from edgecam.mqtt.unstored import Unstored
@@ -62,15 +63,6 @@ _POLL = 1.0
 _OK = (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN)
 STABLE_AFTER = 10.0
 """Seconds a connection must last before the reconnect delay starts again from ``mqtt.reconnect_min``."""
-
-
-class _Message(NamedTuple):
-    """One PUBLISH of a row: where, what, retained or not, and seconds until the broker deletes it (None: never)."""
-
-    topic: str
-    payload: bytes
-    retain: bool
-    expiry: int | None = None
 
 
 @dataclass
@@ -138,6 +130,7 @@ class Publisher:
         """
         self._vitals = vitals
         self._limit = PacketLimit(mqtt, topics, fit_still, self._stats_now, storage.event_expiry is not None)
+        self._messages = Messages(topics, storage, self._limit)
         self._receive_maximum: int | None = None
         """The broker's Receive Maximum, when it is below ``mqtt.max_inflight``."""
         self._mqtt = mqtt
@@ -573,12 +566,12 @@ class Publisher:
         except OSError as err:  # deleted for the budget since the look
             logger.debug("mqtt: cannot read %s for the snapshot: %s", snapshot.path, err.strerror or err)
             return
-        fitted = self._limit.fit_snapshot(conn.limits.max_packet_size, jpeg)
-        if fitted is not None:
-            expiry = self._snapshot_expiry(snapshot.age_s)
-            mid = self._publish(conn, self._topics.snapshot, fitted, retain=True, expiry=expiry)
+        message = self._messages.snapshot(conn.limits.max_packet_size, jpeg, snapshot.age_s)
+        if message is not None:
+            topic, payload = message.topic, message.payload
+            mid = self._publish(conn, topic, payload, retain=message.retain, expiry=message.expiry)
             conn.kinds[mid] = "snapshot"  # a broker that drops it for its size is found out as for a still
-            conn.jpeg_packets[mid] = (0, self._limit.packet_size(self._topics.snapshot, len(fitted)))
+            conn.jpeg_packets[mid] = (0, self._limit.packet_size(topic, len(payload)))
 
     def _confirm(self, payload: bytes, outbox: Outbox) -> None:
         """A consumer's ``<base>/ack``: a JSON list of event ids it has whole."""
@@ -697,15 +690,11 @@ class Publisher:
 
     def _publish_in_memory(self, conn: _Connection, row: InMemory) -> None:
         """Publish the messages of one event held in memory; there is no outbox row to mark."""
-        still: list[_Message] = []
-        event = row.payload
-        if row.still_topic is not None and row.jpeg:
-            still, event = self._still_messages(conn, row.seq, row.still_topic, row.jpeg, event, 0.0)
-        for n, message in enumerate([*still, self._event_message(event)]):
+        for message in self._messages.of_in_memory(row, conn.limits.max_packet_size, self._retain):
             topic, payload = message.topic, message.payload
             mid = self._publish(conn, topic, payload, message.retain, expiry=message.expiry)  # no row to mark
             self._unstored.published(mid)
-            if n < len(still):
+            if message.kind is not None:
                 conn.jpeg_packets[mid] = (row.seq, self._limit.packet_size(topic, len(payload)))
 
     def _publish_rows(self, conn: _Connection, outbox: Outbox) -> None:
@@ -733,10 +722,9 @@ class Publisher:
 
     def _publish_row(self, conn: _Connection, row: Pending) -> bool:
         """Publish one row's messages; False (nothing published) if its event JSON cannot fit the broker's limit."""
-        messages: list[_Message] = []
-        event = row.payload
-        if not self._limit.event_fits(conn.limits.max_packet_size, row.seq, event):
+        if not self._limit.event_fits(conn.limits.max_packet_size, row.seq, row.payload):
             return False
+        jpeg: bytes | None = None
         if row.still_path is not None and row.still_topic is not None:
             try:
                 jpeg = row.still_path.read_bytes()
@@ -747,50 +735,16 @@ class Publisher:
                     row.still_path,
                     err.strerror or err,
                 )
-                # Deleted for the budget after the row was read: say so, as the outbox now does.
-                event = json.dumps({**json.loads(event), "dropped": True}, separators=(",", ":")).encode()
-            else:
-                messages, event = self._still_messages(conn, row.seq, row.still_topic, jpeg, event, row.age_s)
-        jpegs = len(messages)
-        event = self._limit.with_dropped_stills(event)
-        if row.type == "forget":
-            if self._retain:  # an empty retained message deletes the retained snapshot (MQTT 5 section 3.3.1.3)
-                messages.append(_Message(self._topics.snapshot, b"", True))
-            # Never expires: a subscriber away for longer than storage.event_expiry may keep copies to erase.
-            messages.append(_Message(self._topics.events, event, False))
-        else:
-            messages.append(self._event_message(event))
         mids: set[int] = set()
-        for n, message in enumerate(messages):
+        for message in self._messages.of_row(row, jpeg, conn.limits.max_packet_size, self._retain):
             topic, payload = message.topic, message.payload
             mid = self._publish(conn, topic, payload, message.retain, row.seq, expiry=message.expiry)
             mids.add(mid)
-            if n < jpegs:
-                conn.kinds[mid] = "still" if n == 0 else "snapshot"
+            if message.kind is not None:
+                conn.kinds[mid] = message.kind
                 conn.jpeg_packets[mid] = (row.seq, self._limit.packet_size(topic, len(payload)))
         conn.rows[row.seq] = mids
         return True
-
-    def _event_message(self, event: bytes) -> _Message:
-        return _Message(self._topics.events, event, False, self._storage.event_expiry_s)
-
-    def _snapshot_expiry(self, age_s: float) -> int:
-        """Seconds the snapshot of a still taken ``age_s`` ago has left on the broker, at least 1."""
-        return max(1, self._storage.snapshot_expiry_s - int(age_s))
-
-    def _still_messages(
-        self, conn: _Connection, seq: int, still_topic: str, jpeg: bytes, event: bytes, age_s: float
-    ) -> tuple[list[_Message], bytes]:
-        """A row's still and snapshot, none if dropped; and the still JSON saying which.
-
-        The still expires ``storage.broker_expiry`` after the broker has it; the snapshot ``storage.snapshot_expiry``
-        after the still was taken, ``age_s`` ago.
-        """
-        fitted, event = self._limit.fit_still(conn.limits.max_packet_size, seq, still_topic, jpeg, event)
-        if fitted is None:
-            return [], event
-        still = _Message(still_topic, fitted, False, self._storage.broker_expiry_s)
-        return [still, _Message(self._topics.snapshot, fitted, self._retain, self._snapshot_expiry(age_s))], event
 
     # Broker limits (docs/mqtt.md#broker-limits): a still the broker will not take must not hold back the rest.
 
