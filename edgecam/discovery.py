@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgecam import __version__
-from edgecam.config import CameraSettings, HomeAssistantSettings
+from edgecam.broker_settings import HomeAssistantSettings
+from edgecam.config import CameraSettings
 from edgecam.disk import write_atomically
 from edgecam.models import Topics
 

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edgecam.config import MqttSettings
+from edgecam.broker_settings import MqttSettings
 from edgecam.models import Event, Still, Topics
 from tests.browser import Chromium, require_chromium
 

@@ -5,7 +5,7 @@ from typing import Any
 import jinja2  # Home Assistant's template engine: the template renders as it would there
 import pytest
 
-from edgecam.config import HomeAssistantSettings
+from edgecam.broker_settings import HomeAssistantSettings
 from edgecam.discovery import MAX_STALE_CLEARS, Discovery, entities, read_remembered
 from edgecam.models import Topics
 

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from paho.mqtt import publish
 
+from edgecam.broker_settings import MqttSettings
 from edgecam.cli import main
-from edgecam.config import MqttSettings, Settings, StorageSettings
+from edgecam.config import Settings, StorageSettings
 from edgecam.erasure import Scope, forget_events
 from edgecam.errors import ConfigError, StorageError
 from edgecam.models import Topics

@@ -12,7 +12,7 @@ from paho.mqtt import publish
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edgecam.config import MqttSettings
+from edgecam.broker_settings import MqttSettings
 from edgecam.models import Topics
 from edgecam.mqtt.client import Subscriber, describe_closed_before_connack, describe_refusal
 from tests.conftest import Broker, free_port, wait_until

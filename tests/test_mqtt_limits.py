@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from edgecam.config import MqttSettings
+from edgecam.broker_settings import MqttSettings
 from edgecam.models import Topics
 from edgecam.mqtt.limits import LOSSES_TO_SUSPECT, PACKET_TOO_LARGE, SOON, PacketLimit
 

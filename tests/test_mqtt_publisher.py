@@ -17,7 +17,8 @@ import pytest
 from paho.mqtt import publish
 
 import edgecam.mqtt.publisher as publisher_module
-from edgecam.config import MqttSettings, OutboxSettings, StorageSettings
+from edgecam.broker_settings import MqttSettings
+from edgecam.config import OutboxSettings, StorageSettings
 from edgecam.errors import ConfigError, StorageError
 from edgecam.models import Topics
 from edgecam.mqtt.client import read_password
@@ -170,7 +171,8 @@ CHILD = textwrap.dedent(
     """
     import sys, threading
     from pathlib import Path
-    from edgecam.config import MqttSettings, StorageSettings
+    from edgecam.config import StorageSettings
+    from edgecam.broker_settings import MqttSettings
     from edgecam.models import Topics
     from edgecam.mqtt.publisher import Publisher
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecam.config import CameraSettings, MqttSettings
+from edgecam.broker_settings import MqttSettings
+from edgecam.config import CameraSettings
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "edgecam.service"
 # systemd reads drop-ins from the directory beside a unit: systemd-analyze given UNIT scores the two together.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgecam import __version__
-from edgecam.config import MqttSettings
+from edgecam.broker_settings import MqttSettings
 from edgecam.disk import write_atomically
 from edgecam.errors import StorageError
 from edgecam.models import Topics, iso_ms, utc_now

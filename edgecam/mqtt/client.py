@@ -15,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edgecam.config import MqttSettings
+from edgecam.broker_settings import MqttSettings
 from edgecam.credentials import check_private, read_secret
 from edgecam.errors import BrokerError, ConfigError
 

@@ -15,8 +15,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edgecam.broker_settings import MqttSettings
 from edgecam.commands import sparingly
-from edgecam.config import MqttSettings
 from edgecam.models import Topics
 
 logger = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from edgecam.broker_settings import MqttSettings
 from edgecam.commands import MAX_ACK_BYTES, MAX_COMMAND_BYTES, sparingly
-from edgecam.config import MqttSettings
 from edgecam.models import Topics
 from edgecam.mqtt.claim import MAX_CLAIM_BYTES
 from edgecam.mqtt.client import RETAIN_NOT_SUPPORTED, BrokerLimits, describe_refusal

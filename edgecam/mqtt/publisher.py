@@ -22,8 +22,9 @@ from typing import Any, Literal
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 
+from edgecam.broker_settings import MqttSettings
 from edgecam.commands import Commands, sparingly
-from edgecam.config import MqttSettings, OutboxSettings, StorageSettings
+from edgecam.config import OutboxSettings, StorageSettings
 from edgecam.discovery import MAX_STALE_CLEARS, Discovery
 from edgecam.errors import BrokerError, StorageError
 from edgecam.models import Topics, iso_ms, utc_now

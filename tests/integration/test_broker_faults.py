@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecam.config import MqttSettings
+from edgecam.broker_settings import MqttSettings
 from tests.conftest import Broker, Collector, free_port, wait_until
 from tests.test_mqtt_publisher import TOPICS, Rig
 

@@ -24,7 +24,8 @@ import pytest
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edgecam.config import MqttSettings, StorageSettings
+from edgecam.broker_settings import MqttSettings
+from edgecam.config import StorageSettings
 from edgecam.models import Topics
 from edgecam.mqtt.client import Subscriber, new_client, tls_context
 from edgecam.mqtt.publisher import Publisher
