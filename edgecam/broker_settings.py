@@ -26,6 +26,32 @@ def _check_not_reserved(value: str) -> str:
     return value
 
 
+def _split_host_port(value: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` as (host, port or None); raises ValueError."""
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("an IPv6 address is written [address] or [address]:port")
+        port = rest[1:] if rest else None
+    elif value.count(":") > 1:
+        raise ValueError("write an IPv6 address in brackets, [address]:port")
+    else:
+        host, colon, port_text = value.partition(":")
+        port = port_text if colon else None
+    if not host or any(c.isspace() or c in "/\0" for c in host) or len(host) > 253:
+        raise ValueError("not a host name or address")
+    if port is None:
+        return host, None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def _check_host_port(value: str) -> str:
+    _split_host_port(value)
+    return value
+
+
 def _check_no_nul(value: str | None) -> str | None:
     if value is not None and "\0" in value:
         raise ValueError("must not contain NUL")
@@ -37,6 +63,30 @@ class MqttSettings(Section):
 
     host: str = Field("localhost", min_length=1, max_length=253, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
+    hosts: list[Annotated[str, AfterValidator(_check_host_port)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description=(
+            "Brokers to fail over between, each 'host' or 'host:port' ('[v6 address]:port'; no port: mqtt.port), "
+            "e.g. the nodes of a cluster; empty: mqtt.host alone."
+        ),
+    )
+    hosts_order: Literal["random", "listed"] = Field(
+        "random",
+        description=(
+            "'random': each start tries mqtt.hosts in a shuffled order, spreading a fleet over them; 'listed': "
+            "from the first, for a preferred broker with stand-bys."
+        ),
+    )
+    connect_spread: float = Field(
+        3.0,
+        ge=0.0,
+        le=600.0,
+        description=(
+            "The agent's first connect waits a random 0 to this many seconds, so a fleet powering up together "
+            "does not reach the broker at once."
+        ),
+    )
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version: '5' or '3.1.1'.")
     topic_prefix: Annotated[str, AfterValidator(_check_topic_segment), AfterValidator(_check_not_reserved)] = Field(
         "edgecam",
@@ -102,18 +152,36 @@ class MqttSettings(Section):
     def _consistent(self) -> "MqttSettings":
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("mqtt.reconnect_max must be >= mqtt.reconnect_min")
-        if self.port == 8883 and not self.tls:
+        if self.hosts and "host" in self.model_fields_set:
+            raise ValueError("set mqtt.hosts or mqtt.host, not both (put every broker in mqtt.hosts)")
+        if len(set(self.hosts)) < len(self.hosts):
+            raise ValueError("mqtt.hosts names a broker twice")
+        ports = {port or self.port for _, port in map(_split_host_port, self.hosts)} or {self.port}
+        if 8883 in ports and not self.tls:
             raise ValueError("mqtt.port 8883 is MQTT over TLS: set mqtt.tls = true, or use port 1883")
         tls_keys = [k for k in ("ca_file", "cert_file", "key_file", "tls_insecure") if getattr(self, k)]
         if tls_keys and not self.tls:
             raise ValueError(f"mqtt.{tls_keys[0]} needs mqtt.tls = true")
-        if self.tls and self.port == 1883:
+        if self.tls and 1883 in ports:
             raise ValueError("mqtt.tls on port 1883, the plain MQTT port: use port 8883, or mqtt.tls = false")
         if self.key_file is not None and self.cert_file is None:
             raise ValueError("mqtt.key_file needs mqtt.cert_file, the certificate it belongs to")
         if 0 < self.max_packet_size < MIN_PACKET_SIZE:
             raise ValueError(f"mqtt.max_packet_size must be 0 (the broker's own) or at least {MIN_PACKET_SIZE} bytes")
         return self
+
+    @property
+    def brokers(self) -> list["MqttSettings"]:
+        """These settings once per broker of ``mqtt.hosts``, in its order, with that broker's host and port.
+
+        An entry without a port gets ``mqtt.port``. Without ``mqtt.hosts``: ``[self]``.
+        """
+        if not self.hosts:
+            return [self]
+        return [
+            self.model_copy(update={"host": host, "port": port or self.port, "hosts": []})
+            for host, port in map(_split_host_port, self.hosts)
+        ]
 
     def secret_file(self, name: Literal["password", "key"]) -> Path | None:
         """``mqtt.password_file`` / ``mqtt.key_file``, else the systemd credential (``LoadCredential=``) if any."""

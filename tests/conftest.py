@@ -79,7 +79,13 @@ class Broker:
 
     def settings(self, **overrides: Any) -> MqttSettings:
         """MqttSettings pointing at this broker, with quick reconnects."""
-        values: dict[str, Any] = {"host": self.host, "port": self.port, "reconnect_min": 0.1, "reconnect_max": 1.0}
+        values: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "reconnect_min": 0.1,
+            "reconnect_max": 1.0,
+            "connect_spread": 0.0,
+        }
         values.update(overrides)
         return MqttSettings(**values)
 

@@ -111,7 +111,7 @@ def test_tls_settings_that_contradict_each_other_are_one_line(tmp_path: Path, mq
     ("name", "line"),
     [
         ("EDGECAM_MQTT_HOST", "EDGECAM_MQTT_HOST: names no setting; did you mean EDGECAM_MQTT__HOST?"),
-        ("EDGECAM_MQTT__HOTS", "EDGECAM_MQTT__HOTS: names no setting; did you mean EDGECAM_MQTT__HOST?"),
+        ("EDGECAM_MQTT__HOTS", "EDGECAM_MQTT__HOTS: names no setting; did you mean EDGECAM_MQTT__HOSTS?"),
         ("EDGECAM_DEVICEID", "EDGECAM_DEVICEID: names no setting; did you mean EDGECAM_DEVICE_ID?"),
         ("EDGECAM_FOO", "EDGECAM_FOO: names no setting (EDGECAM_<SECTION>__<KEY>, e.g. EDGECAM_MQTT__HOST)"),
     ],
@@ -299,3 +299,43 @@ def test_the_camera_password_goes_into_the_url_opened_and_only_there(
             camera_url(CameraSettings(source=source, password_file=secret))
         assert says in str(err.value)
         assert "p@ss" not in str(err.value)
+
+
+def test_mqtt_hosts_name_the_brokers_with_or_without_a_port(tmp_path: Path) -> None:
+    s = load_settings(
+        write(tmp_path, '[mqtt]\nport = 1884\nhosts = ["a.lan", "b.lan:1999", "[fd00::1]", "[::1]:2000"]\n')
+    )
+    assert [(b.host, b.port) for b in s.mqtt.brokers] == [
+        ("a.lan", 1884),
+        ("b.lan", 1999),
+        ("fd00::1", 1884),
+        ("::1", 2000),
+    ]
+    assert [(b.host, b.port) for b in load_settings(write(tmp_path, "")).mqtt.brokers] == [("localhost", 1883)]
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "line"),
+    [
+        (
+            'hosts = ["a.lan:0"]',
+            "mqtt.hosts[0]: 'a.lan:0' is not allowed: the port must be a number from 1 to 65535",
+        ),
+        ('hosts = ["a.lan", "b lan"]', "mqtt.hosts[1]: 'b lan' is not allowed: not a host name or address"),
+        (
+            'hosts = ["fd00::1"]',
+            "mqtt.hosts[0]: 'fd00::1' is not allowed: write an IPv6 address in brackets, [address]:port",
+        ),
+        ('hosts = ["a.lan", "a.lan"]', "mqtt.hosts names a broker twice"),
+        (
+            'host = "a.lan"\nhosts = ["b.lan"]',
+            "set mqtt.hosts or mqtt.host, not both (put every broker in mqtt.hosts)",
+        ),
+        ('hosts = ["a.lan:8883"]', "mqtt.port 8883 is MQTT over TLS: set mqtt.tls = true, or use port 1883"),
+    ],
+    ids=["port-0", "space", "bare-v6", "twice", "host-and-hosts", "tls-port-without-tls"],
+)
+def test_bad_mqtt_hosts_are_one_line_naming_the_entry(tmp_path: Path, mqtt: str, line: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, f"[mqtt]\n{mqtt}\n"))
+    assert str(err.value) == line

@@ -14,7 +14,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edgecam.broker_settings import MqttSettings
 from edgecam.models import Topics
-from edgecam.mqtt.client import Subscriber, describe_closed_before_connack, describe_refusal
+from edgecam.mqtt.client import (
+    Subscriber,
+    broker_order,
+    describe_closed_before_connack,
+    describe_refusal,
+    first_connect_delay,
+)
 from tests.conftest import Broker, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -173,3 +179,39 @@ def test_a_subscriber_that_cannot_reach_the_broker_says_why_once(
     assert len(lines) == 1, lines
     assert lines[0].startswith(line.format(port=port)), lines
     assert lines[0].endswith("; retrying")
+
+
+def test_a_subscriber_moves_on_to_the_next_of_mqtt_hosts(mosquitto: Broker) -> None:
+    nobody = free_port()
+    settings = MqttSettings(
+        hosts=[f"127.0.0.1:{nobody}", f"127.0.0.1:{mosquitto.port}"], hosts_order="listed", connect_spread=0
+    )
+    received: list[bytes] = []
+    subscriber = Subscriber(settings, [TOPICS.events], lambda t, p, r: received.append(p))
+    subscriber.start()
+    try:
+        assert subscriber.wait_subscribed(10)
+        publish.single(TOPICS.events, b"hello", qos=1, hostname=mosquitto.host, port=mosquitto.port)
+        assert wait_until(lambda: received == [b"hello"], 5)
+    finally:
+        subscriber.stop()
+
+
+def test_the_brokers_are_tried_shuffled_or_as_listed() -> None:
+    hosts = [f"node-{i}" for i in range(8)]
+    listed = MqttSettings(hosts=hosts, hosts_order="listed")
+    assert [(b.host, b.port) for b in broker_order(listed)] == [(h, 1883) for h in hosts]
+    orders = {tuple(b.host for b in broker_order(MqttSettings(hosts=hosts))) for _ in range(20)}
+    assert len(orders) > 1
+    assert all(sorted(order) == hosts for order in orders)
+    assert [(b.host, b.port) for b in broker_order(MqttSettings(host="broker.lan", port=1884))] == [
+        ("broker.lan", 1884)
+    ]
+
+
+def test_the_first_connect_delay_spreads_over_the_setting() -> None:
+    delays = [first_connect_delay(MqttSettings(connect_spread=2.0)) for _ in range(200)]
+    assert all(0.0 <= d <= 2.0 for d in delays)
+    assert min(delays) < 0.5
+    assert max(delays) > 1.5
+    assert first_connect_delay(MqttSettings(connect_spread=0)) == 0.0

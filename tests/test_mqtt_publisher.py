@@ -517,3 +517,44 @@ def test_stills_and_the_snapshot_expire_on_the_broker(mosquitto: Broker, collect
     back: Collector = collector_factory(mosquitto, away.filters, True, away.client_id)
     back.wait_for(lambda c: len(c.events(TOPICS)) == 4)  # the events do not expire (storage.event_expiry unset)
     assert not [m.topic for m in back.received if "/stills/" in m.topic], "the stills held for it expired"
+
+
+def test_a_lost_broker_is_left_for_the_next_of_mqtt_hosts(
+    mosquitto_factory: Callable[..., Broker], collector_factory: Any, rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = mosquitto_factory(), mosquitto_factory()
+    on_first: Collector = collector_factory(first, (f"{TOPICS.base}/#",))
+    on_second: Collector = collector_factory(second, (f"{TOPICS.base}/#",))
+    hosts = [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]
+    settings = MqttSettings(hosts=hosts, hosts_order="listed", reconnect_min=0.1, reconnect_max=1.0, connect_spread=0)
+    publisher = rig.publisher(settings)
+    before = rig.append(rig.door_event(n_stills=1), publisher)
+    assert publisher.wait_idle(10)
+    on_first.wait_for(lambda c: c.seqs(TOPICS) == before)
+    first.kill()  # the independent second broker has no session: what the first one took is its own
+
+    after: list[int] = []
+    for _ in range(4):
+        after += rig.append(rig.door_event(n_stills=2, jpeg_size=50_000), publisher)
+    assert publisher.wait_idle(20), caplog.text
+    on_second.wait_for(lambda c: set(c.seqs(TOPICS)) >= set(after))
+    assert first_arrivals(on_second.seqs(TOPICS)) == after
+    assert [m.payload for m in on_second.on(TOPICS.availability)][-1] == b"online"
+    assert f"reconnecting in 0.1 s with broker 127.0.0.1:{second.port}" in caplog.text
+
+
+def test_the_first_connect_waits_a_random_part_of_the_connect_spread(
+    mosquitto: Broker, rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spreads: list[float] = []
+
+    def delay(settings: MqttSettings) -> float:
+        spreads.append(settings.connect_spread)
+        return 1.5
+
+    monkeypatch.setattr(publisher_module, "first_connect_delay", delay)
+    started = time.monotonic()
+    publisher = rig.publisher(mosquitto.settings(connect_spread=4.0))
+    assert wait_until(lambda: publisher.connected, 5)
+    assert time.monotonic() - started >= 1.5
+    assert spreads == [4.0]

@@ -1,6 +1,7 @@
 """Connecting to the broker: credentials, TLS, configured paho clients, one-line errors; and a small subscriber."""
 
 import logging
+import random
 import socket
 import ssl
 import sys
@@ -95,6 +96,22 @@ def new_client(
     if tls is not None:
         client.tls_set_context(tls)
     return client
+
+
+def broker_order(settings: MqttSettings) -> list[MqttSettings]:
+    """The brokers to try, one ``MqttSettings`` each.
+
+    ``mqtt.hosts`` shuffled (``hosts_order = "random"``) or as listed, else ``mqtt.host`` alone.
+    """
+    brokers = settings.brokers
+    if settings.hosts_order == "random":
+        random.shuffle(brokers)
+    return brokers
+
+
+def first_connect_delay(settings: MqttSettings) -> float:
+    """Seconds to wait before the first connect: uniform over ``[0, mqtt.connect_spread]``."""
+    return random.uniform(0.0, settings.connect_spread)
 
 
 def connect(client: paho.Client, settings: MqttSettings) -> None:
@@ -236,7 +253,9 @@ class Subscriber:
         ``persistent`` (with a ``client_id`` of its own): the broker keeps the session, and queues what is published
         while the client is away, for ``mqtt.session_expiry`` seconds (MQTT 5) or until it comes back (3.1.1).
         """
-        self._mqtt = mqtt
+        self._brokers = broker_order(mqtt)
+        self._mqtt = self._brokers[0]
+        """The broker connected or tried next (``mqtt`` with its host and port)."""
         self._persistent = persistent
         self._filters = list(filters)
         self._callback = on_message
@@ -337,6 +356,16 @@ class Subscriber:
             self._tell(describe_connect_error(self._mqtt, err))
         else:
             self._tell(f"mqtt: cannot reach broker {self._mqtt.host}:{self._mqtt.port}")
+        self._next_broker(client)
+
+    def _next_broker(self, client: paho.Client) -> None:
+        """Point paho's reconnect at the next broker of ``mqtt.hosts``."""
+        if len(self._brokers) == 1 or not self._started:
+            return
+        self._mqtt = self._brokers[(self._brokers.index(self._mqtt) + 1) % len(self._brokers)]
+        # paho 2.2 client.py:880-905: the host and port setters refuse while a lost connection is being handled,
+        # which is when this runs; reconnect() connects to these two attributes.
+        client._host, client._port = self._mqtt.host, self._mqtt.port
 
     def _on_log(self, client: paho.Client, userdata: Any, level: int, buf: str) -> None:
         if level == paho.MQTT_LOG_ERR:
@@ -371,6 +400,7 @@ class Subscriber:
             )
         elif self._started and not answered:
             self._tell(describe_closed_before_connack(self._mqtt, socket_error))
+        self._next_broker(client)
 
     def _on_subscribe(
         self,

@@ -61,7 +61,8 @@ class Network:
         self, mqtt: MqttSettings, topics: Topics, wake: threading.Event, discovery_filters: Sequence[str] = ()
     ) -> None:
         """Report to ``events`` and set ``wake`` for the worker; messages on ``discovery_filters`` too."""
-        self._mqtt = mqtt
+        self.broker = mqtt
+        """The broker of the current connection (``mqtt`` with its host and port); the worker sets it."""
         self._topics = topics
         self._discovery_filters = list(discovery_filters)
         self._wake = wake
@@ -76,7 +77,7 @@ class Network:
 
     @property
     def _where(self) -> str:
-        return f"{self._mqtt.host}:{self._mqtt.port}"
+        return f"{self.broker.host}:{self.broker.port}"
 
     def attach(self, client: paho.Client) -> None:
         """Route ``client``'s callbacks here."""
@@ -105,7 +106,7 @@ class Network:
     ) -> None:
         if reason.is_failure:
             retain = False if reason.value == RETAIN_NOT_SUPPORTED else None  # refused for the retained will
-            self.events.put(NetEvent(gen, "refused", reason=describe_refusal(self._mqtt, reason), retain=retain))
+            self.events.put(NetEvent(gen, "refused", reason=describe_refusal(self.broker, reason), retain=retain))
         else:
             self.connected = True
             # MQTT 5 section 3.2.2.3.5: absent means available.

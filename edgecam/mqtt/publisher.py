@@ -39,9 +39,11 @@ from edgecam.mqtt.claim import (
 )
 from edgecam.mqtt.client import (
     BrokerLimits,
+    broker_order,
     connect,
     describe_closed_before_connack,
     describe_connect_error,
+    first_connect_delay,
     message_expiry,
     new_client,
     read_password,
@@ -151,7 +153,10 @@ class Publisher:
         self._tls = tls_context(mqtt)
         self._wake_event = threading.Event()
         self._discovery = discovery
-        self._network = Network(mqtt, topics, self._wake_event, discovery.filters() if discovery else [])
+        self._brokers = broker_order(mqtt)
+        self._at = 0
+        """Index in ``_brokers`` of the broker connected or tried next."""
+        self._network = Network(self._broker, topics, self._wake_event, discovery.filters() if discovery else [])
         self._stopping = threading.Event()
         self._idle_cond = threading.Condition()
         self._idle = False
@@ -276,7 +281,7 @@ class Publisher:
             logger.error("%s; nothing will be published", err)
             return
         try:
-            retry_at = 0.0
+            retry_at = time.monotonic() + first_connect_delay(self._mqtt)
             while not self._stopping.is_set():
                 # Cleared before the round, not after the wait: a wake between the two would be lost for _POLL.
                 self._wake_event.clear()
@@ -341,7 +346,7 @@ class Publisher:
                     return None, 0.0
                 delay = self._backoff()
                 verb = "reconnecting" if conn.online else "retrying"
-                logger.warning("mqtt: %s; %s in %.1f s", conn.ended, verb, delay)
+                logger.warning("mqtt: %s; %s in %.1f s%s", conn.ended, verb, delay, self._next_broker())
                 return None, time.monotonic() + delay
         if conn is None:
             if time.monotonic() < retry_at:
@@ -350,7 +355,8 @@ class Publisher:
                 conn = self._connect()
             except (OSError, ValueError) as err:
                 delay = self._backoff()
-                logger.warning("%s; retrying in %.1f s", describe_connect_error(self._mqtt, err), delay)
+                problem = describe_connect_error(self._broker, err)
+                logger.warning("%s; retrying in %.1f s%s", problem, delay, self._next_broker())
                 return None, time.monotonic() + delay
         if conn.online and conn.ended is None and conn.claim.due():
             conn.claim.timed_out()
@@ -363,8 +369,19 @@ class Publisher:
         return conn, retry_at
 
     @property
+    def _broker(self) -> MqttSettings:
+        return self._brokers[self._at]
+
+    @property
     def _where(self) -> str:
-        return f"{self._mqtt.host}:{self._mqtt.port}"
+        return f"{self._broker.host}:{self._broker.port}"
+
+    def _next_broker(self) -> str:
+        """Move on to the next broker of ``mqtt.hosts``; what to add to the log line saying so ("" with one)."""
+        if len(self._brokers) == 1:
+            return ""
+        self._at = (self._at + 1) % len(self._brokers)
+        return f" with broker {self._where}"
 
     def _backoff(self) -> float:
         """The next delay before reconnecting: doubling from reconnect_min to reconnect_max, with jitter."""
@@ -377,8 +394,9 @@ class Publisher:
         client = self._make_client()
         client.user_data_set(self._gen)
         logger.debug("mqtt: connecting to %s as %s", self._where, self._client_id)
-        warn_if_insecure(self._mqtt)
-        connect(client, self._mqtt)
+        self._network.broker = self._broker
+        warn_if_insecure(self._broker)
+        connect(client, self._broker)
         client.loop_start()
         return _Connection(
             client, self._gen, time.monotonic(), ClaimCheck(self._claim, self._device_id, self._topics.agent)
@@ -454,7 +472,7 @@ class Publisher:
                     elif event.kind == "refused":
                         conn.ended = event.reason.removeprefix("mqtt: ")
                     elif not conn.online:
-                        conn.ended = describe_closed_before_connack(self._mqtt, event.detail).removeprefix("mqtt: ")
+                        conn.ended = describe_closed_before_connack(self._broker, event.detail).removeprefix("mqtt: ")
                     else:
                         conn.ended = event.reason
                         conn.lost_code = event.code

@@ -87,6 +87,7 @@ def start_agent(
         EDGECAM_DEVICE_ID=DEVICE,
         EDGECAM_MQTT__HOST=mosquitto.host,
         EDGECAM_MQTT__PORT=str(mosquitto.port),
+        EDGECAM_MQTT__CONNECT_SPREAD="0",
         EDGECAM_STORAGE__DIR=str(tmp_path / "state"),
         EDGECAM_CAMERA__SOURCE=str(clip) if clip else "simulated",
         EDGECAM_MOTION__ZONE=json.dumps(DOOR_ZONE),
