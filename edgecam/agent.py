@@ -267,11 +267,10 @@ class Agent:
                 self._wire_light(source, lamp)
             cleanup.callback(self._notifier.stopping)
             logger.info(
-                "agent: %s watching %s, publishing to %s:%d under %s/",
+                "agent: %s watching %s, publishing to %s under %s/",
                 s.device_id,
                 s.camera.shown,
-                s.mqtt.host,
-                s.mqtt.port,
+                s.mqtt.where,
                 s.topic_base,
             )
             self._notifier.ready(f"watching {s.camera.shown}")

@@ -183,6 +183,11 @@ class MqttSettings(Section):
             for host, port in map(_split_host_port, self.hosts)
         ]
 
+    @property
+    def where(self) -> str:
+        """The brokers for a log line: ``host:port``, or those of ``mqtt.hosts`` joined by ``, ``."""
+        return ", ".join(f"{b.host}:{b.port}" for b in self.brokers)
+
     def secret_file(self, name: Literal["password", "key"]) -> Path | None:
         """``mqtt.password_file`` / ``mqtt.key_file``, else the systemd credential (``LoadCredential=``) if any."""
         path = self.password_file if name == "password" else self.key_file

@@ -158,7 +158,7 @@ def _publish(settings: Settings, payload: bytes, timeout: float) -> None:
     subscriber.start()
     try:
         if not subscriber.wait_subscribed(timeout):
-            raise BrokerError(f"forget: no answer from broker {settings.mqtt.host}:{settings.mqtt.port}")
+            raise BrokerError(f"forget: no answer from broker {settings.mqtt.where}")
         try:
             subscriber.publish_confirmed([(topics.snapshot, b"", True), (topics.events, payload, False)], timeout)
         except BrokerError as err:

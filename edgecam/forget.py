@@ -50,7 +50,7 @@ def forget(settings: Settings, remembered: Path, timeout: float = 10.0) -> Forgo
     subscriber.start()
     try:
         if not subscriber.wait_subscribed(timeout):
-            raise BrokerError(f"forget-ha: no answer from broker {settings.mqtt.host}:{settings.mqtt.port}")
+            raise BrokerError(f"forget-ha: no answer from broker {settings.mqtt.where}")
         # The broker sends the retained configs before anything published after the subscription.
         subscriber.publish(marker, b"")
         if not seen_marker.wait(timeout):

@@ -262,10 +262,9 @@ class PacketLimit:
         what = f"the still of event seq={seq}" if seq else "the snapshot"
         if found_before:
             logger.info(
-                "mqtt: broker %s:%d %s again with %s (a %d-byte packet) in flight; sending stills under %d bytes "
+                "mqtt: broker %s %s again with %s (a %d-byte packet) in flight; sending stills under %d bytes "
                 "from now on",
-                self._mqtt.host,
-                self._mqtt.port,
+                self._mqtt.where,
                 "said Packet too large" if said else "dropped the connection",
                 what,
                 size,
@@ -273,11 +272,10 @@ class PacketLimit:
             )
             return
         logger.warning(
-            "mqtt: broker %s:%d %s with %s (a %d-byte packet) in flight: it takes no packet that large and did not "
+            "mqtt: broker %s %s with %s (a %d-byte packet) in flight: it takes no packet that large and did not "
             "say its limit; sending stills under %d bytes from now on (set mqtt.max_packet_size to the broker's "
             "limit, e.g. Mosquitto's max_packet_size)",
-            self._mqtt.host,
-            self._mqtt.port,
+            self._mqtt.where,
             "said Packet too large" if said else f"dropped the connection {losses} times running",
             what,
             size,
