@@ -1,4 +1,4 @@
-"""The ``edgecam`` commands: run, check-config, replay, calibrate, listen, simulate, forget, forget-ha and notice."""
+"""The ``edgecam`` commands: run, check-config, replay, calibrate, listen, fleet, simulate, forget(-ha), notice."""
 
 import argparse
 import ctypes
@@ -104,6 +104,25 @@ def _parser() -> argparse.ArgumentParser:
         "--ack",
         action="store_true",
         help="confirm each whole event and each forget on <base>/ack (for outbox.confirm = 'consumer')",
+    )
+    fleet = sub.add_parser(
+        "fleet",
+        parents=[common],
+        help="one line per door heard on the broker: availability, door, last event, outbox, clock, version",
+        description="Print one line per door from its retained topics on the broker, then exit: 0, or 1 when no door "
+        "is heard. It subscribes with a clean session and publishes nothing; the retained messages count as all "
+        "arrived once none has come for 0.5 s after the broker confirmed the subscription (at most 5 s). '-' is a "
+        "value not known, '?' one that cannot be read.",
+    )
+    fleet.add_argument("--device", metavar="ID", help="only this device (default: every device)")
+    fleet.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=10.0,
+        metavar="SECONDS",
+        help="keep the table current: print it again when it changes, looking at least every SECONDS (default 10) "
+        "until Ctrl-C",
     )
     forget = sub.add_parser(
         "forget",
@@ -295,6 +314,13 @@ def _listen(settings: Settings, args: argparse.Namespace) -> int:
     return run_listen(settings, args.out, _stop_on_signals(), args.count, args.device, args.ack, args.keep_days)
 
 
+def _fleet(settings: Settings, args: argparse.Namespace) -> int:
+    from edgecam.fleet import run_fleet
+
+    stop = _stop_on_signals() if args.watch is not None else None
+    return run_fleet(settings, sys.stdout, args.device, args.watch, stop)
+
+
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from edgecam.sources.simulated import render_clip
 
@@ -353,6 +379,7 @@ COMMANDS = {
     "replay": _replay,
     "calibrate": _calibrate,
     "listen": _listen,
+    "fleet": _fleet,
     "simulate": _simulate,
     "forget": _forget,
     "forget-ha": _forget_ha,

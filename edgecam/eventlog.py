@@ -35,6 +35,7 @@ from edgecam.config import DEVICE_ID_PATTERN
 from edgecam.disk import write_atomically
 from edgecam.errors import StorageError
 from edgecam.eventlog_views import DayView, DeviceView, EventView, Verdict, json_indices
+from edgecam.fleet import Fleet, FleetRow
 from edgecam.models import iso_ms
 
 logger = logging.getLogger(__name__)
@@ -229,6 +230,9 @@ class EventLog:
         self._now = now
         self._changed_days: set[str] = set()
         self._dirty = True
+        self._fleet = Fleet()
+        """What the broker holds for each door (its retained topics), for the table atop the index: in memory, since
+        the broker replays it to every subscription."""
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(out_dir / DB_NAME, isolation_level=None)
@@ -305,6 +309,16 @@ class EventLog:
         else:
             self.heard(device)
         self._db.execute(f"UPDATE devices SET {what} = ? WHERE device_id = ?", (value[:_STATE_LIMIT], device))
+
+    def take_fleet(self, device: str, what: str, payload: bytes) -> None:
+        """Keep a message of ``<prefix>/<device>/<what>`` for the fleet table (``what`` in ``edgecam.fleet.TOPICS``)."""
+        if self._fleet.take(device, what, payload):
+            self._dirty = True
+
+    def fleet_table(self) -> tuple[datetime, list[FleetRow]]:
+        """The time now and the fleet table's rows at that time, as ``edgecam fleet`` prints them."""
+        now = self._now()
+        return now, self._fleet.rows(now)
 
     # --- events ---
 

@@ -1,5 +1,8 @@
 """The static pages of the event log: ``DIR/index.html`` (the doors and the days) and ``DIR/<YYYY-MM-DD>.html``.
 
+The index opens with the table ``edgecam fleet`` prints (``edgecam.fleet``), from the retained topics this run of
+``edgecam listen`` has received.
+
 Each page is self-contained: UTF-8, inline CSS, no script, no external URL, only links relative to ``DIR`` (so the
 folder can be moved or copied). Times are local, with the date. Text from payloads is escaped by Jinja2's
 autoescape (templates in ``edgecam/templates``).
@@ -17,6 +20,7 @@ from jinja2 import Environment, PackageLoader
 from edgecam.disk import write_atomically
 from edgecam.eventlog import EventLog
 from edgecam.eventlog_views import DayView, DeviceView, EventView, Verdict
+from edgecam.fleet import COLUMNS, FleetRow
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +71,7 @@ def _environment() -> Environment:
     )
     env.filters["local"] = _local
     env.filters["clock"] = _clock_only
-    env.globals.update(switch=_switch, flags=_flags, Verdict=Verdict)
+    env.globals.update(switch=_switch, flags=_flags, Verdict=Verdict, zip=zip)
     return env
 
 
@@ -75,9 +79,29 @@ def _zone() -> str:
     return datetime.now().astimezone().tzname() or "local time"
 
 
-def render_index(devices: list[DeviceView], days: list[DayView]) -> str:
-    """The index page: a tile per door (``class="door" id="door-<device>"``), then the days, newest first."""
-    return _environment().get_template("events_index.html").render(devices=devices, days=days, zone=_zone())
+def render_index(
+    devices: list[DeviceView],
+    days: list[DayView],
+    fleet: list[FleetRow] | None = None,
+    fleet_at: datetime | None = None,
+) -> str:
+    """The index page: the fleet table, a tile per door (``class="door" id="door-<device>"``), the days, newest first.
+
+    ``fleet``: the rows of ``edgecam fleet`` (``edgecam.fleet``) with their ages at ``fleet_at``, one
+    ``tr class="fleet-row"`` each under a header of ``COLUMNS`` (``table class="fleet"``); no table without rows.
+    """
+    return (
+        _environment()
+        .get_template("events_index.html")
+        .render(
+            devices=devices,
+            days=days,
+            fleet=fleet or [],
+            fleet_columns=COLUMNS,
+            fleet_at=fleet_at or datetime.now().astimezone(),
+            zone=_zone(),
+        )
+    )
 
 
 def render_day(day: str, events: list[EventView]) -> str:
@@ -102,7 +126,8 @@ def write_pages(log: EventLog, days: Iterable[str] | None = None) -> None:
     """
     out = log.out_dir
     listed = log.days()
-    _write(out / INDEX, render_index(log.devices(), listed))
+    fleet_at, fleet = log.fleet_table()
+    _write(out / INDEX, render_index(log.devices(), listed, fleet, fleet_at))
     known = {view.day for view in listed}
     if days is None:
         days = known | {path.stem for path in out.glob("*.html") if _DAY_PAGE.match(path.name)}

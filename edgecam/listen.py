@@ -2,9 +2,9 @@
 
 The log (``edgecam.eventlog``) keeps events in ``<out>/events.sqlite3``, stills and thumbnails in
 ``<out>/<device>/<YYYY-MM-DD>/``, and static pages (``<out>/index.html``, ``<out>/<YYYY-MM-DD>.html``) an owner
-opens in a browser. With ``--ack`` it also confirms each door event it has whole (its end and every still,
-verified), and each forget message once carried out, on ``<prefix>/<device>/ack``, for agents with
-``outbox.confirm = "consumer"``.
+opens in a browser; the index opens with the table of ``edgecam fleet``, from the retained topics it reads too.
+With ``--ack`` it also confirms each door event it has whole (its end and every still, verified), and each forget
+message once carried out, on ``<prefix>/<device>/ack``, for agents with ``outbox.confirm = "consumer"``.
 """
 
 import contextlib
@@ -25,6 +25,7 @@ from edgecam.errors import ConfigError
 from edgecam.eventlog import NAME, Admission, EventLog, Message, StillSaved
 from edgecam.eventlog_pages import write_pages
 from edgecam.eventlog_views import Verdict
+from edgecam.fleet import TOPICS as FLEET_TOPICS
 from edgecam.mqtt.client import Subscriber
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class Listener:
         device = parts[0]
         if not NAME.match(device):
             return []
+        if len(parts) == 2 and parts[1] in FLEET_TOPICS:
+            self.log.take_fleet(device, parts[1], payload)
         if parts[1:] in (["availability"], ["motion"], ["door"], ["detect"]):
             return self._state_change(device, parts[1], payload, retain)
         if parts[1:] == ["events"]:
@@ -238,8 +241,10 @@ def run_listen(
     if keep_days is not None and not keep_days > 0:
         raise ConfigError(f"listen --keep-days: {keep_days} is not allowed: a number of days more than 0")
     base = f"{settings.mqtt.topic_prefix}/{device}"
+    states = ("availability", "motion", "door", "detect")
     filters = [
-        f"{base}/{topic}" for topic in ("events", "events/+/stills/+", "availability", "motion", "door", "detect")
+        f"{base}/{topic}"
+        for topic in ("events", "events/+/stills/+", *states, *(t for t in FLEET_TOPICS if t not in states))
     ]
     inbox: queue.SimpleQueue[tuple[str, bytes, bool]] = queue.SimpleQueue()
     log = EventLog(out_dir, keep_days if keep_days is not None else keep_days_of(settings))
@@ -255,9 +260,7 @@ def run_listen(
             f"edgecam-listen-{session}",
             persistent=True,
         )
-        logger.info(
-            "listening to %s/... on %s:%d; the event log is %s", base, settings.mqtt.host, settings.mqtt.port, out_dir
-        )
+        logger.info("listening to %s/... on %s; the event log is %s", base, settings.mqtt.where, out_dir)
         subscriber.start()
         written = time.monotonic()
 

@@ -1,5 +1,8 @@
 """The event log's pages: a tile per door, a page per day, self-contained, escaped, links that resolve."""
 
+import html
+import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -9,7 +12,10 @@ import pytest
 
 from edgecam.eventlog import EventLog
 from edgecam.eventlog_pages import write_pages
+from edgecam.fleet import COLUMNS
 from edgecam.listen import Listener
+from edgecam.models import iso_ms
+from edgecam.mqtt.claim import Claim
 from tests.test_eventlog import NOW, PREFIX, Clock, Door, feed, forget_message
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "source", "wbr"}
@@ -133,6 +139,47 @@ def test_the_index_has_a_tile_per_door_and_every_day_page_every_event_with_its_t
             assert [src for src in sources if door.event_id in src] == wanted
         full = [link for link in page.links() if link.endswith(".jpg") and not link.endswith(".thumb.jpg")]
         assert len(full) == sum(door.n_stills for door in expected), "each thumbnail links to its full still"
+
+
+def fleet_cells(raw: str) -> dict[str, list[str]]:
+    """The cells of each row of the fleet table, by the row's id."""
+    rows = re.findall(r'<tr class="fleet-row" id="([^"]+)">(.*?)</tr>', raw)
+    return {
+        row_id: [html.unescape(cell) for cell in re.findall(r"<td[^>]*>(.*?)</td>", cells)] for row_id, cells in rows
+    }
+
+
+def test_the_index_opens_with_the_table_edgecam_fleet_prints_and_keeps_the_tiles(
+    listener: Listener, log: EventLog, out: Path
+) -> None:
+    front, back = f"{PREFIX}/front-door", f"{PREFIX}/back-door"
+    started = NOW - timedelta(minutes=3)
+    claim = Claim("a" * 32, "active", iso_ms(NOW), "1.2.3").encode()
+    stats = json.dumps({"depth": 2, "oldest_waiting_s": 30.0, "time_synced": True}).encode()
+    feed(listener, states("front-door") + states("back-door", b"offline"))
+    feed(
+        listener,
+        [(f"{front}/stats", stats), (f"{front}/agent", claim), (f"{front}/last_event", iso_ms(started).encode())],
+    )
+    feed(listener, [(f"{back}/stats", b"<script>{"), (f"{back}/agent", b"\x1b[2J")])
+    feed(listener, Door("front-door", "front001", NOW - timedelta(hours=1)).messages())
+    write_pages(log)
+
+    page = Page(out / "index.html")
+    page.check(out)
+    raw = (out / "index.html").read_text(encoding="utf-8")
+    assert raw.index('class="fleet"') < raw.index('class="door"'), "the table at the top, the tiles below"
+    assert {attrs["id"] for attrs in page.by_class("door")} == {"door-front-door", "door-back-door"}
+    headers = re.findall(r'<th scope="col">(.*?)</th>', raw)
+    assert headers == list(COLUMNS)
+    local = started.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    assert fleet_cells(raw) == {
+        "fleet-back-door": ["back-door", "offline", "closed", "-", "-", "?", "?", "?", "?"],
+        "fleet-front-door": ["front-door", "online", "closed", local, "3 min", "2", "30 s", "yes", "1.2.3"],
+    }
+    assert list(fleet_cells(raw).values()) == [list(row.cells()) for row in log.fleet_table()[1]], (
+        "edgecam fleet's rows"
+    )
 
 
 def test_payload_text_is_escaped(listener: Listener, log: EventLog, out: Path) -> None:

@@ -1,6 +1,7 @@
 """``edgecam listen``: lines per event, stills saved and checked against their sha256."""
 
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -10,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from edgecam import __version__
 from edgecam.config import OutboxSettings, Settings, StorageSettings
 from edgecam.errors import ConfigError
 from edgecam.eventlog import EventLog, local_day
 from edgecam.listen import Listener, keep_days_of, run_listen
 from edgecam.models import Event, Topics
+from edgecam.mqtt.claim import Claim
 from edgecam.mqtt.client import Subscriber
 from edgecam.mqtt.publisher import Publisher
 from edgecam.outbox import Outbox
@@ -113,6 +116,17 @@ def test_prints_availability_motion_and_door_changes(listener: Listener) -> None
     assert listener.handle(TOPICS.availability, b"offline", False) == [f"14:00:00.000 {DEVICE} availability offline"]
 
 
+def test_the_fleet_topics_print_nothing_and_fill_the_fleet_table(listener: Listener) -> None:
+    claim = Claim("a" * 32, "active", "2026-11-30T10:00:00.000Z", "1.2.3").encode()
+    stats = json.dumps({"depth": 4, "oldest_waiting_s": 7200, "time_synced": False}).encode()
+    for topic, payload in ((TOPICS.stats, stats), (TOPICS.agent, claim), (TOPICS.last_event, b"not a time")):
+        assert listener.handle(topic, payload, True) == []
+    _, rows = listener.log.fleet_table()
+    assert [row.cells() for row in rows] == [(DEVICE, "-", "-", "?", "?", "4", "2 h", "no", "1.2.3")]
+    listener.handle(TOPICS.availability, b"online", True)
+    assert listener.log.fleet_table()[1][0].availability == "online"
+
+
 def test_never_writes_outside_its_folder(listener: Listener, tmp_path: Path) -> None:
     (line,) = listener.handle(f"{TOPICS.base}/events/../stills/1", b"\xff\xd8", False)
     assert "unexpected topic" in line
@@ -193,6 +207,11 @@ def test_listen_end_to_end(
         assert saved_still(tmp_path / "received", door, still.index).read_bytes() == still.jpeg
     index = (tmp_path / "received" / "index.html").read_text(encoding="utf-8")
     assert f'id="door-{DEVICE}"' in index, "the pages are written when it stops"
+    fleet_row = re.search(rf'<tr class="fleet-row" id="fleet-{DEVICE}">(.*?)</tr>', index)
+    assert fleet_row is not None, "listen subscribes to the topics of the fleet table too"
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", fleet_row[1])
+    assert [cells[0], cells[1], cells[-1]] == [DEVICE, "online", __version__], "the agent's claim carries its version"
+    assert cells[5].isdigit(), "the outbox depth from <base>/stats"
     day = local_day(door.rows[0][0].payload(1)["time"])
     assert f'id="event-{door.event_id}"' in (tmp_path / "received" / f"{day}.html").read_text(encoding="utf-8")
 
