@@ -307,7 +307,7 @@ def run_fleet(
             last_message[0] = time.monotonic()
 
     filters = [f"{prefix}/{device or '+'}/{topic}" for topic in TOPICS]
-    subscriber = Subscriber(settings.mqtt, filters, take, f"edgecam-fleet-{secrets.token_hex(4)}")
+    subscriber = Subscriber(settings.mqtt, filters, take, f"edgecam-fleet-{secrets.token_hex(4)}", qos=0)
     where = settings.mqtt.where
     subscriber.start()
     try:

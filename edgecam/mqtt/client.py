@@ -247,8 +247,12 @@ class Subscriber:
         on_message: MessageCallback,
         client_id: str = "",
         persistent: bool = False,
+        qos: int = 1,
     ) -> None:
         """Prepare the client; raise ConfigError for an unreadable password or CA file.
+
+        ``qos`` 0 suits a reader of retained messages alone: on nats-server 2.9 a QoS 1 subscription is a JetStream
+        consumer, which it may fail to create while a cluster node is down.
 
         ``persistent`` (with a ``client_id`` of its own): the broker keeps the session, and queues what is published
         while the client is away, for ``mqtt.session_expiry`` seconds (MQTT 5) or until it comes back (3.1.1).
@@ -258,6 +262,7 @@ class Subscriber:
         """The broker connected or tried next (``mqtt`` with its host and port)."""
         self._persistent = persistent
         self._filters = list(filters)
+        self._qos = qos
         self._callback = on_message
         self._subscribed = threading.Event()
         self._connected = False
@@ -347,7 +352,7 @@ class Subscriber:
         self._told = None
         warn_if_insecure(self._mqtt)
         self._connected = True
-        client.subscribe([(f, 1) for f in self._filters])
+        client.subscribe([(f, self._qos) for f in self._filters])
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho 2.x calls this from its ``except OSError`` around connecting (Client.loop_forever): that error.
