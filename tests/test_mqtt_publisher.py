@@ -558,3 +558,23 @@ def test_the_first_connect_waits_a_random_part_of_the_connect_spread(
     assert wait_until(lambda: publisher.connected, 5)
     assert time.monotonic() - started >= 1.5
     assert spreads == [4.0]
+
+
+def test_a_broker_that_took_the_agent_and_now_closes_at_once_is_not_called_a_wrong_server(
+    mosquitto: Broker, rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="edgecam.mqtt")
+    publisher = rig.publisher(mosquitto.settings())
+    assert wait_until(lambda: publisher.connected, 5)
+    mosquitto.stop()
+    # What a NATS node does while it cannot reach its JetStream: accept TCP, close before CONNACK.
+    server = socket.create_server((mosquitto.host, mosquitto.port))
+    try:
+        server.settimeout(10)
+        server.accept()[0].close()
+        assert wait_until(lambda: "closed the connection before answering CONNECT" in caplog.text, 10), caplog.text
+    finally:
+        server.close()
+    line = next(r.getMessage() for r in caplog.records if "before answering CONNECT" in r.getMessage())
+    assert "though it took this agent before: it cannot take clients now" in line, line
+    assert "not as an MQTT broker" not in caplog.text

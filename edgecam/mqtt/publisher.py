@@ -156,6 +156,8 @@ class Publisher:
         self._brokers = broker_order(mqtt)
         self._at = 0
         """Index in ``_brokers`` of the broker connected or tried next."""
+        self._answered_by: set[str] = set()
+        """The brokers (``host:port``) that have accepted a connection of this publisher."""
         self._network = Network(self._broker, topics, self._wake_event, discovery.filters() if discovery else [])
         self._stopping = threading.Event()
         self._idle_cond = threading.Condition()
@@ -471,6 +473,12 @@ class Publisher:
                         conn.again_now = True
                     elif event.kind == "refused":
                         conn.ended = event.reason.removeprefix("mqtt: ")
+                    elif not conn.online and self._where in self._answered_by:
+                        conn.ended = (
+                            f"broker {self._where} closed the connection before answering CONNECT, though it "
+                            "took this agent before: it cannot take clients now (e.g. a cluster node while "
+                            "another node is down)"
+                        )
                     elif not conn.online:
                         conn.ended = describe_closed_before_connack(self._broker, event.detail).removeprefix("mqtt: ")
                     else:
@@ -481,6 +489,7 @@ class Publisher:
 
     def _on_online(self, conn: _Connection, outbox: Outbox) -> None:
         conn.online = True
+        self._answered_by.add(self._where)
         conn.online_at = time.monotonic()
         receive_maximum = conn.limits.receive_maximum
         if receive_maximum is not None and receive_maximum < self._inflight():
