@@ -16,7 +16,7 @@ from edgecam.clock import boot_id, time_synced
 from edgecam.config import DEVICE_ID_PATTERN, Settings
 from edgecam.errors import BrokerError, ConfigError
 from edgecam.models import Event, Topics, iso_ms, utc_now
-from edgecam.mqtt.client import Subscriber
+from edgecam.mqtt.subscriber import Subscriber
 from edgecam.outbox import Erased, Outbox, payload_bytes
 
 logger = logging.getLogger(__name__)

@@ -292,7 +292,7 @@ def run_fleet(
         raise ConfigError(f"fleet --device: {device!r} is not a device id (letters, digits, '_' and '-')")
     if watch is not None and not watch > 0:
         raise ConfigError(f"fleet --watch: {watch} is not allowed: a number of seconds more than 0")
-    from edgecam.mqtt.client import Subscriber
+    from edgecam.mqtt.subscriber import Subscriber
 
     prefix = settings.mqtt.topic_prefix
     fleet = Fleet()

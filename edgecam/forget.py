@@ -9,7 +9,7 @@ from edgecam.config import Settings
 from edgecam.discovery import node_filters, read_remembered, remember
 from edgecam.errors import BrokerError
 from edgecam.models import Topics
-from edgecam.mqtt.client import Subscriber
+from edgecam.mqtt.subscriber import Subscriber
 
 
 @dataclass(frozen=True)

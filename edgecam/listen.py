@@ -26,7 +26,7 @@ from edgecam.eventlog import NAME, Admission, EventLog, Message, StillSaved
 from edgecam.eventlog_pages import write_pages
 from edgecam.eventlog_views import Verdict
 from edgecam.fleet import TOPICS as FLEET_TOPICS
-from edgecam.mqtt.client import Subscriber
+from edgecam.mqtt.subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
 

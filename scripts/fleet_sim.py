@@ -30,7 +30,7 @@ at a time as one camera sees them (one falling due during another begins ``EVENT
 (``--spread`` s of first-connect jitter from ``mqtt.client.first_connect_delay``, 0 = none) with ``--burst`` door
 events already waiting in its outbox, sent right after it connects.
 
-A subscriber (edgecam's ``mqtt.client.Subscriber``, persistent session, QoS 1, on node 0: a different node than
+A subscriber (edgecam's ``mqtt.subscriber.Subscriber``, persistent session, QoS 1, on node 0: a different node than
 most agents) takes ``<prefix>/+/events`` and ``<prefix>/+/events/+/stills/+``; it keeps the first arrival of each
 event message (device, event_id, seq) and still (event_id, index) and counts the copies. Figures per run:
 
@@ -92,10 +92,11 @@ from edgecam.config import StorageSettings  # noqa: E402
 from edgecam.models import Topics, iso_ms, utc_now  # noqa: E402
 from edgecam.mqtt import client as mqtt_client  # noqa: E402
 from edgecam.mqtt.claim import Claim  # noqa: E402
-from edgecam.mqtt.client import Subscriber, connect, first_connect_delay, new_client  # noqa: E402
+from edgecam.mqtt.client import connect, first_connect_delay, new_client  # noqa: E402
 from edgecam.mqtt.limits import PacketLimit  # noqa: E402
 from edgecam.mqtt.messages import Message, Messages  # noqa: E402
 from edgecam.mqtt.publisher import CONNACK_TIMEOUT  # noqa: E402
+from edgecam.mqtt.subscriber import Subscriber  # noqa: E402
 from edgecam.outbox import Pending, Stats, payload_bytes  # noqa: E402
 from edgecam.sources.simulated import DOOR_ZONE  # noqa: E402
 from tests.conftest import MOSQUITTO, Broker, DoorEvent, make_door_event  # noqa: E402

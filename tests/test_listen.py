@@ -18,8 +18,8 @@ from edgecam.eventlog import EventLog, local_day
 from edgecam.listen import Listener, keep_days_of, run_listen
 from edgecam.models import Event, Topics
 from edgecam.mqtt.claim import Claim
-from edgecam.mqtt.client import Subscriber
 from edgecam.mqtt.publisher import Publisher
+from edgecam.mqtt.subscriber import Subscriber
 from edgecam.outbox import Outbox
 from tests.conftest import Broker, DoorEvent, make_door_event, wait_until
 

@@ -25,7 +25,7 @@ from edgecam.broker_settings import MqttSettings
 from edgecam.disk import write_atomically
 from edgecam.errors import StorageError
 from edgecam.models import Topics, iso_ms, utc_now
-from edgecam.mqtt.client import Subscriber
+from edgecam.mqtt.subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import pytest
 
 from edgecam.broker_settings import MqttSettings
 from edgecam.config import StorageSettings
-from edgecam.mqtt.client import Subscriber
+from edgecam.mqtt.subscriber import Subscriber
 from edgecam.outbox import Outbox
 from edgecam.sources.simulated import DOOR_ZONE
 from tests.conftest import wait_until
@@ -46,7 +46,7 @@ BURST = {
 
 
 class Consumer:
-    """A persistent-session subscriber (``edgecam.mqtt.client.Subscriber``) whose session outlives each instance."""
+    """A persistent-session subscriber (``edgecam.mqtt.subscriber.Subscriber``) whose session outlives each instance."""
 
     FILTERS = ("edgecam/+/events", "edgecam/+/events/+/stills/+", "edgecam/+/availability", "edgecam/+/snapshot")
 

@@ -27,8 +27,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edgecam.broker_settings import MqttSettings
 from edgecam.config import StorageSettings
 from edgecam.models import Topics
-from edgecam.mqtt.client import Subscriber, new_client, tls_context
+from edgecam.mqtt.client import new_client, tls_context
 from edgecam.mqtt.publisher import Publisher
+from edgecam.mqtt.subscriber import Subscriber
 from edgecam.outbox import Outbox
 from tests.conftest import Broker, make_door_event, wait_until
 
